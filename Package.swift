@@ -1,0 +1,59 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "virtiod",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "VirtioCore", targets: ["VirtioCore"]),
+        .library(name: "VirtioSoftDevice", targets: ["VirtioSoftDevice"]),
+        .executable(name: "virtio-ring-bench", targets: ["VirtioRingBench"]),
+        .executable(name: "virtio-ring-fuzz", targets: ["VirtioRingFuzz"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
+    ],
+    targets: [
+        // Header-only C shim for what Glibc does not import into Swift
+        // (memfd_create, eventfd, _GNU_SOURCE-only declarations).
+        .target(name: "CVirtioShim"),
+        // Thin typed wrappers over the syscalls the project needs (memfd, mmap, spawn).
+        .target(
+            name: "VirtioSystem",
+            dependencies: ["CVirtioShim", "VirtioCore", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strict),
+        // The virtio vocabulary, the Transport abstraction, DMA memory and the
+        // driver side of split and packed virtqueues. No device I/O.
+        .target(
+            name: "VirtioCore",
+            dependencies: [.product(name: "Atomics", package: "swift-atomics")],
+            swiftSettings: strict),
+        // Device side of the rings in software: loopback net, RAM block, echo.
+        .target(
+            name: "VirtioSoftDevice",
+            dependencies: ["VirtioCore", .product(name: "Atomics", package: "swift-atomics")],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "VirtioRingBench",
+            dependencies: ["VirtioCore", "VirtioSoftDevice"],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "VirtioRingFuzz",
+            dependencies: ["VirtioCore", "VirtioSoftDevice"],
+            swiftSettings: strict),
+        // Helper process for the hand-over test: drives one side of a live queue.
+        .executableTarget(
+            name: "HandoverProbe",
+            dependencies: ["VirtioCore", "VirtioSystem"],
+            path: "Tests/HandoverProbe",
+            swiftSettings: strict),
+        .testTarget(
+            name: "VirtioCoreTests",
+            dependencies: ["VirtioCore", "VirtioSoftDevice", "VirtioSystem", "HandoverProbe"],
+            swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,83 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A piece of a `DMARegion`, named by offset so it means the same thing in
+/// every process that maps the region (the basis of hand-over).
+public struct DMASlice: Sendable, Hashable, Codable {
+    public var offset: Int
+    public var length: Int
+    public init(offset: Int, length: Int) {
+        self.offset = offset
+        self.length = length
+    }
+}
+
+/// Memory that the driver reaches at a host address and the device at a
+/// device address (IOVA under VFIO). It is one contiguous mapping, typically of
+/// a memfd that the supervisor maps for the IOMMU and a plugin maps for itself.
+///
+/// All ring and buffer memory of a device lives in one region; everything
+/// that refers into it is an offset, so another process with the region mapped
+/// at another address can continue where this one stopped.
+public final class DMARegion: @unchecked Sendable {
+    // SAFETY: `base` points to `size` bytes that stay mapped for the lifetime
+    // of this object: either `owner` keeps the mapping alive, or this object
+    // unmaps it in deinit (anonymous mappings). Concurrent access by the device
+    // is the nature of DMA memory: ring code reads device-written fields once,
+    // with acquire ordering, and checks them before use.
+    public let base: UnsafeMutableRawPointer
+    public let size: Int
+    /// Device address (IOVA) of offset 0.
+    public let deviceBase: UInt64
+    private let owner: AnyObject?
+    private let unmapOnDeinit: Bool
+
+    /// Wrap memory someone else mapped and keeps alive (`owner`).
+    public init(base: UnsafeMutableRawPointer, size: Int, deviceBase: UInt64, owner: AnyObject?) {
+        self.base = base
+        self.size = size
+        self.deviceBase = deviceBase
+        self.owner = owner
+        self.unmapOnDeinit = false
+    }
+
+    /// A zeroed anonymous shared mapping, for tests and benchmarks.
+    public init(anonymousSize size: Int, deviceBase: UInt64 = 0x1_0000_0000) {
+        let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
+        guard let p, p != MAP_FAILED else { fatalError("mmap of \(size) bytes failed: errno \(errno)") }
+        self.base = p
+        self.size = size
+        self.deviceBase = deviceBase
+        self.owner = nil
+        self.unmapOnDeinit = true
+    }
+
+    deinit {
+        if unmapOnDeinit { munmap(base, size) }
+    }
+
+    /// Host pointer for a slice the driver made itself (trusted offsets).
+    @inline(__always)
+    public func pointer(_ slice: DMASlice) -> UnsafeMutableRawPointer {
+        precondition(slice.offset >= 0 && slice.length >= 0 && slice.offset + slice.length <= size,
+                     "DMA slice \(slice) outside region of \(size) bytes")
+        return base + slice.offset
+    }
+
+    @inline(__always)
+    public func deviceAddress(_ slice: DMASlice) -> UInt64 { deviceBase + UInt64(slice.offset) }
+
+    /// Translate a device address and length coming from untrusted memory
+    /// (a descriptor) into a slice; nil if any byte falls outside the region.
+    @inline(__always)
+    public func slice(deviceAddress: UInt64, length: UInt32) -> DMASlice? {
+        guard deviceAddress >= deviceBase else { return nil }
+        let offset = deviceAddress - deviceBase
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(length))
+        guard !overflow, end <= UInt64(size) else { return nil }
+        return DMASlice(offset: Int(offset), length: Int(length))
+    }
+}

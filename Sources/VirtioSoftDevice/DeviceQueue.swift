@@ -1,0 +1,116 @@
+import VirtioCore
+
+/// Device side of one virtqueue, split or packed: pop available chains,
+/// push used ones, decide interrupts. What the driver wrote is checked
+/// (`DriverViolation`); a queue that saw a violation stays stopped.
+public final class DeviceQueue: @unchecked Sendable {
+    // SAFETY (Sendable): driven by one device thread at a time.
+    public let layout: RingLayout
+    public let memory: RingMemory
+    private var split: SplitDeviceRing?
+    private var packed: PackedDeviceRing?
+    public private(set) var violation: DriverViolation?
+
+    public init(layout: RingLayout, size: Int, region: DMARegion, area: DMASlice, eventIndex: Bool) {
+        self.layout = layout
+        self.memory = RingMemory(region: region, area: area)
+        if layout == .split {
+            split = SplitDeviceRing(memory: memory, size: size, eventIndex: eventIndex)
+        } else {
+            packed = PackedDeviceRing(memory: memory, size: size, eventIndex: eventIndex)
+        }
+    }
+
+    /// The queue area a driver `Virtqueue` uses, seen from the device.
+    public convenience init(mirroring q: Virtqueue, eventIndex: Bool) {
+        self.init(layout: q.layout, size: q.size, region: q.memory.region, area: q.memory.area, eventIndex: eventIndex)
+    }
+
+    /// Take the next available chain into `chain`; false if none (or stopped).
+    @inline(__always)
+    public func pop(into chain: inout DeviceChain) -> Bool {
+        guard violation == nil else { return false }
+        do {
+            if split != nil { return try split!.pop(into: &chain) }
+            return try packed!.pop(into: &chain)
+        } catch {
+            violation = error
+            return false
+        }
+    }
+
+    /// Return a chain with `length` bytes written. For split rings the entry
+    /// becomes visible at `commit()`, for packed rings at once.
+    @inline(__always)
+    public func push(_ chain: DeviceChain, length: UInt32) {
+        push(id: UInt32(chain.id), length: length, descriptorCount: chain.descriptorCount)
+    }
+
+    /// Raw used entry; nothing is checked, so tests can make the device lie.
+    public func push(id: UInt32, length: UInt32, descriptorCount: Int = 1) {
+        if split != nil { split!.push(id: id, length: length) } else {
+            packed!.push(id: id, length: length, descriptorCount: descriptorCount)
+        }
+    }
+
+    /// Publish pushed entries; true if the driver asked for an interrupt.
+    @inline(__always)
+    public func commit() -> Bool {
+        if split != nil { return split!.commit() }
+        return packed!.commit()
+    }
+
+    /// Tell the driver whether notifications are wanted (§2.7.10, §2.8.10).
+    public func setNotifications(enabled: Bool) {
+        if let split { split.setNotifications(enabled: enabled) } else { packed!.setNotifications(enabled: enabled) }
+    }
+
+    /// Split only: force the used index (a lying device, for tests).
+    public func setUsedIndex(_ v: UInt16) {
+        precondition(split != nil, "used index exists only in split rings")
+        split!.setUsedIndex(v)
+    }
+
+    // MARK: data
+
+    /// Copy the chain's readable bytes, in order, into `buffer`; returns the count.
+    public func read(_ chain: DeviceChain, into buffer: UnsafeMutableRawBufferPointer, skipping: Int = 0) -> Int {
+        var skip = skipping, out = 0
+        for s in chain.segments where !s.isWritable {
+            if skip >= s.slice.length { skip -= s.slice.length; continue }
+            let n = min(s.slice.length - skip, buffer.count - out)
+            if n <= 0 { break }
+            (buffer.baseAddress! + out).copyMemory(from: memory.region.pointer(s.slice) + skip, byteCount: n)
+            out += n
+            skip = 0
+        }
+        return out
+    }
+
+    public func readBytes(_ chain: DeviceChain, count: Int, skipping: Int = 0) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: count)
+        let n = bytes.withUnsafeMutableBytes { read(chain, into: $0, skipping: skipping) }
+        return Array(bytes.prefix(n))
+    }
+
+    /// Copy `bytes` into the chain's writable segments, in order, starting
+    /// `skipping` bytes in; returns how many fitted.
+    @discardableResult
+    public func write(_ chain: DeviceChain, from bytes: UnsafeRawBufferPointer, skipping: Int = 0) -> Int {
+        var skip = skipping, done = 0
+        for s in chain.segments where s.isWritable {
+            if skip >= s.slice.length { skip -= s.slice.length; continue }
+            let n = min(s.slice.length - skip, bytes.count - done)
+            if n <= 0 { break }
+            (memory.region.pointer(s.slice) + skip).copyMemory(from: bytes.baseAddress! + done, byteCount: n)
+            done += n
+            skip = 0
+        }
+        return done
+    }
+
+    @discardableResult
+    public func write(_ chain: DeviceChain, bytes: [UInt8], skipping: Int = 0) -> Int {
+        bytes.withUnsafeBytes { write(chain, from: $0, skipping: skipping) }
+    }
+}
