@@ -47,7 +47,7 @@ let package = Package(
         // Helper process for the hand-over test: drives one side of a live queue.
         .executableTarget(
             name: "HandoverProbe",
-            dependencies: ["VirtioCore", "VirtioSystem"],
+            dependencies: ["VirtioCore", "VirtioSystem", "VirtioSoftDevice"],
             path: "Tests/HandoverProbe",
             swiftSettings: strict),
         .testTarget(

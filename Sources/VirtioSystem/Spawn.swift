@@ -38,7 +38,7 @@ public struct ChildProcess: Sendable {
 }
 
 /// A pipe whose read end this process keeps (CLOEXEC on both ends).
-public struct Pipe: Sendable {
+public struct UnixPipe: Sendable {
     public let read: FileDescriptor
     public let write: FileDescriptor
 
