@@ -7,15 +7,29 @@ public struct DeviceSegment: Sendable, Hashable {
 }
 
 /// A chain popped from the available side. Reused between pops so the device
-/// loop does not allocate: `segments` keeps its capacity.
+/// loop does not allocate: its storage only grows.
 public struct DeviceChain: Sendable {
     /// Head descriptor index (split) or buffer ID (packed): what goes back in the used entry.
     public var id: UInt16 = 0
     /// Ring slots the chain occupies (packed: how far the used position moves).
     public var descriptorCount: Int = 0
-    public var segments: [DeviceSegment] = []
+    private var storage: [DeviceSegment]
+    public private(set) var count = 0
 
-    public init() { segments.reserveCapacity(64) }
+    public init() { storage = Array(repeating: DeviceSegment(slice: DMASlice(offset: 0, length: 0), isWritable: false), count: 16) }
+
+    /// The chain's segments, in order.
+    public var segments: ArraySlice<DeviceSegment> { storage[0..<count] }
+
+    @inline(__always)
+    mutating func removeAll() { count = 0 }
+
+    @inline(__always)
+    mutating func append(_ s: DeviceSegment) {
+        if count == storage.count { storage += storage }
+        storage[count] = s
+        count += 1
+    }
 
     public var writableCapacity: Int { segments.reduce(0) { $0 + ($1.isWritable ? $1.slice.length : 0) } }
     public var readableLength: Int { segments.reduce(0) { $0 + ($1.isWritable ? 0 : $1.slice.length) } }

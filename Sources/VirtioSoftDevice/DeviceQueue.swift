@@ -7,17 +7,30 @@ public final class DeviceQueue: @unchecked Sendable {
     // SAFETY (Sendable): driven by one device thread at a time.
     public let layout: RingLayout
     public let memory: RingMemory
-    private var split: SplitDeviceRing?
-    private var packed: PackedDeviceRing?
-    public private(set) var violation: DriverViolation?
+    private let ring: Ring
+    /// Owns the storage `ring` points into; `region` keeps the memory mapped.
+    private let storage: AnyObject
+    private let region: DMARegion
+    private let stopped = OwnedState<DriverViolation?>(nil)
+
+    private enum Ring {
+        case split(UnsafeMutablePointer<SplitDeviceRing>)
+        case packed(UnsafeMutablePointer<PackedDeviceRing>)
+    }
+
+    /// Why the queue stopped (nil while it runs).
+    public var violation: DriverViolation? { stopped.pointer.pointee }
 
     public init(layout: RingLayout, size: Int, region: DMARegion, area: DMASlice, eventIndex: Bool) {
         self.layout = layout
         self.memory = RingMemory(region: region, area: area)
+        self.region = region
         if layout == .split {
-            split = SplitDeviceRing(memory: memory, size: size, eventIndex: eventIndex)
+            let box = OwnedState(SplitDeviceRing(memory: memory, size: size, eventIndex: eventIndex))
+            (ring, storage) = (.split(box.pointer), box)
         } else {
-            packed = PackedDeviceRing(memory: memory, size: size, eventIndex: eventIndex)
+            let box = OwnedState(PackedDeviceRing(memory: memory, size: size, eventIndex: eventIndex))
+            (ring, storage) = (.packed(box.pointer), box)
         }
     }
 
@@ -29,12 +42,14 @@ public final class DeviceQueue: @unchecked Sendable {
     /// Take the next available chain into `chain`; false if none (or stopped).
     @inline(__always)
     public func pop(into chain: inout DeviceChain) -> Bool {
-        guard violation == nil else { return false }
+        guard stopped.pointer.pointee == nil else { return false }
         do {
-            if split != nil { return try split!.pop(into: &chain) }
-            return try packed!.pop(into: &chain)
+            switch ring {
+            case .split(let r): return try r.pointee.pop(into: &chain)
+            case .packed(let r): return try r.pointee.pop(into: &chain)
+            }
         } catch {
-            violation = error
+            stopped.pointer.pointee = error
             return false
         }
     }
@@ -48,27 +63,33 @@ public final class DeviceQueue: @unchecked Sendable {
 
     /// Raw used entry; nothing is checked, so tests can make the device lie.
     public func push(id: UInt32, length: UInt32, descriptorCount: Int = 1) {
-        if split != nil { split!.push(id: id, length: length) } else {
-            packed!.push(id: id, length: length, descriptorCount: descriptorCount)
+        switch ring {
+        case .split(let r): r.pointee.push(id: id, length: length)
+        case .packed(let r): r.pointee.push(id: id, length: length, descriptorCount: descriptorCount)
         }
     }
 
     /// Publish pushed entries; true if the driver asked for an interrupt.
     @inline(__always)
     public func commit() -> Bool {
-        if split != nil { return split!.commit() }
-        return packed!.commit()
+        switch ring {
+        case .split(let r): r.pointee.commit()
+        case .packed(let r): r.pointee.commit()
+        }
     }
 
     /// Tell the driver whether notifications are wanted (§2.7.10, §2.8.10).
     public func setNotifications(enabled: Bool) {
-        if let split { split.setNotifications(enabled: enabled) } else { packed!.setNotifications(enabled: enabled) }
+        switch ring {
+        case .split(let r): r.pointee.setNotifications(enabled: enabled)
+        case .packed(let r): r.pointee.setNotifications(enabled: enabled)
+        }
     }
 
     /// Split only: force the used index (a lying device, for tests).
     public func setUsedIndex(_ v: UInt16) {
-        precondition(split != nil, "used index exists only in split rings")
-        split!.setUsedIndex(v)
+        guard case .split(let r) = ring else { preconditionFailure("used index exists only in split rings") }
+        r.pointee.setUsedIndex(v)
     }
 
     // MARK: data

@@ -25,7 +25,7 @@ struct PackedDeviceRing {
         let flags = memory.loadAcquire16(desc(nextAvail) + 14)
         let avail = flags & (1 << 7) != 0, used = flags & (1 << 15) != 0
         guard avail != used, avail == availWrap else { return false }
-        chain.segments.removeAll(keepingCapacity: true)
+        chain.removeAll()
         var pos = nextAvail
         var wrap = availWrap
         var count = 0
@@ -39,25 +39,25 @@ struct PackedDeviceRing {
             if pos == geometry.size { pos = 0; wrap.toggle() }
             if f & 4 != 0 {
                 guard len % 16 == 0, len >= 16, len / 16 <= 4096 else { throw .badIndirectTable(length: len) }
-                guard let slice = memory.region.slice(deviceAddress: addr, length: len) else {
+                guard let slice = memory.translate(deviceAddress: addr, length: len) else {
                     throw .addressOutsideMemory(address: addr, length: len)
                 }
-                let t = RingMemory(region: memory.region, area: slice)
+                let t = memory.view(slice)
                 for i in 0..<Int(len / 16) {
                     let a = t.load64(16 * i), l = t.load32(16 * i + 8), tf = t.load16(16 * i + 14)
                     guard tf & 4 == 0 else { throw .nestedIndirect }
-                    guard let s = memory.region.slice(deviceAddress: a, length: l) else {
+                    guard let s = memory.translate(deviceAddress: a, length: l) else {
                         throw .addressOutsideMemory(address: a, length: l)
                     }
-                    chain.segments.append(DeviceSegment(slice: s, isWritable: tf & 2 != 0))
+                    chain.append(DeviceSegment(slice: s, isWritable: tf & 2 != 0))
                 }
                 chain.id = id
                 break
             }
-            guard let slice = memory.region.slice(deviceAddress: addr, length: len) else {
+            guard let slice = memory.translate(deviceAddress: addr, length: len) else {
                 throw .addressOutsideMemory(address: addr, length: len)
             }
-            chain.segments.append(DeviceSegment(slice: slice, isWritable: f & 2 != 0))
+            chain.append(DeviceSegment(slice: slice, isWritable: f & 2 != 0))
             if f & 1 == 0 { chain.id = id; break }
         }
         chain.descriptorCount = count

@@ -33,7 +33,7 @@ struct SplitDeviceRing {
         guard Int(head) < geometry.size else { throw .headOutOfRange(head) }
         chain.id = head
         chain.descriptorCount = 1
-        chain.segments.removeAll(keepingCapacity: true)
+        chain.removeAll()
         try walk(table: nil, count: geometry.size, first: Int(head), into: &chain)
         lastAvail &+= 1
         if eventIndex { memory.store16(availEvent, lastAvail) }
@@ -53,17 +53,17 @@ struct SplitDeviceRing {
             if flags & 4 != 0 {
                 guard table == nil else { throw .nestedIndirect }
                 guard len % 16 == 0, len >= 16, len / 16 <= 4096 else { throw .badIndirectTable(length: len) }
-                guard let slice = memory.region.slice(deviceAddress: addr, length: len) else {
+                guard let slice = memory.translate(deviceAddress: addr, length: len) else {
                     throw .addressOutsideMemory(address: addr, length: len)
                 }
-                let t = RingMemory(region: memory.region, area: slice)
+                let t = memory.view(slice)
                 try walk(table: (0, t), count: Int(len / 16), first: 0, into: &chain)
                 return
             }
-            guard let slice = memory.region.slice(deviceAddress: addr, length: len) else {
+            guard let slice = memory.translate(deviceAddress: addr, length: len) else {
                 throw .addressOutsideMemory(address: addr, length: len)
             }
-            chain.segments.append(DeviceSegment(slice: slice, isWritable: flags & 2 != 0))
+            chain.append(DeviceSegment(slice: slice, isWritable: flags & 2 != 0))
             guard flags & 1 != 0 else { return }
             d = Int(next)
             guard d < count else { throw .headOutOfRange(next) }

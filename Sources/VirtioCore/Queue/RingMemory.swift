@@ -3,8 +3,11 @@ import Atomics
 /// Little-endian loads and stores into one queue's memory, the only place
 /// ring code touches raw pointers. Offsets are relative to the queue area.
 ///
-/// SAFETY: `base` points into a `DMARegion` that `region` keeps mapped, and
-/// `size` bytes from it lie inside that region (checked in init). Every access
+/// SAFETY: `base` points into `region`, and `area` lies inside that region
+/// (checked in init). `region` is `unowned(unsafe)` so that copying this view
+/// costs no reference counting on the hot path: whoever creates a RingMemory
+/// must keep the region alive as long as the view is used (`Virtqueue` and
+/// `DeviceQueue` hold a strong reference for exactly that). Every access
 /// checks `offset + width <= size`, so an offset computed from a bad index
 /// traps instead of reading outside the area; ring code checks device-written
 /// indices before computing offsets from them, so that trap is a bug, not an
@@ -12,19 +15,39 @@ import Atomics
 /// read with acquire ordering through swift-atomics, which works on memory
 /// shared between processes; all other fields are read once into locals.
 public struct RingMemory: @unchecked Sendable {
-    public let region: DMARegion
+    public unowned(unsafe) let region: DMARegion
     public let area: DMASlice
     @usableFromInline let base: UnsafeMutableRawPointer
+    /// The region's device base and size, copied so translation needs no
+    /// call through `region`.
+    let regionDeviceBase: UInt64
+    let regionSize: Int
 
     public init(region: DMARegion, area: DMASlice) {
         self.region = region
         self.area = area
         self.base = region.pointer(area)
+        self.regionDeviceBase = region.deviceBase
+        self.regionSize = region.size
+    }
+
+    /// A view of another part of the same region (e.g. an indirect table).
+    public func view(_ slice: DMASlice) -> RingMemory { RingMemory(region: region, area: slice) }
+
+    /// Translate an untrusted device address and length into a slice of the
+    /// region; nil if any byte falls outside it (same rule as `DMARegion.slice`).
+    @inline(__always)
+    public func translate(deviceAddress: UInt64, length: UInt32) -> DMASlice? {
+        guard deviceAddress >= regionDeviceBase else { return nil }
+        let offset = deviceAddress - regionDeviceBase
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(length))
+        guard !overflow, end <= UInt64(regionSize) else { return nil }
+        return DMASlice(offset: Int(offset), length: Int(length))
     }
 
     /// Device address of an offset inside the area.
     @inline(__always)
-    public func deviceAddress(_ offset: Int) -> UInt64 { region.deviceBase + UInt64(area.offset + offset) }
+    public func deviceAddress(_ offset: Int) -> UInt64 { regionDeviceBase + UInt64(area.offset + offset) }
 
     @inline(__always)
     func check(_ offset: Int, _ width: Int) {

@@ -13,8 +13,24 @@ public final class Virtqueue: @unchecked Sendable {
     public let layout: RingLayout
     public let geometry: QueueGeometry
     public let memory: RingMemory
-    private var split: SplitDriverRing?
-    private var packed: PackedDriverRing?
+    private let ring: Ring
+    /// Owns the storage `ring` points into; `region` keeps the memory mapped.
+    private let storage: AnyObject
+    private let region: DMARegion
+
+    private enum Ring {
+        case split(UnsafeMutablePointer<SplitDriverRing>)
+        case packed(UnsafeMutablePointer<PackedDriverRing>)
+    }
+
+    private static func makeRing(_ state: QueueState, _ memory: RingMemory) -> (Ring, AnyObject) {
+        if state.layout == .split {
+            let box = OwnedState(SplitDriverRing(state: state, memory: memory))
+            return (.split(box.pointer), box)
+        }
+        let box = OwnedState(PackedDriverRing(state: state, memory: memory))
+        return (.packed(box.pointer), box)
+    }
 
     /// A new, empty queue in `area` of `region` (its memory is zeroed).
     public init(layout: RingLayout, size: Int, region: DMARegion, area: DMASlice, options: QueueOptions = .init()) {
@@ -24,10 +40,8 @@ public final class Virtqueue: @unchecked Sendable {
         self.geometry = geometry
         self.memory = RingMemory(region: region, area: area)
         memory.zero()
-        let state = QueueState(layout: layout, size: size, area: area, options: options)
-        if layout == .split { split = SplitDriverRing(state: state, memory: memory) } else {
-            packed = PackedDriverRing(state: state, memory: memory)
-        }
+        self.region = region
+        (self.ring, self.storage) = Self.makeRing(QueueState(layout: layout, size: size, area: area, options: options), memory)
     }
 
     /// A new queue with its area taken from `allocator`.
@@ -48,9 +62,8 @@ public final class Virtqueue: @unchecked Sendable {
         self.layout = state.layout
         self.geometry = QueueGeometry(layout: state.layout, size: state.size, indirectCapacity: state.options.indirectCapacity)
         self.memory = RingMemory(region: region, area: state.area)
-        if layout == .split { split = SplitDriverRing(state: state, memory: memory) } else {
-            packed = PackedDriverRing(state: state, memory: memory)
-        }
+        self.region = region
+        (self.ring, self.storage) = Self.makeRing(state, memory)
     }
 
     /// Device addresses to program into the transport (§4.1.4.3 queue_desc/driver/device).
@@ -59,9 +72,19 @@ public final class Virtqueue: @unchecked Sendable {
 
     /// The state to hand to another process. The caller must have stopped
     /// adding chains; chains in flight stay in flight and are continued.
-    public var state: QueueState { split?.state ?? packed!.state }
+    public var state: QueueState {
+        switch ring {
+        case .split(let r): r.pointee.state
+        case .packed(let r): r.pointee.state
+        }
+    }
 
-    public var brokenReason: DeviceViolation? { split?.broken ?? packed?.broken }
+    public var brokenReason: DeviceViolation? {
+        switch ring {
+        case .split(let r): r.pointee.broken
+        case .packed(let r): r.pointee.broken
+        }
+    }
     public var isBroken: Bool { brokenReason != nil }
     public var freeDescriptors: Int { state.freeDescriptors }
     public var inFlight: Int { state.inFlightChains }
@@ -71,8 +94,9 @@ public final class Virtqueue: @unchecked Sendable {
     /// single ring slot. Not visible to the device until `publish()`.
     @inline(__always)
     public func add(_ segments: UnsafeBufferPointer<BufferSegment>, token: UInt64, indirect: Bool = false) throws(VirtqueueError) {
-        if split != nil { try split!.add(segments, token: token, indirect: indirect) } else {
-            try packed!.add(segments, token: token, indirect: indirect)
+        switch ring {
+        case .split(let r): try r.pointee.add(segments, token: token, indirect: indirect)
+        case .packed(let r): try r.pointee.add(segments, token: token, indirect: indirect)
         }
     }
 
@@ -85,30 +109,44 @@ public final class Virtqueue: @unchecked Sendable {
     /// notified (then call `Transport.notify`).
     @inline(__always)
     public func publish() -> Bool {
-        if split != nil { return split!.publish() }
-        return packed!.publish()
+        switch ring {
+        case .split(let r): r.pointee.publish()
+        case .packed(let r): r.pointee.publish()
+        }
     }
 
     /// The next chain the device has finished with, after checking what it
     /// wrote; nil if there is none. Its descriptors are free again.
     @inline(__always)
     public func popUsed() throws(VirtqueueError) -> UsedBuffer? {
-        if split != nil { return try split!.popUsed() }
-        return try packed!.popUsed()
+        switch ring {
+        case .split(let r): try r.pointee.popUsed()
+        case .packed(let r): try r.pointee.popUsed()
+        }
     }
 
     /// Whether the device has returned something not yet popped.
-    public var hasUsed: Bool { split?.hasUsed ?? packed!.hasUsed }
+    public var hasUsed: Bool {
+        switch ring {
+        case .split(let r): r.pointee.hasUsed
+        case .packed(let r): r.pointee.hasUsed
+        }
+    }
 
     /// Ask the device for interrupts; true if used buffers arrived in the
     /// meantime (pop them before sleeping).
     public func enableInterrupts() -> Bool {
-        if split != nil { return split!.enableInterrupts() }
-        return packed!.enableInterrupts()
+        switch ring {
+        case .split(let r): r.pointee.enableInterrupts()
+        case .packed(let r): r.pointee.enableInterrupts()
+        }
     }
 
     public func disableInterrupts() {
-        if split != nil { split!.disableInterrupts() } else { packed!.disableInterrupts() }
+        switch ring {
+        case .split(let r): r.pointee.disableInterrupts()
+        case .packed(let r): r.pointee.disableInterrupts()
+        }
     }
 
     /// Forget everything in flight and start the ring from zero, after the
@@ -120,8 +158,9 @@ public final class Virtqueue: @unchecked Sendable {
         let tokens = old.chains.filter(\.inFlight).map(\.token)
         memory.zero()
         let fresh = QueueState(layout: layout, size: size, area: old.area, options: old.options)
-        if layout == .split { split = SplitDriverRing(state: fresh, memory: memory) } else {
-            packed = PackedDriverRing(state: fresh, memory: memory)
+        switch ring {
+        case .split(let r): r.pointee = SplitDriverRing(state: fresh, memory: memory)
+        case .packed(let r): r.pointee = PackedDriverRing(state: fresh, memory: memory)
         }
         return tokens
     }
