@@ -42,7 +42,7 @@ let package = Package(
             swiftSettings: strict),
         .executableTarget(
             name: "VirtioRingFuzz",
-            dependencies: ["VirtioCore", "VirtioSoftDevice"],
+            dependencies: ["VirtioCore", "VirtioSoftDevice", "CVirtioShim"],
             swiftSettings: strict),
         // Helper process for the hand-over test: drives one side of a live queue.
         .executableTarget(

@@ -19,4 +19,10 @@ static inline unsigned int cvirtio_MFD_CLOEXEC(void) { return MFD_CLOEXEC; }
 static inline unsigned int cvirtio_MFD_ALLOW_SEALING(void) { return MFD_ALLOW_SEALING; }
 static inline int cvirtio_EFD_CLOEXEC(void) { return EFD_CLOEXEC; }
 static inline int cvirtio_EFD_NONBLOCK(void) { return EFD_NONBLOCK; }
+#include <stdint.h>
+#include <stddef.h>
+
+// libFuzzer's entry point for programs that own main (defined only when
+// linked with -sanitize=fuzzer; used only by the FUZZING build of virtio-ring-fuzz).
+int LLVMFuzzerRunDriver(int *argc, char ***argv, int (*callback)(const uint8_t *data, size_t size));
 #endif
