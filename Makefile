@@ -4,19 +4,31 @@ FUZZ_RUNS  ?= 1000000
 FUZZ_BUILD := .build-fuzz
 CORPUS     := Tests/FuzzCorpus
 
-.PHONY: help build test unit-test fuzz-replay bench fuzz clean
+.PHONY: help build test unit-test fuzz-replay bench fuzz clean install test-vm demo vm-shell
+
+PREFIX     ?= /usr
+DESTDIR    ?=
+LIBEXECDIR := $(PREFIX)/libexec/virtiod
+RELEASE    := .build-release
+# Executables installed today; virtiod, virtioctl and the plugins join them.
+INSTALL_PRODUCTS := virtio-ring-bench
+VM_FLAGS   ?=
 
 help:
 	@echo "make build        debug build of everything"
 	@echo "make test         everything the project has: unit tests (swift test) + fuzz corpus replay"
 	@echo "make bench        release build, prints virtqueue round trips/s (split vs packed, batch 1 and 32)"
 	@echo "make fuzz         libFuzzer on the ring parsers, FUZZ_RUNS=$(FUZZ_RUNS) iterations"
+	@echo "make install      static release binaries and units into DESTDIR (default /)"
+	@echo "make test-vm      boot the QEMU test VM and run the in-guest suite (VM_FLAGS=--variant packed …)"
+	@echo "make demo         boot the VM and show what virtiod sees, then power off"
+	@echo "make vm-shell     root shell on the test VM's serial console"
 	@echo "make clean        remove build folders"
 
 build:
 	$(SWIFT) build
 
-test: unit-test fuzz-replay
+test: unit-test fuzz-replay test-vm
 
 unit-test:
 	$(SWIFT) test
@@ -38,5 +50,29 @@ fuzz:
 	$(FUZZ_BUILD)/release/virtio-ring-fuzz -runs=$(FUZZ_RUNS) -max_len=512 -print_final_stats=1 \
 		$(FUZZ_BUILD)/corpus $(CORPUS)
 
+# Release binaries with the Swift runtime linked in: they need only glibc and
+# libstdc++, so they run on a machine (or guest) without Swift.
+install:
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(RELEASE) $(addprefix --product ,$(INSTALL_PRODUCTS))
+	install -d $(DESTDIR)$(LIBEXECDIR)
+	for p in $(INSTALL_PRODUCTS); do install -m 755 -s $(RELEASE)/release/$$p $(DESTDIR)$(LIBEXECDIR)/$$p; done
+	if ls Units/*.service >/dev/null 2>&1; then install -d $(DESTDIR)/lib/systemd/system && install -m 644 Units/*.service $(DESTDIR)/lib/systemd/system/; fi
+	if ls Units/*.conf >/dev/null 2>&1; then install -d $(DESTDIR)/etc/virtiod && install -m 644 Units/*.conf $(DESTDIR)/etc/virtiod/; fi
+
+# The VM suite installs into a staging root exactly as a user would, and the
+# guest copies that root onto itself before the cases run.
+VM_STAGE := .build-vm-root
+test-vm:
+	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
+	VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh $(VM_FLAGS)
+
+demo:
+	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
+	VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --mode-script Tests/VM/demo.sh $(VM_FLAGS)
+
+vm-shell:
+	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
+	VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --shell $(VM_FLAGS)
+
 clean:
-	rm -rf .build $(FUZZ_BUILD)
+	rm -rf .build $(FUZZ_BUILD) $(RELEASE) $(VM_STAGE)

@@ -7,7 +7,9 @@
 //
 // Prints round trips/s for split and packed rings at batch 1 and 32 (median
 // of 5 runs), and their ratio. A benchmark, not a test: it asserts nothing.
-import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import VirtioCore
 import VirtioSoftDevice
 
@@ -59,6 +61,17 @@ func measure(_ layout: RingLayout, batch: Int, seconds: Double, size: Int) throw
     return Double(trips) / s
 }
 
+func pad(_ s: String, _ n: Int) -> String { s + String(repeating: " ", count: max(0, n - s.count)) }
+
+/// `x` with `digits` decimals (no Foundation in this binary: it is installed statically linked).
+func fixed(_ x: Double, _ digits: Int) -> String {
+    var scale = 1.0
+    for _ in 0..<digits { scale *= 10 }
+    let n = Int((x * scale).rounded())
+    let whole = n / Int(scale), frac = String(n % Int(scale))
+    return "\(whole)." + String(repeating: "0", count: digits - frac.count) + frac
+}
+
 var results: [(layout: RingLayout, batch: Int, perSecond: Double)] = []
 for layout in [RingLayout.split, .packed] {
     for batch in [1, 32] {
@@ -75,11 +88,11 @@ if options.json {
     print("virtqueue round trips (add → device → used → reclaim), queue size \(options.size), single thread, median of 5")
     print("layout  batch  round trips/s")
     for r in results {
-        print("\(r.layout.description.padding(toLength: 7, withPad: " ", startingAt: 0)) \(String(r.batch).padding(toLength: 6, withPad: " ", startingAt: 0)) \(String(format: "%6.1f M/s", r.perSecond / 1e6))")
+        print(pad(r.layout.description, 8) + pad(String(r.batch), 7) + fixed(r.perSecond / 1e6, 1) + " M/s")
     }
     for batch in [1, 32] {
         let s = results.first { $0.layout == .split && $0.batch == batch }!.perSecond
         let p = results.first { $0.layout == .packed && $0.batch == batch }!.perSecond
-        print("packed/split at batch \(batch): \(String(format: "%.2f", p / s))×")
+        print("packed/split at batch \(batch): \(fixed(p / s, 2))×")
     }
 }

@@ -1,0 +1,31 @@
+# Helpers for in-guest cases. A case is a bash script: exit 0 = ok; on
+# failure its last output line is the reason shown on the host.
+set -euo pipefail
+VARIANT=$(cat /payload/variant 2>/dev/null || echo default)
+
+fail() { echo "$*"; exit 1; }
+
+# PCI addresses of virtio functions with a given modern device ID (e.g. 1042),
+# or its transitional ID in the transitional variant.
+virtio_functions() {
+    local id=$1 legacy
+    case $id in 1041) legacy=1000 ;; 1042) legacy=1001 ;; 1045) legacy=1002 ;; 1043) legacy=1003 ;; 1049) legacy=1009 ;; *) legacy=none ;; esac
+    for d in /sys/bus/pci/devices/*; do
+        [ "$(cat "$d/vendor")" = 0x1af4 ] || continue
+        case "$(cat "$d/device")" in "0x$id"|"0x$legacy") basename "$d" ;; esac
+    done
+}
+
+# Network interface with a given MAC (in the current namespace).
+iface_with_mac() {
+    ip -o link | awk -v mac="$1" '$0 ~ mac { sub(":", "", $2); print $2 }' | head -n1
+}
+
+# Wait up to $2 seconds for a command to succeed.
+wait_for() {
+    local cmd=$1 limit=${2:-10} i=0
+    until eval "$cmd" >/dev/null 2>&1; do
+        i=$((i + 1)); [ $i -le $((limit * 10)) ] || return 1
+        sleep 0.1
+    done
+}

@@ -1,0 +1,41 @@
+# Shared settings for the VM scripts. Sourced, not run.
+# The cache lives outside the git tree and is keyed on everything that shapes the image.
+VM_CACHE=${VIRTIOD_VM_CACHE:-/var/cache/virtiod-vm}
+VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd "$VM_DIR/../.." && pwd)
+GUEST_PACKAGES="systemd,systemd-sysv,udev,kmod,iproute2,linux-image-amd64,pciutils,iperf3,fio,ethtool,tcpdump,iputils-ping,procps,util-linux"
+
+log() { printf '[vm] %s\n' "$*" >&2; }
+die() { printf '[vm] error: %s\n' "$*" >&2; exit 1; }
+
+# The Debian mirror this machine already uses (never a hard-coded host).
+debian_mirror() {
+    local m
+    m=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | grep -v security | head -n1)
+    [ -n "$m" ] || m=$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null \
+        | grep -v security | awk '{print $2}' | head -n1)
+    [ -n "$m" ] || die "no Debian mirror found in the apt sources"
+    echo "$m"
+}
+
+# Key of the image: the builder script, this file and the kernel flavour.
+image_key() {
+    local flavour=$1
+    cat "$VM_DIR/build-image.sh" "$VM_DIR/lib.sh" "$VM_DIR/guest/"* | sha256sum | cut -c1-12 | sed "s/^/$flavour-/"
+}
+
+need_host_packages() {
+    local missing=()
+    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
+    command -v qemu-img >/dev/null || missing+=(qemu-utils)
+    command -v debootstrap >/dev/null || missing+=(debootstrap)
+    command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
+    command -v python3 >/dev/null || missing+=(python3)
+    [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "installing host packages: ${missing[*]}"
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
+            || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; } \
+            || die "could not install ${missing[*]}"
+    fi
+}

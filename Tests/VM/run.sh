@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# Boot the test VM with a set of virtio devices and run cases inside it.
+#
+#   run.sh [options] [CASE...]      CASE: cases/GROUP/NAME.sh paths or GROUP names (default: all)
+#     --variant NAME   device set: default | packed | mq | transitional | rootports
+#     --backports      boot the bookworm-backports kernel (ublk)
+#     --shell          interactive root shell on the serial console (no tests)
+#     --mode-script F  run script F in the guest instead of test cases (make demo)
+#     --timeout S      whole-run limit in seconds (default 900)
+#     --keep           keep the run folder (serial log, QMP socket) for inspection
+#
+# Results go to stdout; the last line is "N passed, N failed". The exit status
+# is non-zero on any failure, on timeout (the serial log's tail is printed),
+# or when the guest never reported.
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+variant=default image_flags=() shell=0 mode_script="" timeout=900 keep=0 cases=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --variant) variant=$2; shift 2 ;;
+        --backports) image_flags+=(--backports); shift ;;
+        --shell) shell=1; shift ;;
+        --mode-script) mode_script=$2; shift 2 ;;
+        --timeout) timeout=$2; shift 2 ;;
+        --keep) keep=1; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        -*) die "unknown option $1 (see --help)" ;;
+        *) cases+=("$1"); shift ;;
+    esac
+done
+
+image=$("$VM_DIR/build-image.sh" "${image_flags[@]}")
+run=$(mktemp -d /tmp/virtiod-vm-run.XXXXXX)
+qemu_pid=""
+cleanup() {
+    [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
+    if [ $keep = 1 ]; then log "run folder kept: $run"; else rm -rf "$run"; fi
+}
+trap cleanup EXIT
+
+# --- payload disk: runner, cases, installed files -----------------------
+payload="$run/payload"
+mkdir -p "$payload/cases" "$payload/root"
+cp "$VM_DIR/run-in-guest" "$payload/"
+cp -r "$VM_DIR/cases/." "$payload/cases/"
+if [ ${#cases[@]} -eq 0 ]; then cases=($(cd "$VM_DIR/cases" && ls -d */ | tr -d /)); fi
+: > "$payload/cases.list"
+for c in "${cases[@]}"; do
+    c=${c#"$VM_DIR/cases/"}; c=${c#cases/}
+    if [ -d "$VM_DIR/cases/$c" ]; then
+        (cd "$VM_DIR/cases" && ls "$c"/*.sh) >> "$payload/cases.list"
+    elif [ -f "$VM_DIR/cases/$c" ]; then
+        echo "$c" >> "$payload/cases.list"
+    else
+        die "no such case or group: $c"
+    fi
+done
+echo "$variant" > "$payload/variant"
+[ -n "$mode_script" ] && install -m 755 "$mode_script" "$payload/mode-script"
+if [ -n "${VIRTIOD_INSTALL_ROOT:-}" ]; then cp -a "$VIRTIOD_INSTALL_ROOT/." "$payload/root/"; fi
+truncate -s 512M "$run/payload.img"
+mkfs.ext4 -q -F -L payload -d "$payload" "$run/payload.img"
+
+# --- devices ---------------------------------------------------------------
+truncate -s 64M "$run/blk0.raw"
+mkdir -p "$run/share" && echo "hello from the host" > "$run/share/hello.txt"
+modern="disable-legacy=on,iommu_platform=on"
+packed=""
+netq=""
+case "$variant" in
+    default|rootports) ;;
+    packed) packed=",packed=on" ;;
+    mq) netq=",mq=on,vectors=10" ;;
+    transitional) modern="disable-legacy=off,iommu_platform=on" ;;
+    *) die "unknown variant $variant" ;;
+esac
+devices=(
+    -netdev hubport,id=net0,hubid=0 -netdev hubport,id=net1,hubid=0
+    -drive "file=$run/blk0.raw,if=none,id=blk0,format=raw"
+    -chardev "socket,id=con0,path=$run/console.sock,server=on,wait=off"
+    -fsdev "local,id=fs0,path=$run/share,security_model=none"
+)
+port=0
+# A virtio PCI function; with --variant rootports each sits behind its own
+# PCIe root port (then FLR and VFIO_DEVICE_RESET work).
+pci_device() {
+    if [ "$variant" = rootports ]; then
+        devices+=(-device "pcie-root-port,id=rp$port,chassis=$((port + 1)),slot=$((port + 1))" -device "$1,bus=rp$port")
+        port=$((port + 1))
+    else
+        devices+=(-device "$1")
+    fi
+}
+pci_device "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:01,$modern$packed$netq"
+pci_device "virtio-net-pci,netdev=net1,mac=52:54:00:12:34:02,$modern$packed$netq"
+pci_device "virtio-blk-pci,drive=blk0,serial=virtiod-blk0,$modern$packed"
+pci_device "virtio-balloon-pci,$modern$packed"
+pci_device "virtio-serial-pci,id=vser0,$modern$packed"
+devices+=(-device virtconsole,chardev=con0,name=org.virtiod.console0,bus=vser0.0)
+pci_device "virtio-9p-pci,fsdev=fs0,mount_tag=virtiod9p,$modern$packed"
+
+cmdline="console=ttyS0,115200 root=LABEL=root rw intel_iommu=on loglevel=4 systemd.show_status=0"
+# In test mode nothing else may own ttyS0: a getty would vhangup() the runner off it.
+[ $shell = 1 ] || cmdline="$cmdline virtiod.run systemd.mask=serial-getty@ttyS0.service"
+qemu=(qemu-system-x86_64 -nodefaults -no-user-config
+    -machine q35,kernel-irqchip=split -accel tcg,thread=multi,tb-size=256 -cpu max -smp 1 -m 1024
+    -device intel-iommu,intremap=on,caching-mode=on
+    -kernel "$image/vmlinuz" -initrd "$image/initrd.img" -append "$cmdline"
+    -drive "file=$image/root.img,if=none,id=root,format=raw,snapshot=on" -device ide-hd,drive=root,bus=ide.0
+    -drive "file=$run/payload.img,if=none,id=payload,format=raw" -device ide-hd,drive=payload,bus=ide.1
+    -qmp "unix:$run/qmp.sock,server=on,wait=off"
+    "${devices[@]}")
+
+if [ $shell = 1 ]; then
+    log "root shell on the serial console; 'poweroff' or Ctrl-A X to leave"
+    "${qemu[@]}" -display none -serial mon:stdio
+    exit 0
+fi
+
+# Print the guest's report lines between two serial-log line numbers.
+show_results() {
+    sed -n "$(($1 + 1)),$2p" "$run/serial.log" | tr -d '\r' | grep -a -E '^(VIRTIOD-TEST (ok|fail) |VIRTIOD-LOG |VIRTIOD-DEMO )' \
+        | sed -E 's/^VIRTIOD-(TEST|LOG|DEMO) //' || true
+}
+
+export VIRTIOD_VM_RUN=$run VIRTIOD_QMP=$run/qmp.sock
+start=$(date +%s)
+"${qemu[@]}" -display none -serial "file:$run/serial.log" &
+qemu_pid=$!
+shown=0
+finished=0
+while kill -0 "$qemu_pid" 2>/dev/null; do
+    if [ -f "$run/serial.log" ]; then
+        lines=$(wc -l < "$run/serial.log")
+        if [ "$lines" -gt "$shown" ]; then
+            show_results "$shown" "$lines"
+            shown=$lines
+        fi
+    fi
+    if [ $(( $(date +%s) - start )) -ge "$timeout" ]; then
+        log "timeout after $timeout s; serial log tail:"
+        tail -n 40 "$run/serial.log" >&2 || true
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+    sleep 1
+done
+wait "$qemu_pid" || true
+qemu_pid=""
+lines=$(wc -l < "$run/serial.log")
+[ "$lines" -gt "$shown" ] && show_results "$shown" "$lines"
+end=$(grep -a '^VIRTIOD-TEST-END ' "$run/serial.log" | tail -n1 | sed 's/^VIRTIOD-TEST-END //')
+log "VM run took $(( $(date +%s) - start )) s"
+if [ -z "$end" ]; then
+    log "the guest never reported; serial log tail:"
+    tail -n 40 "$run/serial.log" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+fi
+echo "$end"
+[[ $end == *" 0 failed" ]]
