@@ -72,7 +72,9 @@ case "$variant" in
     default|rootports) ;;
     packed) packed=",packed=on" ;;
     mq) netq=",mq=on,vectors=10" ;;
-    transitional) modern="disable-legacy=off,iommu_platform=on" ;;
+    # QEMU cannot give a legacy-capable device ACCESS_PLATFORM: transitional
+    # devices DMA to guest-physical addresses, which virtiod must refuse.
+    transitional) modern="disable-legacy=off" ;;
     *) die "unknown variant $variant" ;;
 esac
 devices=(
@@ -146,11 +148,17 @@ while kill -0 "$qemu_pid" 2>/dev/null; do
     fi
     sleep 1
 done
-wait "$qemu_pid" || true
+qemu_status=0
+wait "$qemu_pid" || qemu_status=$?
 qemu_pid=""
+if [ ! -s "$run/serial.log" ]; then
+    log "QEMU exited with status $qemu_status before the guest printed anything"
+    echo "0 passed, 1 failed"
+    exit 1
+fi
 lines=$(wc -l < "$run/serial.log")
 [ "$lines" -gt "$shown" ] && show_results "$shown" "$lines"
-end=$(grep -a '^VIRTIOD-TEST-END ' "$run/serial.log" | tail -n1 | sed 's/^VIRTIOD-TEST-END //')
+end=$(tr -d '\r' < "$run/serial.log" | grep -a '^VIRTIOD-TEST-END ' | tail -n1 | sed 's/^VIRTIOD-TEST-END //')
 log "VM run took $(( $(date +%s) - start )) s"
 if [ -z "$end" ]; then
     log "the guest never reported; serial log tail:"
@@ -158,5 +166,6 @@ if [ -z "$end" ]; then
     echo "0 passed, 1 failed"
     exit 1
 fi
+[ -n "$mode_script" ] && exit 0   # a demo reports nothing to count
 echo "$end"
-[[ $end == *" 0 failed" ]]
+[[ $end =~ ^[0-9]+\ passed,\ 0\ failed$ ]]
