@@ -34,30 +34,30 @@ struct SplitDeviceRing {
         chain.id = head
         chain.descriptorCount = 1
         chain.removeAll()
-        try walk(table: nil, count: geometry.size, first: Int(head), into: &chain)
+        try walk(memory, table: geometry.descriptorsOffset, count: geometry.size, first: Int(head), nested: false, into: &chain)
         lastAvail &+= 1
         if eventIndex { memory.store16(availEvent, lastAvail) }
         return true
     }
 
-    /// Follow NEXT links in the ring's table or in an indirect table.
-    func walk(table: (offset: Int, memory: RingMemory)?, count: Int, first: Int, into chain: inout DeviceChain) throws(DriverViolation) {
+    /// Follow NEXT links through a descriptor table of `count` entries at
+    /// `table` in `m`: the ring's own table, or (nested) an indirect one.
+    @inline(__always)
+    func walk(_ m: RingMemory, table: Int, count: Int, first: Int, nested: Bool, into chain: inout DeviceChain) throws(DriverViolation) {
         var d = first
         var steps = 0
         while true {
             steps += 1
             guard steps <= count else { throw .chainTooLong }
-            let m = table?.memory ?? memory
-            let off = (table?.offset ?? geometry.descriptorsOffset) + 16 * d
-            let addr = m.load64(off), len = m.load32(off + 8), flags = m.load16(off + 12), next = m.load16(off + 14)
+            let off = table + 16 * d
+            let addr = m.load64(off), len = m.load32(off + 8), flags = m.load16(off + 12)
             if flags & 4 != 0 {
-                guard table == nil else { throw .nestedIndirect }
+                guard !nested else { throw .nestedIndirect }
                 guard len % 16 == 0, len >= 16, len / 16 <= 4096 else { throw .badIndirectTable(length: len) }
                 guard let slice = memory.translate(deviceAddress: addr, length: len) else {
                     throw .addressOutsideMemory(address: addr, length: len)
                 }
-                let t = memory.view(slice)
-                try walk(table: (0, t), count: Int(len / 16), first: 0, into: &chain)
+                try walk(memory.view(slice), table: 0, count: Int(len / 16), first: 0, nested: true, into: &chain)
                 return
             }
             guard let slice = memory.translate(deviceAddress: addr, length: len) else {
@@ -65,6 +65,7 @@ struct SplitDeviceRing {
             }
             chain.append(DeviceSegment(slice: slice, isWritable: flags & 2 != 0))
             guard flags & 1 != 0 else { return }
+            let next = m.load16(off + 14)
             d = Int(next)
             guard d < count else { throw .headOutOfRange(next) }
         }
