@@ -33,8 +33,10 @@ done
 image=$("$VM_DIR/build-image.sh" "${image_flags[@]}")
 run=$(mktemp -d /tmp/virtiod-vm-run.XXXXXX)
 qemu_pid=""
+steps_pid=""
 cleanup() {
     [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
+    [ -n "$steps_pid" ] && kill "$steps_pid" 2>/dev/null || true
     if [ $keep = 1 ]; then log "run folder kept: $run"; else rm -rf "$run"; fi
 }
 trap cleanup EXIT
@@ -94,8 +96,8 @@ pci_device() {
         devices+=(-device "$1")
     fi
 }
-pci_device "virtio-net-pci,netdev=net0,mac=52:54:00:12:34:01,$modern$packed$netq"
-pci_device "virtio-net-pci,netdev=net1,mac=52:54:00:12:34:02,$modern$packed$netq"
+pci_device "virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:12:34:01,$modern$packed$netq"
+pci_device "virtio-net-pci,id=nic1,netdev=net1,mac=52:54:00:12:34:02,$modern$packed$netq"
 pci_device "virtio-blk-pci,drive=blk0,serial=virtiod-blk0,$modern$packed"
 pci_device "virtio-balloon-pci,$modern$packed"
 pci_device "virtio-serial-pci,id=vser0,$modern$packed"
@@ -112,6 +114,7 @@ qemu=(qemu-system-x86_64 -nodefaults -no-user-config
     -drive "file=$image/root.img,if=none,id=root,format=raw,snapshot=on" -device ide-hd,drive=root,bus=ide.0
     -drive "file=$run/payload.img,if=none,id=payload,format=raw" -device ide-hd,drive=payload,bus=ide.1
     -qmp "unix:$run/qmp.sock,server=on,wait=off"
+    -chardev "socket,id=steps,path=$run/steps.sock,server=on,wait=off"
     "${devices[@]}")
 
 if [ $shell = 1 ]; then
@@ -128,8 +131,11 @@ show_results() {
 
 export VIRTIOD_VM_RUN=$run VIRTIOD_QMP=$run/qmp.sock
 start=$(date +%s)
-"${qemu[@]}" -display none -serial "file:$run/serial.log" &
+# ttyS0: results; ttyS1: host-step requests (see host-steps.py).
+"${qemu[@]}" -display none -serial "file:$run/serial.log" -serial chardev:steps &
 qemu_pid=$!
+python3 "$VM_DIR/host-steps.py" "$run/steps.sock" "$run/qmp.sock" &
+steps_pid=$!
 shown=0
 finished=0
 while kill -0 "$qemu_pid" 2>/dev/null; do
@@ -146,7 +152,7 @@ while kill -0 "$qemu_pid" 2>/dev/null; do
         echo "0 passed, 1 failed"
         exit 1
     fi
-    sleep 1
+    sleep 0.5
 done
 qemu_status=0
 wait "$qemu_pid" || qemu_status=$?

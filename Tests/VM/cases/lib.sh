@@ -29,3 +29,22 @@ wait_for() {
         sleep 0.1
     done
 }
+
+# Ask the host to run a QMP command now; prints its JSON result, fails on error.
+#   host_step set_link '{"name": "nic1", "up": false}'
+host_step() {
+    local id="s$$-$RANDOM" line
+    stty -F /dev/ttyS1 raw -echo 115200
+    exec 3<>/dev/ttyS1
+    printf '%s %s %s\n' "$id" "$1" "${2:-}" >&3
+    while IFS= read -r -t 30 line <&3; do
+        line=${line%$'\r'}
+        case "$line" in
+            "$id ok "*) exec 3>&-; echo "${line#"$id ok "}"; return 0 ;;
+            "$id error "*) exec 3>&-; echo "host step $1 failed: ${line#"$id error "}"; return 1 ;;
+        esac
+    done
+    exec 3>&-
+    echo "host step $1: no answer from the host within 30 s"
+    return 1
+}
