@@ -59,6 +59,7 @@ for c in "${cases[@]}"; do
     fi
 done
 echo "$variant" > "$payload/variant"
+if [ ${#image_flags[@]} -gt 0 ]; then echo backports > "$payload/kernel-flavour"; else echo stock > "$payload/kernel-flavour"; fi
 [ -n "$mode_script" ] && install -m 755 "$mode_script" "$payload/mode-script"
 if [ -n "${VIRTIOD_INSTALL_ROOT:-}" ]; then cp -a "$VIRTIOD_INSTALL_ROOT/." "$payload/root/"; fi
 truncate -s 512M "$run/payload.img"
