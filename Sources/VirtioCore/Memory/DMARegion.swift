@@ -13,6 +13,17 @@ public struct DMASlice: Sendable, Hashable, Codable {
         self.offset = offset
         self.length = length
     }
+
+    /// The one rule for untrusted addresses: the slice a device address and
+    /// length name in a region, or nil if any byte (or the sum) falls outside.
+    @inline(__always)
+    public init?(deviceAddress: UInt64, length: UInt32, regionDeviceBase: UInt64, regionSize: Int) {
+        guard deviceAddress >= regionDeviceBase else { return nil }
+        let offset = deviceAddress - regionDeviceBase
+        let (end, overflow) = offset.addingReportingOverflow(UInt64(length))
+        guard !overflow, end <= UInt64(regionSize) else { return nil }
+        self.init(offset: Int(offset), length: Int(length))
+    }
 }
 
 /// Memory that the driver reaches at a host address and the device at a
@@ -74,10 +85,6 @@ public final class DMARegion: @unchecked Sendable {
     /// (a descriptor) into a slice; nil if any byte falls outside the region.
     @inline(__always)
     public func slice(deviceAddress: UInt64, length: UInt32) -> DMASlice? {
-        guard deviceAddress >= deviceBase else { return nil }
-        let offset = deviceAddress - deviceBase
-        let (end, overflow) = offset.addingReportingOverflow(UInt64(length))
-        guard !overflow, end <= UInt64(size) else { return nil }
-        return DMASlice(offset: Int(offset), length: Int(length))
+        DMASlice(deviceAddress: deviceAddress, length: length, regionDeviceBase: deviceBase, regionSize: size)
     }
 }

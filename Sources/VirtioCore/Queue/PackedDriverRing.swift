@@ -30,13 +30,7 @@ struct PackedDriverRing {
     mutating func add(_ segments: UnsafeBufferPointer<BufferSegment>, token: UInt64, indirect wantIndirect: Bool) throws(VirtqueueError) {
         if let broken { throw .broken(broken) }
         let n = segments.count
-        guard n > 0 else { throw .emptyChain }
-        let indirect = wantIndirect && n > 1 && state.options.indirectCapacity > 0
-        if indirect, n > state.options.indirectCapacity {
-            throw .chainTooLong(segments: n, maximum: state.options.indirectCapacity)
-        }
-        let needed = indirect ? 1 : n
-        guard state.freeDescriptors >= needed else { throw .full(needed: needed, free: state.freeDescriptors) }
+        let (indirect, needed) = try state.admit(count: n, wantIndirect: wantIndirect)
         // A free slot implies a free ID: in-flight chains ≤ used slots < size.
         let id = Int(state.freeHead)
         state.freeHead = state.links[id]
@@ -125,12 +119,8 @@ struct PackedDriverRing {
         guard avail == used, used == state.usedWrap else { return nil }
         let id = UInt32(memory.load16(pos + 12))
         let length = memory.load32(pos + 8)
-        guard id < UInt32(state.size) else { throw fail(.usedIDOutOfRange(id: id, queueSize: state.size)) }
-        let chain = state.chains[Int(id)]
-        guard chain.inFlight else { throw fail(.usedIDNotInFlight(id: id)) }
-        guard UInt64(length) <= chain.writableCapacity else {
-            throw fail(.usedLengthTooLong(id: id, length: length, capacity: chain.writableCapacity))
-        }
+        let chain: ChainRecord
+        do { chain = try state.checkUsed(id: id, length: length) } catch { throw fail(error) }
         advance(&state.nextUsed, &state.usedWrap, by: Int(chain.descriptorCount))
         state.freeDescriptors += Int(chain.descriptorCount)
         state.chains[Int(id)].inFlight = false

@@ -43,6 +43,33 @@ public struct QueueState: Sendable, Hashable {
         self.chains = Array(repeating: ChainRecord(), count: size)
     }
 
+    /// Whether a chain of `count` segments can be added now, and how: as an
+    /// indirect table (one ring slot) or directly (`count` slots).
+    @inline(__always)
+    func admit(count: Int, wantIndirect: Bool) throws(VirtqueueError) -> (indirect: Bool, needed: Int) {
+        guard count > 0 else { throw .emptyChain }
+        let indirect = wantIndirect && count > 1 && options.indirectCapacity > 0
+        if indirect, count > options.indirectCapacity {
+            throw .chainTooLong(segments: count, maximum: options.indirectCapacity)
+        }
+        let needed = indirect ? 1 : count
+        guard freeDescriptors >= needed else { throw .full(needed: needed, free: freeDescriptors) }
+        return (indirect, needed)
+    }
+
+    /// Check a used entry the device wrote (id and length read once from
+    /// shared memory) against the driver's own records; returns the chain.
+    @inline(__always)
+    func checkUsed(id: UInt32, length: UInt32) throws(DeviceViolation) -> ChainRecord {
+        guard id < UInt32(size) else { throw .usedIDOutOfRange(id: id, queueSize: size) }
+        let chain = chains[Int(id)]
+        guard chain.inFlight else { throw .usedIDNotInFlight(id: id) }
+        guard UInt64(length) <= chain.writableCapacity else {
+            throw .usedLengthTooLong(id: id, length: length, capacity: chain.writableCapacity)
+        }
+        return chain
+    }
+
     /// Why a state cannot describe a usable queue (nil if it can). Checked on
     /// every restore: the state area is shared memory and may be stale or torn.
     public func inconsistency() -> String? {

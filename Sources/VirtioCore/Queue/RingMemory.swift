@@ -38,11 +38,7 @@ public struct RingMemory: @unchecked Sendable {
     /// region; nil if any byte falls outside it (same rule as `DMARegion.slice`).
     @inline(__always)
     public func translate(deviceAddress: UInt64, length: UInt32) -> DMASlice? {
-        guard deviceAddress >= regionDeviceBase else { return nil }
-        let offset = deviceAddress - regionDeviceBase
-        let (end, overflow) = offset.addingReportingOverflow(UInt64(length))
-        guard !overflow, end <= UInt64(regionSize) else { return nil }
-        return DMASlice(offset: Int(offset), length: Int(length))
+        DMASlice(deviceAddress: deviceAddress, length: length, regionDeviceBase: regionDeviceBase, regionSize: regionSize)
     }
 
     /// Device address of an offset inside the area.

@@ -32,13 +32,7 @@ struct SplitDriverRing {
     mutating func add(_ segments: UnsafeBufferPointer<BufferSegment>, token: UInt64, indirect wantIndirect: Bool) throws(VirtqueueError) {
         if let broken { throw .broken(broken) }
         let n = segments.count
-        guard n > 0 else { throw .emptyChain }
-        let indirect = wantIndirect && n > 1 && state.options.indirectCapacity > 0
-        if indirect, n > state.options.indirectCapacity {
-            throw .chainTooLong(segments: n, maximum: state.options.indirectCapacity)
-        }
-        let needed = indirect ? 1 : n
-        guard state.freeDescriptors >= needed else { throw .full(needed: needed, free: state.freeDescriptors) }
+        let (indirect, needed) = try state.admit(count: n, wantIndirect: wantIndirect)
 
         let head = Int(state.freeHead)
         var capacity: UInt64 = 0
@@ -111,13 +105,9 @@ struct SplitDriverRing {
         let elem = usedElem(Int(last) & mask)
         let id = memory.load32(elem)
         let length = memory.load32(elem + 4)
-        guard id < UInt32(state.size) else { throw fail(.usedIDOutOfRange(id: id, queueSize: state.size)) }
+        let chain: ChainRecord
+        do { chain = try state.checkUsed(id: id, length: length) } catch { throw fail(error) }
         let head = Int(id)
-        let chain = state.chains[head]
-        guard chain.inFlight else { throw fail(.usedIDNotInFlight(id: id)) }
-        guard UInt64(length) <= chain.writableCapacity else {
-            throw fail(.usedLengthTooLong(id: id, length: length, capacity: chain.writableCapacity))
-        }
         // Return the chain's descriptors to the free list (walk the shadow links).
         var tail = head
         for _ in 1..<Int(chain.descriptorCount) { tail = Int(state.links[tail]) }
