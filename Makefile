@@ -11,7 +11,7 @@ DESTDIR    ?=
 LIBEXECDIR := $(PREFIX)/libexec/virtiod
 RELEASE    := .build-release
 # Executables installed today; virtiod, virtioctl and the plugins join them.
-INSTALL_PRODUCTS := virtio-ring-bench
+INSTALL_PRODUCTS := virtiod virtio-ring-bench
 VM_FLAGS   ?=
 
 help:
@@ -53,9 +53,11 @@ fuzz:
 # Release binaries with the Swift runtime linked in: they need only glibc and
 # libstdc++, so they run on a machine (or guest) without Swift.
 install:
-	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(RELEASE) $(addprefix --product ,$(INSTALL_PRODUCTS))
+	for p in $(INSTALL_PRODUCTS); do $(SWIFT) build -c release --static-swift-stdlib --scratch-path $(RELEASE) --product $$p || exit 1; done
 	install -d $(DESTDIR)$(LIBEXECDIR)
-	for p in $(INSTALL_PRODUCTS); do install -m 755 -s $(RELEASE)/release/$$p $(DESTDIR)$(LIBEXECDIR)/$$p; done
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 -s $(RELEASE)/release/virtiod $(DESTDIR)$(PREFIX)/bin/virtiod
+	install -m 755 -s $(RELEASE)/release/virtio-ring-bench $(DESTDIR)$(LIBEXECDIR)/virtio-ring-bench
 	if ls Units/*.service >/dev/null 2>&1; then install -d $(DESTDIR)/lib/systemd/system && install -m 644 Units/*.service $(DESTDIR)/lib/systemd/system/; fi
 	if ls Units/*.conf >/dev/null 2>&1; then install -d $(DESTDIR)/etc/virtiod && install -m 644 Units/*.conf $(DESTDIR)/etc/virtiod/; fi
 

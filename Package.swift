@@ -9,12 +9,14 @@ let package = Package(
     products: [
         .library(name: "VirtioCore", targets: ["VirtioCore"]),
         .library(name: "VirtioSoftDevice", targets: ["VirtioSoftDevice"]),
+        .executable(name: "virtiod", targets: ["virtiod"]),
         .executable(name: "virtio-ring-bench", targets: ["VirtioRingBench"]),
         .executable(name: "virtio-ring-fuzz", targets: ["VirtioRingFuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     ],
     targets: [
         // Header-only C shim for what Glibc does not import into Swift
@@ -30,6 +32,18 @@ let package = Package(
         .target(
             name: "VirtioCore",
             dependencies: [.product(name: "Atomics", package: "swift-atomics")],
+            swiftSettings: strict),
+        // libsystemd (sd-device, sd-daemon, sd-journal); needs libsystemd-dev.
+        .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
+        // The supervisor's logic: discovery, claim policy, VFIO, plugins, control socket.
+        .target(
+            name: "VirtiodSupervisor",
+            dependencies: ["VirtioCore", "VirtioSystem", "CSystemd"],
+            swiftSettings: strict),
+        // The `virtiod` command (service and one-shot verbs such as `discover`).
+        .executableTarget(
+            name: "virtiod",
+            dependencies: ["VirtiodSupervisor", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
         // Device side of the rings in software: loopback net, RAM block, echo.
         .target(
@@ -52,7 +66,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "VirtioCoreTests",
-            dependencies: ["VirtioCore", "VirtioSoftDevice", "VirtioSystem", "HandoverProbe"],
+            dependencies: ["VirtioCore", "VirtioSoftDevice", "VirtioSystem", "VirtiodSupervisor", "HandoverProbe"],
             swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

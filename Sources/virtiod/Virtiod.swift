@@ -1,0 +1,50 @@
+import ArgumentParser
+import FoundationEssentials
+import VirtiodSupervisor
+
+@main
+struct Virtiod: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "virtiod",
+        abstract: "Userspace driver service for virtio PCI devices.",
+        subcommands: [Discover.self])
+}
+
+/// `virtiod discover`: read-only, one-shot discovery; safe on any machine.
+struct Discover: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "List virtio PCI functions, their drivers and IOMMU groups (read-only).")
+
+    @Flag(name: .long, help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() throws {
+        let functions = try Discovery.virtioFunctions()
+        if json {
+            let encoder = JSONEncoder()
+            encoder.keyEncodingStrategy = .convertToSnakeCase
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try encoder.encode(functions), as: UTF8.self))
+            return
+        }
+        let rows = functions.map { f in
+            [f.address, f.type ?? "type\(f.typeID.map(String.init) ?? "?")",
+             String(f.vendorID, radix: 16) + ":" + String(f.deviceID, radix: 16), f.driver ?? "-", f.owner.rawValue,
+             f.iommuGroup.map(String.init) ?? "-", f.numaNode.map(String.init) ?? "-",
+             (f.interfaces + f.blockDevices).joined(separator: ",")]
+        }
+        printTable(header: ["ADDRESS", "TYPE", "ID", "DRIVER", "OWNER", "IOMMU", "NUMA", "KERNEL DEVICES"], rows: rows)
+        print("\n\(functions.count) virtio function\(functions.count == 1 ? "" : "s") listed.")
+    }
+}
+
+/// A table in the style of `networkctl list`: left-aligned columns, two spaces apart.
+func printTable(header: [String], rows: [[String]]) {
+    let widths = header.indices.map { i in ([header] + rows).map { $0[i].count }.max() ?? 0 }
+    for row in [header] + rows {
+        let line = row.enumerated().map { i, cell in
+            i == row.count - 1 ? cell : cell + String(repeating: " ", count: widths[i] - cell.count)
+        }.joined(separator: "  ")
+        print(line)
+    }
+}
