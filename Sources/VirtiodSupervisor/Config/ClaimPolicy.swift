@@ -1,0 +1,148 @@
+import FoundationEssentials
+import Glibc
+
+/// One `[Device]` section: which functions it matches and what to do with them.
+///
+///     [Device]
+///     Address=0000:00:03.0     # PCI address, shell glob (fnmatch) allowed
+///     Type=net                 # virtio type name: net block console balloon 9p …
+///     MACAddress=52:54:00:12:34:01   # net: the device's MAC (from its config space)
+///     Serial=virtiod-blk0      # block: the device's serial (GET_ID)
+///     Claim=yes                # yes: take it from the kernel; no: leave it alone
+///     Force=no                 # yes: claim even if it backs a mount or the default route
+///     InterfaceName=vtnet0     # net plugin: name of the TAP interface
+///     Option=key=value         # any other plugin option (repeatable)
+///
+/// Every match key given must match; a section with no match key matches
+/// nothing (never everything). When several sections match a function, the
+/// last one read wins (files in order: virtiod.conf, then virtiod.conf.d/*.conf
+/// sorted by name).
+public struct DeviceRule: Sendable, Hashable {
+    public var address: String?
+    public var type: String?
+    public var macAddress: String?
+    public var serial: String?
+    public var claim = false
+    public var force = false
+    public var interfaceName: String?
+    public var options: [String: String] = [:]
+    /// "file:line" of the section, for `virtioctl status` and logs.
+    public var origin: String
+
+    public var hasMatch: Bool { address != nil || type != nil || macAddress != nil || serial != nil }
+}
+
+/// Facts about a function that rules can match beyond discovery: identity
+/// read from the device itself once virtiod can (MAC, serial).
+public struct DeviceIdentity: Sendable, Hashable {
+    public var macAddress: String?
+    public var serial: String?
+    public init(macAddress: String? = nil, serial: String? = nil) {
+        self.macAddress = macAddress
+        self.serial = serial
+    }
+}
+
+/// The claim policy: the rules of all configuration files, in order.
+/// With no rules (the default configuration) nothing is claimed.
+public struct ClaimPolicy: Sendable, Hashable {
+    public var rules: [DeviceRule] = []
+
+    public init(rules: [DeviceRule] = []) { self.rules = rules }
+
+    /// Parse one file's text; errors name the file and line.
+    public static func parse(_ text: String, file: String) throws(ConfigError) -> [DeviceRule] {
+        var rules: [DeviceRule] = []
+        for section in try INIFile.parse(text, file: file) {
+            guard section.name == "Device" else {
+                throw ConfigError(file: file, line: section.line, reason: "unknown section [\(section.name)] (expected [Device])")
+            }
+            var rule = DeviceRule(origin: "\(file):\(section.line)")
+            for a in section.assignments {
+                func bool() throws(ConfigError) -> Bool {
+                    guard let b = INIFile.boolean(a.value) else {
+                        throw ConfigError(file: file, line: a.line, reason: "\(a.key)= needs yes or no, got '\(a.value)'")
+                    }
+                    return b
+                }
+                switch a.key {
+                case "Address": rule.address = a.value
+                case "Type":
+                    guard knownTypes.contains(a.value) else {
+                        throw ConfigError(file: file, line: a.line,
+                                          reason: "unknown device type '\(a.value)' (one of: \(knownTypes.sorted().joined(separator: ", ")))")
+                    }
+                    rule.type = a.value
+                case "MACAddress":
+                    guard isMAC(a.value) else {
+                        throw ConfigError(file: file, line: a.line, reason: "MACAddress= needs xx:xx:xx:xx:xx:xx, got '\(a.value)'")
+                    }
+                    rule.macAddress = a.value.lowercased()
+                case "Serial": rule.serial = a.value
+                case "Claim": rule.claim = try bool()
+                case "Force": rule.force = try bool()
+                case "InterfaceName":
+                    guard !a.value.isEmpty, a.value.utf8.count < 16, !a.value.contains("/"), !a.value.contains(where: \.isWhitespace) else {
+                        throw ConfigError(file: file, line: a.line, reason: "InterfaceName= '\(a.value)' is not a valid interface name")
+                    }
+                    rule.interfaceName = a.value
+                case "Option":
+                    guard let eq = a.value.firstIndex(of: "="), eq != a.value.startIndex else {
+                        throw ConfigError(file: file, line: a.line, reason: "Option= needs key=value, got '\(a.value)'")
+                    }
+                    rule.options[String(a.value[..<eq])] = String(a.value[a.value.index(after: eq)...])
+                default:
+                    throw ConfigError(file: file, line: a.line, reason: "unknown key '\(a.key)' in [Device]")
+                }
+            }
+            guard rule.hasMatch else {
+                throw ConfigError(file: file, line: section.line,
+                                  reason: "[Device] without Address=, Type=, MACAddress= or Serial= would match nothing")
+            }
+            rules.append(rule)
+        }
+        return rules
+    }
+
+    /// Load `main` and then `dropInDirectory/*.conf` sorted by name. A missing
+    /// main file or folder is an empty configuration, not an error.
+    public static func load(main: String = "/etc/virtiod/virtiod.conf",
+                            dropInDirectory: String = "/etc/virtiod/virtiod.conf.d") throws -> ClaimPolicy {
+        let fm = FileManager.default
+        var files: [String] = []
+        if fm.fileExists(atPath: main) { files.append(main) }
+        if let names = try? fm.contentsOfDirectory(atPath: dropInDirectory) {
+            files += names.filter { $0.hasSuffix(".conf") }.sorted().map { dropInDirectory + "/" + $0 }
+        }
+        var rules: [DeviceRule] = []
+        for f in files {
+            guard let data = fm.contents(atPath: f) else { throw ConfigError(file: f, line: 0, reason: "cannot read file") }
+            rules += try parse(String(decoding: data, as: UTF8.self), file: f)
+        }
+        return ClaimPolicy(rules: rules)
+    }
+
+    /// The rule that decides for `function` (the last matching one), if any.
+    public func rule(for function: VirtioFunction, identity: DeviceIdentity = .init()) -> DeviceRule? {
+        rules.last { $0.matches(function, identity) }
+    }
+
+    static let knownTypes: Set<String> = ["net", "block", "console", "rng", "balloon", "scsi", "9p", "gpu", "input",
+                                          "vsock", "crypto", "iommu", "mem", "sound", "fs"]
+
+    static func isMAC(_ s: String) -> Bool {
+        let parts = s.split(separator: ":", omittingEmptySubsequences: false)
+        return parts.count == 6 && parts.allSatisfy { $0.count == 2 && UInt8($0, radix: 16) != nil }
+    }
+}
+
+extension DeviceRule {
+    func matches(_ f: VirtioFunction, _ id: DeviceIdentity) -> Bool {
+        guard hasMatch else { return false }
+        if let address, fnmatch(address, f.address, 0) != 0 { return false }
+        if let type, f.type != type { return false }
+        if let macAddress, id.macAddress?.lowercased() != macAddress { return false }
+        if let serial, id.serial != serial { return false }
+        return true
+    }
+}

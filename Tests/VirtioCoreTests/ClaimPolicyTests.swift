@@ -1,0 +1,118 @@
+import Foundation
+import Testing
+import VirtiodSupervisor
+
+@Suite struct ClaimPolicyTests {
+    func function(_ address: String, _ device: String) -> VirtioFunction {
+        VirtioFunction(address: address, vendor: "0x1af4", device: device, subsystemDevice: nil, driver: "virtio-pci",
+                       iommuGroup: 1, iommuGroupMembers: [address], numaNode: nil)!
+    }
+
+    @Test func parsesDeviceSections() throws {
+        let rules = try ClaimPolicy.parse("""
+            # claim the first NIC
+            [Device]
+            Address=0000:00:0[12].0
+            Type=net
+            Claim=yes
+            InterfaceName=vtnet0
+            Option=mtu=9000
+
+            ; and never the disk
+            [Device]
+            Type=block
+            Serial=virtiod-blk0
+            Claim=no
+            MACAddress=52:54:00:AB:cd:01
+            """, file: "/etc/virtiod/virtiod.conf")
+        #expect(rules.count == 2)
+        #expect(rules[0].address == "0000:00:0[12].0" && rules[0].claim && rules[0].interfaceName == "vtnet0")
+        #expect(rules[0].options == ["mtu": "9000"] && rules[0].origin == "/etc/virtiod/virtiod.conf:2")
+        #expect(rules[1].macAddress == "52:54:00:ab:cd:01" && !rules[1].claim)
+    }
+
+    @Test(arguments: [
+        ("[Device\nType=net", 1, "malformed section header"),
+        ("[Device]\nType net", 2, "expected Key=Value"),
+        ("Type=net", 1, "outside any section"),
+        ("[Devices]\nType=net", 1, "unknown section [Devices]"),
+        ("[Device]\nType=net\nColour=blue", 3, "unknown key 'Colour'"),
+        ("[Device]\nType=net\nClaim=maybe", 3, "Claim= needs yes or no"),
+        ("[Device]\nType=nett", 2, "unknown device type 'nett'"),
+        ("[Device]\nMACAddress=52:54:00:12:34", 2, "MACAddress= needs"),
+        ("[Device]\nClaim=yes", 1, "would match nothing"),
+        ("[Device]\nType=net\nInterfaceName=a very long name", 3, "not a valid interface name"),
+        ("[Device]\nType=net\nOption=novalue", 3, "Option= needs key=value"),
+        ("[Device]\nType=\\", 2, "continuation at end of file"),
+    ])
+    func malformedLinesNameFileAndLine(text: String, line: Int, reason: String) {
+        do {
+            _ = try ClaimPolicy.parse(text, file: "/etc/virtiod/virtiod.conf.d/50-test.conf")
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect(error.file == "/etc/virtiod/virtiod.conf.d/50-test.conf")
+            #expect(error.line == line, "\(error)")
+            #expect(error.reason.contains(reason), "\(error)")
+            #expect(error.description.hasPrefix("/etc/virtiod/virtiod.conf.d/50-test.conf:\(line): "))
+        }
+    }
+
+    @Test func continuationLinesJoin() throws {
+        let rules = try ClaimPolicy.parse("[Device]\nOption=cmd=a \\\n  b\nType=net", file: "f")
+        #expect(rules[0].options["cmd"] == "a  b")
+    }
+
+    @Test func defaultConfigurationClaimsNothing() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("virtiod-conf-\(getpid())-empty").path
+        let policy = try ClaimPolicy.load(main: dir + "/virtiod.conf", dropInDirectory: dir + "/virtiod.conf.d")
+        #expect(policy.rules.isEmpty)
+        #expect(policy.rule(for: function("0000:00:01.0", "0x1041")) == nil)
+    }
+
+    @Test func dropInsLoadInOrderAndTheLastMatchWins() throws {
+        let fm = FileManager.default
+        let dir = fm.temporaryDirectory.appendingPathComponent("virtiod-conf-\(getpid())").path
+        try? fm.removeItem(atPath: dir)
+        try fm.createDirectory(atPath: dir + "/virtiod.conf.d", withIntermediateDirectories: true)
+        defer { try? fm.removeItem(atPath: dir) }
+        try "[Device]\nType=net\nClaim=yes\nInterfaceName=vtnet0\n".write(toFile: dir + "/virtiod.conf", atomically: true, encoding: .utf8)
+        try "[Device]\nAddress=0000:00:02.0\nClaim=no\n".write(toFile: dir + "/virtiod.conf.d/20-keep.conf", atomically: true, encoding: .utf8)
+        try "[Device]\nAddress=0000:00:09.0\nClaim=yes\n".write(toFile: dir + "/virtiod.conf.d/10-other.conf", atomically: true, encoding: .utf8)
+        try "ignored, not .conf".write(toFile: dir + "/virtiod.conf.d/README", atomically: true, encoding: .utf8)
+        let policy = try ClaimPolicy.load(main: dir + "/virtiod.conf", dropInDirectory: dir + "/virtiod.conf.d")
+        #expect(policy.rules.map(\.origin) == [dir + "/virtiod.conf:1", dir + "/virtiod.conf.d/10-other.conf:1",
+                                               dir + "/virtiod.conf.d/20-keep.conf:1"])
+        #expect(policy.rule(for: function("0000:00:01.0", "0x1041"))?.claim == true)
+        #expect(policy.rule(for: function("0000:00:02.0", "0x1041"))?.claim == false) // later drop-in overrides
+        #expect(policy.rule(for: function("0000:00:03.0", "0x1042")) == nil)            // a disk: no rule, not claimed
+        // A broken drop-in is reported with its file and line.
+        try "[Device]\nType=net\nClaim=perhaps\n".write(toFile: dir + "/virtiod.conf.d/30-bad.conf", atomically: true, encoding: .utf8)
+        #expect(throws: ConfigError(file: dir + "/virtiod.conf.d/30-bad.conf", line: 3, reason: "Claim= needs yes or no, got 'perhaps'")) {
+            try ClaimPolicy.load(main: dir + "/virtiod.conf", dropInDirectory: dir + "/virtiod.conf.d")
+        }
+    }
+
+    @Test func identityMatches() throws {
+        let rules = try ClaimPolicy.parse("[Device]\nMACAddress=52:54:00:12:34:01\nClaim=yes\n[Device]\nSerial=disk7\nClaim=yes", file: "f")
+        let policy = ClaimPolicy(rules: rules)
+        let nic = function("0000:00:01.0", "0x1041")
+        #expect(policy.rule(for: nic, identity: DeviceIdentity(macAddress: "52:54:00:12:34:01"))?.claim == true)
+        #expect(policy.rule(for: nic, identity: DeviceIdentity(macAddress: "52:54:00:12:34:02")) == nil)
+        #expect(policy.rule(for: nic) == nil) // MAC unknown: no match
+        #expect(policy.rule(for: function("0000:00:03.0", "0x1042"), identity: DeviceIdentity(serial: "disk7")) != nil)
+    }
+}
+
+@Suite struct ShippedConfigTests {
+    @Test func defaultConfigParsesAndClaimsNothing() throws {
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let path = repo.appendingPathComponent("Units/virtiod.conf").path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        #expect(try ClaimPolicy.parse(text, file: path).isEmpty)
+        // Its commented example is valid when uncommented.
+        let example = text.split(separator: "\n").filter { $0.hasPrefix("#[") || $0.hasPrefix("#MAC") || $0.hasPrefix("#Claim") || $0.hasPrefix("#Inter") }
+            .map { String($0.dropFirst()) }.joined(separator: "\n")
+        let rules = try ClaimPolicy.parse(example, file: "example")
+        #expect(rules.count == 1 && rules[0].claim && rules[0].interfaceName == "vtnet0")
+    }
+}
