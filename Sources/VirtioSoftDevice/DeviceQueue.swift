@@ -93,6 +93,11 @@ public final class DeviceQueue: @unchecked Sendable {
     }
 
     // MARK: data
+    //
+    // SAFETY: every segment slice in a `DeviceChain` came from
+    // `RingMemory.translate`, which only returns slices wholly inside the
+    // region, and `DMARegion.pointer` re-checks that; copies are bounded by
+    // both the slice length and the caller's buffer.
 
     /// Copy the chain's readable bytes, in order, into `buffer`; returns the count.
     public func read(_ chain: DeviceChain, into buffer: UnsafeMutableRawBufferPointer, skipping: Int = 0) -> Int {
