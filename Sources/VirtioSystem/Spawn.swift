@@ -8,16 +8,33 @@ public struct ChildProcess: Sendable {
     public let pid: pid_t
 
     /// Start `path` with `arguments`; `fds` maps child fd number → our fd.
+    /// The child gets 0, 1, 2 and exactly these fds: every other fd is closed
+    /// in the child, whether or not it was close-on-exec here.
+    ///
+    /// Each fd is first duplicated (close-on-exec) to a number above every
+    /// target, then dup2'ed onto its target in the child. Going through the
+    /// copy means a source whose number equals its own target still loses
+    /// FD_CLOEXEC, and a source whose number is another mapping's target is
+    /// not overwritten before it is used.
     public static func spawn(_ path: String, arguments: [String], fds: [CInt: FileDescriptor] = [:],
                              stdout: FileDescriptor? = nil) throws -> ChildProcess {
+        var mappings = fds
+        if let stdout { mappings[1] = stdout }
+        let floor = (mappings.keys.max() ?? 2) + 1
+        var copies: [(target: CInt, copy: CInt)] = []
+        defer { for c in copies { close(c.copy) } }
+        for (target, fd) in mappings.sorted(by: { $0.key < $1.key }) {
+            let copy = fcntl(fd.rawValue, F_DUPFD_CLOEXEC, floor)
+            guard copy >= 0 else { throw SystemCallError("fcntl F_DUPFD_CLOEXEC") }
+            copies.append((target, copy))
+        }
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        for (target, fd) in fds.sorted(by: { $0.key < $1.key }) {
-            // dup2 onto the same number would keep CLOEXEC; go through a fresh number then.
-            posix_spawn_file_actions_adddup2(&actions, fd.rawValue, target)
-        }
-        if let stdout { posix_spawn_file_actions_adddup2(&actions, stdout.rawValue, 1) }
+        for c in copies { posix_spawn_file_actions_adddup2(&actions, c.copy, c.target) }
+        // Gaps below the highest target (closing an fd that is not open is ignored).
+        for n in CInt(3)..<floor where mappings[n] == nil { posix_spawn_file_actions_addclose(&actions, n) }
+        guard cvirtio_spawn_addclosefrom(&actions, floor) == 0 else { throw SystemCallError("posix_spawn_file_actions_addclosefrom_np") }
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for a in argv { free(a) } }
         var pid = pid_t()

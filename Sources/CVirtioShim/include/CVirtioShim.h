@@ -9,11 +9,16 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <fcntl.h>
+#include <spawn.h>
 
 static inline int cvirtio_memfd_create(const char *name, unsigned int flags) {
     return memfd_create(name, flags);
 }
 static inline int cvirtio_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
+// glibc >= 2.34: the child closes every fd from `low` up (after the dup2s).
+static inline int cvirtio_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int low) {
+    return posix_spawn_file_actions_addclosefrom_np(actions, low);
+}
 static inline int cvirtio_eventfd(unsigned int initval, int flags) { return eventfd(initval, flags); }
 static inline unsigned int cvirtio_MFD_CLOEXEC(void) { return MFD_CLOEXEC; }
 static inline unsigned int cvirtio_MFD_ALLOW_SEALING(void) { return MFD_ALLOW_SEALING; }
