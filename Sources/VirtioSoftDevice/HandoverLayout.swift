@@ -11,13 +11,3 @@ public enum HandoverLayout {
     public static let buffers = DMASlice(offset: 128 << 10, length: 64 << 10)
     public static func buffer(_ seq: Int) -> DMASlice { DMASlice(offset: buffers.offset + 16 * (seq % 64), length: 16) }
 }
-
-extension RingLayout {
-    public init?(name: String) {
-        switch name {
-        case "split": self = .split
-        case "packed": self = .packed
-        default: return nil
-        }
-    }
-}

@@ -3,6 +3,15 @@ public enum RingLayout: UInt8, Sendable, Codable, CustomStringConvertible {
     case split = 0
     case packed = 1
     public var description: String { self == .split ? "split" : "packed" }
+
+    /// From its name in configuration and command lines ("split", "packed").
+    public init?(name: String) {
+        switch name {
+        case "split": self = .split
+        case "packed": self = .packed
+        default: return nil
+        }
+    }
 }
 
 /// One piece of a buffer chain: device address, length, and who writes it.

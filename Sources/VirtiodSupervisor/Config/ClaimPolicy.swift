@@ -1,5 +1,6 @@
 import FoundationEssentials
 import Glibc
+import VirtioCore
 
 /// One `[Device]` section: which functions it matches and what to do with them.
 ///
@@ -68,9 +69,9 @@ public struct ClaimPolicy: Sendable, Hashable {
                 switch a.key {
                 case "Address": rule.address = a.value
                 case "Type":
-                    guard knownTypes.contains(a.value) else {
-                        throw ConfigError(file: file, line: a.line,
-                                          reason: "unknown device type '\(a.value)' (one of: \(knownTypes.sorted().joined(separator: ", ")))")
+                    guard DeviceType(name: a.value) != nil else {
+                        let names = DeviceType.allCases.map(\.description).joined(separator: ", ")
+                        throw ConfigError(file: file, line: a.line, reason: "unknown device type '\(a.value)' (one of: \(names))")
                     }
                     rule.type = a.value
                 case "MACAddress":
@@ -126,9 +127,6 @@ public struct ClaimPolicy: Sendable, Hashable {
     public func rule(for function: VirtioFunction, identity: DeviceIdentity = .init()) -> DeviceRule? {
         rules.last { $0.matches(function, identity) }
     }
-
-    static let knownTypes: Set<String> = ["net", "block", "console", "rng", "balloon", "scsi", "9p", "gpu", "input",
-                                          "vsock", "crypto", "iommu", "mem", "sound", "fs"]
 
     static func isMAC(_ s: String) -> Bool {
         let parts = s.split(separator: ":", omittingEmptySubsequences: false)
