@@ -21,7 +21,7 @@ guard args.count == 5, let ring = RingLayout(name: args[2]), let total = Int(arg
 }
 let memory = try SharedMemory(mapping: FileDescriptor(rawValue: 3), size: layout.regionSize, ownsFD: true)
 let region = memory.region(deviceBase: layout.deviceBase)
-let stateArea = region.pointer(layout.stateArea)
+let stateArea = StateArea(region: region, slice: layout.stateArea)
 
 struct Probe {
     let queue: Virtqueue
@@ -70,17 +70,12 @@ if args[1] == "first" {
         try probe.reap()
     }
     try probe.post() // leave a full ring behind
-    stateArea.storeBytes(of: probe.nextSeq, as: UInt64.self)
-    let bytes = QueueStateCodec.encode(probe.queue.state)
-    stateArea.storeBytes(of: UInt32(bytes.count), toByteOffset: 8, as: UInt32.self)
-    UnsafeMutableRawBufferPointer(start: stateArea + 16, count: bytes.count).copyBytes(from: bytes)
+    try stateArea.store(QueueStateCodec.encode(probe.queue.state), word: probe.nextSeq)
     print("left \(probe.queue.inFlight)")
 } else {
-    let length = Int(stateArea.load(fromByteOffset: 8, as: UInt32.self))
-    let bytes = UnsafeRawBufferPointer(start: stateArea + 16, count: min(length, layout.stateArea.length - 16))
-    let state = try QueueStateCodec.decode(bytes)
-    probe = Probe(queue: try Virtqueue(restoring: state, region: region), region: region, total: total,
-                  nextSeq: stateArea.load(as: UInt64.self))
+    let (record, nextSeq) = try stateArea.load()
+    let state = try QueueStateCodec.decode(record)
+    probe = Probe(queue: try Virtqueue(restoring: state, region: region), region: region, total: total, nextSeq: nextSeq)
     print("restored \(probe.queue.inFlight)")
     while probe.nextSeq < UInt64(total) || probe.queue.inFlight > 0 {
         try probe.post()

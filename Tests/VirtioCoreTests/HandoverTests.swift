@@ -170,3 +170,17 @@ import VirtioSystem
         #expect(first.filter { $0.hasPrefix("done ") }.count >= 1000)
     }
 }
+
+@Suite struct StateAreaTests {
+    @Test func storesAndLoadsAndRejectsALyingLength() throws {
+        let region = DMARegion(anonymousSize: 1 << 16)
+        let area = StateArea(region: region, slice: DMASlice(offset: 4096, length: 256))
+        try area.store([1, 2, 3], word: 42)
+        let (record, word) = try area.load()
+        #expect(record == [1, 2, 3] && word == 42)
+        #expect(throws: QueueStateError.truncated(needed: 241, have: 240)) { try area.store([UInt8](repeating: 0, count: 241), word: 0) }
+        // Someone scribbled a huge length into the shared header: an error, not a read past the area.
+        region.pointer(DMASlice(offset: 4096 + 8, length: 4)).storeBytes(of: UInt32(0xffff_0000), as: UInt32.self)
+        #expect(throws: QueueStateError.truncated(needed: 0xffff_0000, have: 240)) { try area.load() }
+    }
+}
