@@ -10,6 +10,7 @@ struct SplitDeviceRing {
     var lastAvail: UInt16 = 0
     var usedIdx: UInt16 = 0
     var lastSignalled: UInt16 = 0
+    var notificationsWanted = true
 
     init(memory: RingMemory, size: Int, eventIndex: Bool) {
         self.memory = memory
@@ -36,7 +37,7 @@ struct SplitDeviceRing {
         chain.removeAll()
         try walk(memory, table: geometry.descriptorsOffset, count: geometry.size, first: Int(head), nested: false, into: &chain)
         lastAvail &+= 1
-        if eventIndex { memory.store16(availEvent, lastAvail) }
+        if eventIndex && notificationsWanted { memory.store16(availEvent, lastAvail) }
         return true
     }
 
@@ -97,9 +98,14 @@ struct SplitDeviceRing {
         memory.storeRelease16(usedIdxOffset, v)
     }
 
-    /// Ask the driver not to notify while the device is busy (§2.7.10).
-    func setNotifications(enabled: Bool) {
-        if eventIndex { memory.store16(availEvent, lastAvail) } else {
+    /// Ask the driver to notify, or not to while the device polls (§2.7.10).
+    /// With event idx, "off" parks avail_event just behind what was consumed,
+    /// which the driver passes only after a full 2^16 wrap.
+    mutating func setNotifications(enabled: Bool) {
+        notificationsWanted = enabled
+        if eventIndex {
+            memory.store16(availEvent, enabled ? lastAvail : lastAvail &- 1)
+        } else {
             memory.store16(usedFlags, enabled ? 0 : 1)
         }
     }

@@ -44,6 +44,24 @@ import VirtioSoftDevice
     }
 
     @Test(arguments: [RingLayout.split, .packed])
+    func eventIndexDeviceCanTurnNotificationsOff(layout: RingLayout) throws {
+        let f = try RingFixture(layout, size: 8, eventIndex: true)
+        f.device.setNotifications(enabled: false)
+        var c = DeviceChain()
+        for t in 0..<20 {   // the device keeps polling: no kick, however far the ring moves
+            try f.addPair(token: t % 8)
+            #expect(!f.queue.publish(), "kick \(t) while the device polls")
+            #expect(f.device.pop(into: &c))
+            f.device.push(c, length: 0)
+            _ = f.device.commit()
+            _ = try f.drainUsed()
+        }
+        f.device.setNotifications(enabled: true)
+        try f.addPair(token: 0)
+        #expect(f.queue.publish())
+    }
+
+    @Test(arguments: [RingLayout.split, .packed])
     func driverInterruptSuppression(layout: RingLayout) throws {
         for eventIndex in [false, true] {
             let f = try RingFixture(layout, size: 8, eventIndex: eventIndex)
