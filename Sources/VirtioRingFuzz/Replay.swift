@@ -26,12 +26,18 @@ struct Replay {
         }
         var files: [URL] = []
         for a in args {
-            let url = URL(fileURLWithPath: a)
-            if let items = try? FileManager.default.contentsOfDirectory(at: url, includingPropertiesForKeys: nil) {
-                files += items
-            } else {
-                files.append(url)
+            var isDirectory: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: a, isDirectory: &isDirectory) else {
+                print("virtio-ring-fuzz: no such file or folder: \(a)")
+                exit(1)
             }
+            let url = URL(fileURLWithPath: a)
+            files += isDirectory.boolValue
+                ? try FileManager.default.contentsOfDirectory(at: url, includingPropertiesForKeys: nil) : [url]
+        }
+        guard !files.isEmpty else {
+            print("virtio-ring-fuzz: nothing to replay in \(args.joined(separator: " "))")
+            exit(1)
         }
         for f in files {
             let data = try Data(contentsOf: f)

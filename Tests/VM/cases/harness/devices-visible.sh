@@ -23,7 +23,8 @@ fi
 # there, but without a kernel driver. virtiod's balloon plugin accepts it.
 grep -qx 0x0005 /sys/bus/virtio/devices/*/device || fail "no virtio device of type 5 (balloon) on the virtio bus"
 [ -e /dev/hvc0 ] || fail "no /dev/hvc0 for the virtio console"
-grep -qx org.virtiod.console0 /sys/class/virtio-ports/vport*/name 2>/dev/null || [ -e /dev/hvc0 ] || fail "console port name"
+grep -qx org.virtiod.console0 /sys/class/virtio-ports/vport*/name 2>/dev/null \
+    || fail "no virtio port named org.virtiod.console0 (ports: $(cat /sys/class/virtio-ports/vport*/name 2>/dev/null | tr '\n' ' '))"
 mkdir -p /mnt/9p && mount -t 9p -o trans=virtio,version=9p2000.L virtiod9p /mnt/9p || fail "9p mount of tag virtiod9p failed"
 grep -q "hello from the host" /mnt/9p/hello.txt || fail "9p share content wrong"
 umount /mnt/9p
