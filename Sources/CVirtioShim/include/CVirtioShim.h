@@ -1,31 +1,26 @@
-// Header-only shim for Linux calls that Swift's Glibc module does not import
-// (they need _GNU_SOURCE, or are macros). Keep it to thin static inline wrappers.
+// Thin C wrappers for Linux calls that Swift cannot import directly (they
+// need _GNU_SOURCE, are variadic, or are macros).
+//
+// Rule: this header must not define _GNU_SOURCE nor include headers whose
+// contents change with it. Swift's Glibc module is built without it, and a
+// second, different definition of a libc struct (fd_set, ...) in this module
+// is a hard "not present in definition" error on a cold module cache. The
+// definitions live in shim.c, which is compiled with _GNU_SOURCE.
 #ifndef CVIRTIO_SHIM_H
 #define CVIRTIO_SHIM_H
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE
-#endif
-#include <sys/mman.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
-#include <fcntl.h>
-#include <spawn.h>
-
-static inline int cvirtio_memfd_create(const char *name, unsigned int flags) {
-    return memfd_create(name, flags);
-}
-static inline int cvirtio_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
-// glibc >= 2.34: the child closes every fd from `low` up (after the dup2s).
-static inline int cvirtio_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int low) {
-    return posix_spawn_file_actions_addclosefrom_np(actions, low);
-}
-static inline int cvirtio_eventfd(unsigned int initval, int flags) { return eventfd(initval, flags); }
-static inline unsigned int cvirtio_MFD_CLOEXEC(void) { return MFD_CLOEXEC; }
-static inline unsigned int cvirtio_MFD_ALLOW_SEALING(void) { return MFD_ALLOW_SEALING; }
-static inline int cvirtio_EFD_CLOEXEC(void) { return EFD_CLOEXEC; }
-static inline int cvirtio_EFD_NONBLOCK(void) { return EFD_NONBLOCK; }
 #include <stdint.h>
 #include <stddef.h>
+#include <spawn.h>
+
+int cvirtio_memfd_create(const char *name, unsigned int flags);
+int cvirtio_pipe2(int fds[2], int flags);
+// glibc >= 2.34: the child closes every fd from `low` up (after the dup2s).
+int cvirtio_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int low);
+int cvirtio_eventfd(unsigned int initval, int flags);
+unsigned int cvirtio_MFD_CLOEXEC(void);
+unsigned int cvirtio_MFD_ALLOW_SEALING(void);
+int cvirtio_EFD_CLOEXEC(void);
+int cvirtio_EFD_NONBLOCK(void);
 
 // libFuzzer's entry point for programs that own main (defined only when
 // linked with -sanitize=fuzzer; used only by the FUZZING build of virtio-ring-fuzz).
