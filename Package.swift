@@ -25,7 +25,8 @@ let package = Package(
         // Thin typed wrappers over the syscalls the project needs (memfd, mmap, spawn).
         .target(
             name: "VirtioSystem",
-            dependencies: ["CVirtioShim", "VirtioCore", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["CVirtioShim", "VirtioCore", .product(name: "SystemPackage", package: "swift-system"),
+                           .product(name: "Atomics", package: "swift-atomics")],
             swiftSettings: strict),
         // The virtio vocabulary, the Transport abstraction, DMA memory and the
         // driver side of split and packed virtqueues. No device I/O.

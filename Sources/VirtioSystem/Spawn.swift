@@ -37,13 +37,29 @@ public struct ChildProcess: Sendable {
         guard cvirtio_spawn_addclosefrom(&actions, floor) == 0 else { throw SystemCallError("posix_spawn_file_actions_addclosefrom_np") }
         let argv = ([path] + arguments).map { strdup($0) } + [nil]
         defer { for a in argv { free(a) } }
+        // The supervisor blocks signals for its signalfd; children start with
+        // the default mask and dispositions.
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        defer { posix_spawnattr_destroy(&attr) }
+        guard cvirtio_spawnattr_default_signals(&attr) == 0 else { throw SystemCallError("posix_spawnattr") }
         var pid = pid_t()
-        let rc = posix_spawn(&pid, path, &actions, nil, argv, Glibc.environ)
+        let rc = posix_spawn(&pid, path, &actions, &attr, argv, Glibc.environ)
         guard rc == 0 else { throw SystemCallError("posix_spawn \(path)", Errno(rawValue: rc)) }
         return ChildProcess(pid: pid)
     }
 
     /// Wait for the child; returns its exit status, or 128+signal if killed.
+    /// Reap the child if it has exited: its status as `wait()` reports it, nil if still running.
+    public func poll() throws -> Int32? {
+        var status: Int32 = 0
+        let rc = waitpid(pid, &status, WNOHANG)
+        if rc == 0 { return nil }
+        guard rc == pid else { throw SystemCallError("waitpid") }
+        if status & 0x7f == 0 { return (status >> 8) & 0xff }
+        return 128 + (status & 0x7f)
+    }
+
     public func wait() throws -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {

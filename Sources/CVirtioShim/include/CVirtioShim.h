@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <stddef.h>
 #include <spawn.h>
+#include <sys/types.h>
+#include <linux/vfio.h>
 
 int cvirtio_memfd_create(const char *name, unsigned int flags);
 int cvirtio_pipe2(int fds[2], int flags);
@@ -21,6 +23,23 @@ unsigned int cvirtio_MFD_CLOEXEC(void);
 unsigned int cvirtio_MFD_ALLOW_SEALING(void);
 int cvirtio_EFD_CLOEXEC(void);
 int cvirtio_EFD_NONBLOCK(void);
+
+// One message with file descriptors attached (SCM_RIGHTS); the CMSG_* macros
+// do not import into Swift. Received fds are close-on-exec. Returns bytes
+// sent/received or -1 with errno; *nfds gets the number of fds received
+// (fds beyond maxfds are closed and the call fails with EMSGSIZE).
+ssize_t cvirtio_send_with_fds(int sock, const void *buf, size_t len, const int *fds, int nfds);
+ssize_t cvirtio_recv_with_fds(int sock, void *buf, size_t len, int *fds, int maxfds, int *nfds);
+// Peer credentials of a connected unix socket (SO_PEERCRED).
+int cvirtio_peer_credentials(int sock, int *pid, unsigned int *uid, unsigned int *gid);
+// Block `signals` for this thread and return a signalfd (close-on-exec,
+// non-blocking) that reports them; -1 with errno on failure.
+int cvirtio_signalfd(const int *signals, int count);
+// Read one signal from a signalfd: returns the signal number (and the sender
+// pid / child pid in *pid), 0 if none is pending, -1 with errno.
+int cvirtio_signalfd_read(int fd, int *pid);
+// Put back the default signal mask in a spawned child.
+int cvirtio_spawnattr_default_signals(posix_spawnattr_t *attr);
 
 // libFuzzer's entry point for programs that own main (defined only when
 // linked with -sanitize=fuzzer; used only by the FUZZING build of virtio-ring-fuzz).

@@ -1,0 +1,130 @@
+import CVirtioShim
+import Glibc
+import SystemPackage
+
+/// One region of a VFIO device (BAR 0–5, PCI config space = 7), as the kernel describes it.
+public struct VFIORegionInfo: Sendable, Hashable {
+    public var index: UInt32
+    public var size: UInt64
+    /// Where the region starts in the device fd (for pread/pwrite/mmap).
+    public var offset: UInt64
+    public var readable: Bool
+    public var writable: Bool
+    public var mappable: Bool
+}
+
+/// A VFIO device fd (thin wrapper): region info and access, MSI-X eventfds,
+/// reset. The supervisor opens it; plugins get duplicates. The kernel resets
+/// the device when the last duplicate closes.
+public struct VFIODevice: Sendable {
+    public let fd: FileDescriptor
+    public init(fd: FileDescriptor) { self.fd = fd }
+
+    public static let configRegionIndex = UInt32(VFIO_PCI_CONFIG_REGION_INDEX)
+    public static let msixIRQIndex = UInt32(VFIO_PCI_MSIX_IRQ_INDEX)
+
+    public struct Info: Sendable {
+        public var regions: Int
+        public var irqs: Int
+        public var canReset: Bool
+    }
+
+    public func info() throws -> Info {
+        var info = vfio_device_info()
+        info.argsz = UInt32(MemoryLayout<vfio_device_info>.size)
+        _ = try vfioIoctl(fd, .deviceGetInfo, &info)
+        return Info(regions: Int(info.num_regions), irqs: Int(info.num_irqs),
+                    canReset: info.flags & UInt32(VFIO_DEVICE_FLAGS_RESET) != 0)
+    }
+
+    public func region(_ index: UInt32) throws -> VFIORegionInfo {
+        var r = vfio_region_info()
+        r.argsz = UInt32(MemoryLayout<vfio_region_info>.size)
+        r.index = index
+        _ = try vfioIoctl(fd, .deviceGetRegionInfo, &r)
+        return VFIORegionInfo(index: index, size: r.size, offset: r.offset,
+                              readable: r.flags & UInt32(VFIO_REGION_INFO_FLAG_READ) != 0,
+                              writable: r.flags & UInt32(VFIO_REGION_INFO_FLAG_WRITE) != 0,
+                              mappable: r.flags & UInt32(VFIO_REGION_INFO_FLAG_MMAP) != 0)
+    }
+
+    /// Number of MSI-X vectors the device has (0: no MSI-X).
+    public func msixVectorCount() throws -> Int {
+        var irq = vfio_irq_info()
+        irq.argsz = UInt32(MemoryLayout<vfio_irq_info>.size)
+        irq.index = Self.msixIRQIndex
+        _ = try vfioIoctl(fd, .deviceGetIRQInfo, &irq)
+        return Int(irq.count)
+    }
+
+    /// Route MSI-X vectors 0..<eventfds.count to the eventfds (enables MSI-X).
+    public func enableMSIX(_ eventfds: [EventFD]) throws {
+        let header = MemoryLayout<vfio_irq_set>.size
+        let size = header + 4 * eventfds.count
+        var buf = [UInt8](repeating: 0, count: size)
+        try buf.withUnsafeMutableBytes { raw in
+            var set = vfio_irq_set()
+            set.argsz = UInt32(size)
+            set.flags = UInt32(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER)
+            set.index = Self.msixIRQIndex
+            set.start = 0
+            set.count = UInt32(eventfds.count)
+            raw.storeBytes(of: set, toByteOffset: 0, as: vfio_irq_set.self)
+            for (i, e) in eventfds.enumerated() {
+                raw.storeBytes(of: e.fd.rawValue, toByteOffset: header + 4 * i, as: CInt.self)
+            }
+            _ = try vfioIoctl(fd, .deviceSetIRQs, raw.baseAddress!)
+        }
+    }
+
+    /// Turn MSI-X off again (no eventfds).
+    public func disableMSIX() throws {
+        var set = vfio_irq_set()
+        set.argsz = UInt32(MemoryLayout<vfio_irq_set>.size)
+        set.flags = UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER)
+        set.index = Self.msixIRQIndex
+        set.count = 0
+        _ = try vfioIoctl(fd, .deviceSetIRQs, &set)
+    }
+
+    /// Function-level reset (VFIO_DEVICE_RESET); not every slot supports it.
+    public func reset() throws {
+        _ = try vfioIoctl(fd, .deviceReset, value: 0)
+    }
+
+    /// Read bytes of a region with pread (config space, or a BAR without mmap).
+    public func read(region: VFIORegionInfo, offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws {
+        guard offset >= 0, UInt64(offset) + UInt64(buffer.count) <= region.size else {
+            throw SystemCallError("read beyond region \(region.index)", .invalidArgument)
+        }
+        let n = pread(fd.rawValue, buffer.baseAddress, buffer.count, off_t(region.offset) + off_t(offset))
+        guard n == buffer.count else { throw SystemCallError("pread region \(region.index)+\(offset)") }
+    }
+
+    public func write(region: VFIORegionInfo, offset: Int, from buffer: UnsafeRawBufferPointer) throws {
+        guard offset >= 0, UInt64(offset) + UInt64(buffer.count) <= region.size else {
+            throw SystemCallError("write beyond region \(region.index)", .invalidArgument)
+        }
+        let n = pwrite(fd.rawValue, buffer.baseAddress, buffer.count, off_t(region.offset) + off_t(offset))
+        guard n == buffer.count else { throw SystemCallError("pwrite region \(region.index)+\(offset)") }
+    }
+
+    /// The device's PCI configuration space (the first 256 bytes).
+    public func readPCIConfig() throws -> [UInt8] {
+        let region = try region(Self.configRegionIndex)
+        var bytes = [UInt8](repeating: 0, count: Int(min(region.size, 256)))
+        try bytes.withUnsafeMutableBytes { try read(region: region, offset: 0, into: $0) }
+        return bytes
+    }
+
+    /// Set Memory Space and Bus Master in the PCI command register, so BARs
+    /// decode and the device may DMA (PCI 3.0 §6.2.2).
+    public func enableBusMaster() throws {
+        let region = try region(Self.configRegionIndex)
+        var command: UInt16 = 0
+        try withUnsafeMutableBytes(of: &command) { try read(region: region, offset: 4, into: $0) }
+        command = UInt16(littleEndian: command) | 0x6
+        var le = command.littleEndian
+        try withUnsafeBytes(of: &le) { try write(region: region, offset: 4, from: $0) }
+    }
+}
