@@ -3,6 +3,9 @@ import PackageDescription
 
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
 
+/// Device plugins: one executable per type, built from Plugins/<name>/.
+let plugins = ["net", "block", "console", "balloon", "9p"]
+
 let package = Package(
     name: "virtiod",
     platforms: [.macOS(.v15)],
@@ -10,9 +13,10 @@ let package = Package(
         .library(name: "VirtioCore", targets: ["VirtioCore"]),
         .library(name: "VirtioSoftDevice", targets: ["VirtioSoftDevice"]),
         .executable(name: "virtiod", targets: ["virtiod"]),
+        .executable(name: "virtioctl", targets: ["virtioctl"]),
         .executable(name: "virtio-ring-bench", targets: ["VirtioRingBench"]),
         .executable(name: "virtio-ring-fuzz", targets: ["VirtioRingFuzz"]),
-    ],
+    ] + plugins.map { .executable(name: "virtiod-\($0)", targets: ["virtiod-\($0)"]) },
     dependencies: [
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
         .package(url: "https://github.com/apple/swift-system.git", from: "1.4.0"),
@@ -39,7 +43,27 @@ let package = Package(
         // The supervisor's logic: discovery, claim policy, VFIO, plugins, control socket.
         .target(
             name: "VirtiodSupervisor",
-            dependencies: ["VirtioCore", "VirtioSystem", "CSystemd"],
+            dependencies: ["VirtioCore", "VirtioSystem", "VirtioPCI", "VirtiodProtocol", "CSystemd"],
+            swiftSettings: strict),
+        // The virtio PCI transport (capabilities, common config, notify) over VFIO.
+        .target(
+            name: "VirtioPCI",
+            dependencies: ["VirtioCore", "VirtioSystem"],
+            swiftSettings: strict),
+        // The versioned JSON messages of the control socket and the plugin sockets.
+        .target(
+            name: "VirtiodProtocol",
+            dependencies: ["VirtioCore"],
+            swiftSettings: strict),
+        // What every plugin process shares: attach, bring-up, reporting, the event loop.
+        .target(
+            name: "VirtiodPluginRuntime",
+            dependencies: ["VirtioCore", "VirtioSystem", "VirtioPCI", "VirtiodProtocol", "CVirtioShim"],
+            swiftSettings: strict),
+        // `virtioctl`: the command-line client of the control socket.
+        .executableTarget(
+            name: "virtioctl",
+            dependencies: ["VirtiodProtocol", "VirtioSystem", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
         // The `virtiod` command (service and one-shot verbs such as `discover`).
         .executableTarget(
@@ -67,8 +91,12 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "VirtioCoreTests",
-            dependencies: ["VirtioCore", "VirtioSoftDevice", "VirtioSystem", "VirtiodSupervisor", "HandoverProbe"],
+            dependencies: ["VirtioCore", "VirtioSoftDevice", "VirtioSystem", "VirtiodSupervisor", "VirtioPCI",
+                           "VirtiodProtocol", "HandoverProbe"],
             swiftSettings: strict),
-    ],
+    ] + plugins.map {
+        .executableTarget(name: "virtiod-\($0)", dependencies: ["VirtiodPluginRuntime", "VirtioCore"],
+                          path: "Plugins/\($0)", swiftSettings: strict)
+    },
     swiftLanguageModes: [.v6]
 )

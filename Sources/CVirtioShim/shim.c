@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <string.h>
 #include <errno.h>
+#include <sys/prctl.h>
 #include "CVirtioShim.h"
 
 int cvirtio_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
@@ -108,3 +109,6 @@ int cvirtio_spawnattr_default_signals(posix_spawnattr_t *attr) {
     if (posix_spawnattr_setsigdefault(attr, &all) != 0) return -1;
     return posix_spawnattr_setflags(attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 }
+
+int cvirtio_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }
+int cvirtio_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0); }

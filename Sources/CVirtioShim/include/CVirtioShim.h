@@ -40,6 +40,10 @@ int cvirtio_signalfd(const int *signals, int count);
 int cvirtio_signalfd_read(int fd, int *pid);
 // Put back the default signal mask in a spawned child.
 int cvirtio_spawnattr_default_signals(posix_spawnattr_t *attr);
+/// prctl(PR_SET_NO_NEW_PRIVS, 1): this process and its children can never gain privilege.
+int cvirtio_no_new_privs(void);
+/// prctl(PR_SET_PDEATHSIG, sig): get `sig` when the parent dies.
+int cvirtio_parent_death_signal(int sig);
 
 // libFuzzer's entry point for programs that own main (defined only when
 // linked with -sanitize=fuzzer; used only by the FUZZING build of virtio-ring-fuzz).

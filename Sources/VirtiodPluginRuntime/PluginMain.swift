@@ -1,0 +1,47 @@
+import FoundationEssentials
+import Glibc
+import SystemPackage
+import VirtioCore
+import VirtioSystem
+import VirtiodProtocol
+
+/// The life of a plugin process: wait for `attach` on fd 3, bring the device
+/// up with the profile's features and queues (virtio 1.2 §3.1.1), report it,
+/// then serve interrupts and supervisor messages until `stop` (reset the
+/// device, exit 0) or until the supervisor goes away (exit 0, the device is
+/// left to the supervisor, which owns its fds).
+public enum PluginMain {
+    public static let version = "0.4.0"
+
+    public static func run(_ profile: PluginProfile) -> Never {
+        let socket = UnixSocket(fd: FileDescriptor(rawValue: PluginProtocol.socketFD))
+        do {
+            let driver = try attach(profile, socket: socket)
+            try driver.serve()
+            exit(0)
+        } catch {
+            PluginLog.error("\(profile.name): \(error)")
+            try? socket.send(PluginMessage(kind: .error, message: "\(error)").encoded())
+            exit(1)
+        }
+    }
+
+    static func attach(_ profile: PluginProfile, socket: UnixSocket) throws -> StubDriver {
+        let (bytes, fds) = try socket.receive(maxFDs: 64)
+        guard !bytes.isEmpty else { throw PluginError("supervisor closed the socket before attach") }
+        let message = try PluginMessage.decode(bytes)
+        guard message.version == PluginProtocol.version, message.kind == .attach, let info = message.attach else {
+            for f in fds { try? f.close() }
+            throw PluginError("expected attach (protocol \(PluginProtocol.version)), got \(message.kind) v\(message.version)")
+        }
+        guard info.type == profile.deviceType.description else {
+            for f in fds { try? f.close() }
+            throw PluginError("\(profile.name) plugin cannot drive a \(info.type) device")
+        }
+        let device = try AttachedDevice(info: info, fds: fds, deviceType: profile.deviceType)
+        let privileges = Privileges.drop()
+        let driver = StubDriver(profile: profile, device: device, socket: socket, privileges: privileges)
+        try driver.bringUp()
+        return driver
+    }
+}

@@ -1,0 +1,37 @@
+import VirtioCore
+
+/// What one plugin drives and how: the device type, the features it
+/// negotiates, and the queues it sets up. A plugin executable is its profile
+/// plus, for non-stubs, its data path.
+public struct PluginProfile: Sendable {
+    public var name: String
+    public var deviceType: DeviceType
+    /// True while the plugin only initialises and reports the device.
+    public var stub: Bool
+    /// Device feature bits beyond VERSION_1 and ACCESS_PLATFORM (always required).
+    public var features: FeatureRequest
+    /// Names of the queues to set up, in queue index order (as many as the device offers).
+    public var queues: [String]
+    /// Largest ring this plugin asks for.
+    public var maxQueueSize: Int
+
+    public init(name: String, deviceType: DeviceType, stub: Bool, features: FeatureRequest, queues: [String],
+                maxQueueSize: Int = 256) {
+        self.name = name
+        self.deviceType = deviceType
+        self.stub = stub
+        self.features = features
+        self.queues = queues
+        self.maxQueueSize = maxQueueSize
+    }
+
+    /// The feature request including the transport bits every virtiod plugin needs:
+    /// VERSION_1 (modern device) and ACCESS_PLATFORM (DMA goes through the IOMMU),
+    /// and the ring features the core implements.
+    public var fullRequest: FeatureRequest {
+        let t = TransportFeatures.self
+        return FeatureRequest(
+            required: features.required | t.version1.rawValue | t.accessPlatform.rawValue,
+            wanted: features.wanted | t.eventIndex.rawValue | t.indirectDescriptors.rawValue | t.ringPacked.rawValue)
+    }
+}

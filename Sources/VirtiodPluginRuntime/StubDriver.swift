@@ -1,0 +1,123 @@
+import Glibc
+import SystemPackage
+import VirtioCore
+import VirtioPCI
+import VirtioSystem
+import VirtiodProtocol
+
+/// A driver that initialises the device with the profile's features and
+/// queues, keeps it in DRIVER_OK, counts its interrupts, re-reads its config
+/// on config-change interrupts, and reports it. The stub plugins are this;
+/// real plugins add a data path on the same queues.
+final class StubDriver {
+    let profile: PluginProfile
+    let device: AttachedDevice
+    let socket: UnixSocket
+    let privileges: String
+    private(set) var offered: UInt64 = 0
+    private(set) var negotiated: UInt64 = 0
+    private(set) var queues: [(queue: Virtqueue, name: String, maxSize: Int, vector: UInt16)] = []
+    private var interrupts: [UInt64]
+    private var config: [String: ConfigValue] = [:]
+
+    init(profile: PluginProfile, device: AttachedDevice, socket: UnixSocket, privileges: String) {
+        self.profile = profile
+        self.device = device
+        self.socket = socket
+        self.privileges = privileges
+        interrupts = Array(repeating: 0, count: device.info.vectors)
+    }
+
+    var transport: VirtioPCITransport { device.transport }
+
+    func bringUp() throws {
+        offered = transport.readDeviceFeatures()
+        negotiated = try DeviceInitializer(transport: transport).run(features: profile.fullRequest) { negotiated in
+            let layout: RingLayout = negotiated & TransportFeatures.ringPacked.rawValue != 0 ? .packed : .split
+            let options = QueueOptions(negotiated: negotiated)
+            let count = min(profile.queues.count, transport.queueCount)
+            for index in 0..<count {
+                let maximum = try transport.maxQueueSize(index)
+                guard maximum > 0 else { continue }
+                // Split rings need a power of two; take the largest one within both limits.
+                var size = 1
+                while size * 2 <= min(maximum, profile.maxQueueSize) { size *= 2 }
+                let queue = try Virtqueue(layout: layout, size: size, region: device.region,
+                                          allocator: &device.allocator, options: options)
+                let vector = device.vector(forQueue: index)
+                try transport.setUpQueue(index, size: size, addresses: queue.addresses, msixVector: vector)
+                queues.append((queue, profile.queues[index], maximum, vector))
+            }
+            if device.info.vectors > 0 { try transport.setConfigVector(0) }
+            config = try DeviceConfigReader.read(transport, negotiated: negotiated)
+        }
+        PluginLog.info("\(profile.name) \(device.info.address): DRIVER_OK, features "
+            + featureNames(negotiated, deviceType: profile.deviceType).joined(separator: " ")
+            + ", \(queues.count) queue(s), \(device.info.vectors) MSI-X vector(s), running as \(privileges)")
+        try sendStatus()
+    }
+
+    func report() -> DriverReport {
+        let t = profile.deviceType
+        return DriverReport(
+            stub: profile.stub, pluginVersion: PluginMain.version,
+            offered: .init(offered, deviceType: t), negotiated: .init(negotiated, deviceType: t),
+            deviceQueues: transport.queueCount,
+            queues: queues.enumerated().map { i, q in
+                DriverReport.Queue(index: i, name: q.name, size: q.queue.size, maxSize: q.maxSize,
+                                   layout: q.queue.layout.description,
+                                   msixVector: q.vector == noMSIXVector ? nil : Int(q.vector),
+                                   interrupts: q.vector == noMSIXVector ? 0 : interrupts[Int(q.vector)])
+            },
+            msixVectors: device.info.vectors, configVector: device.info.vectors > 0 ? 0 : nil,
+            configInterrupts: interrupts.first ?? 0, config: config,
+            status: transport.readStatus().names, registerAccess: transport.barsMapped ? "mmap" : "pread")
+    }
+
+    func sendStatus() throws {
+        try socket.send(PluginMessage(kind: .status, status: report()).encoded())
+    }
+
+    /// Serve until stop or until the supervisor hangs up.
+    func serve() throws {
+        let fds = [socket.fd] + device.vectors.map(\.fd)
+        while true {
+            for ready in try Poll.readable(fds, timeoutMS: -1) {
+                if ready == socket.fd {
+                    let (bytes, extra) = try socket.receive()
+                    for f in extra { try? f.close() }
+                    if bytes.isEmpty {
+                        PluginLog.info("\(profile.name) \(device.info.address): supervisor closed the socket; exiting")
+                        return
+                    }
+                    let message = try PluginMessage.decode(bytes)
+                    switch message.kind {
+                    case .stop:
+                        try? transport.reset()
+                        PluginLog.info("\(profile.name) \(device.info.address): stopped, device reset")
+                        return
+                    case .query:
+                        refreshConfig()
+                        try sendStatus()
+                    default:
+                        PluginLog.warning("\(profile.name): ignoring unexpected \(message.kind) message")
+                    }
+                } else if let v = device.vectors.firstIndex(where: { $0.fd == ready }) {
+                    interrupts[v] &+= (try? device.vectors[v].consume()) ?? 0
+                    if v == 0 {
+                        refreshConfig()
+                        try sendStatus()
+                    }
+                }
+            }
+        }
+    }
+
+    private func refreshConfig() {
+        do {
+            config = try DeviceConfigReader.read(transport, negotiated: negotiated)
+        } catch {
+            PluginLog.warning("\(profile.name) \(device.info.address): config read failed: \(error)")
+        }
+    }
+}

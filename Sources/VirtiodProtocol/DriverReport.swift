@@ -1,0 +1,69 @@
+import VirtioCore
+
+/// What a plugin reports about the device it drives: negotiated features,
+/// queues, interrupts and device configuration.
+public struct DriverReport: Codable, Sendable {
+    public struct FeatureSet: Codable, Sendable {
+        /// The 64 feature bits as "0x…".
+        public var bits: String
+        public var names: [String]
+        public init(_ raw: UInt64, deviceType: DeviceType?) {
+            bits = "0x" + String(raw, radix: 16)
+            names = featureNames(raw, deviceType: deviceType)
+        }
+    }
+
+    public struct Queue: Codable, Sendable {
+        public var index: Int
+        public var name: String
+        public var size: Int
+        public var maxSize: Int
+        public var layout: String
+        /// MSI-X vector, nil when none.
+        public var msixVector: Int?
+        public var interrupts: UInt64
+        public init(index: Int, name: String, size: Int, maxSize: Int, layout: String, msixVector: Int?, interrupts: UInt64) {
+            self.index = index
+            self.name = name
+            self.size = size
+            self.maxSize = maxSize
+            self.layout = layout
+            self.msixVector = msixVector
+            self.interrupts = interrupts
+        }
+    }
+
+    /// True for plugins that only initialise the device and report it.
+    public var stub: Bool
+    public var pluginVersion: String
+    public var offered: FeatureSet
+    public var negotiated: FeatureSet
+    /// Queues the device offers in all.
+    public var deviceQueues: Int
+    public var queues: [Queue]
+    public var msixVectors: Int
+    public var configVector: Int?
+    public var configInterrupts: UInt64
+    public var config: [String: ConfigValue]
+    /// Device status register, by name.
+    public var status: [String]
+    /// How the plugin reaches the registers ("mmap" or "pread").
+    public var registerAccess: String
+
+    public init(stub: Bool, pluginVersion: String, offered: FeatureSet, negotiated: FeatureSet, deviceQueues: Int,
+                queues: [Queue], msixVectors: Int, configVector: Int?, configInterrupts: UInt64,
+                config: [String: ConfigValue], status: [String], registerAccess: String) {
+        self.stub = stub
+        self.pluginVersion = pluginVersion
+        self.offered = offered
+        self.negotiated = negotiated
+        self.deviceQueues = deviceQueues
+        self.queues = queues
+        self.msixVectors = msixVectors
+        self.configVector = configVector
+        self.configInterrupts = configInterrupts
+        self.config = config
+        self.status = status
+        self.registerAccess = registerAccess
+    }
+}

@@ -1,0 +1,68 @@
+import FoundationEssentials
+
+/// Messages between the supervisor and a plugin over the plugin's
+/// SOCK_SEQPACKET socket (fd 3 in the plugin). One JSON object per message;
+/// fds travel with `attach` as SCM_RIGHTS, in the order `AttachInfo` lists.
+public struct PluginMessage: Codable, Sendable {
+    public enum Kind: String, Codable, Sendable {
+        /// supervisor → plugin: drive this device (fds attached).
+        case attach
+        /// plugin → supervisor: the device is up; here is what it negotiated.
+        case status
+        /// plugin → supervisor: attach failed or the device broke.
+        case error
+        /// supervisor → plugin: reset the device and exit.
+        case stop
+        /// supervisor → plugin: send a fresh status.
+        case query
+    }
+    public var version: Int
+    public var kind: Kind
+    public var attach: AttachInfo?
+    public var status: DriverReport?
+    public var message: String?
+
+    public init(kind: Kind, attach: AttachInfo? = nil, status: DriverReport? = nil, message: String? = nil) {
+        self.version = PluginProtocol.version
+        self.kind = kind
+        self.attach = attach
+        self.status = status
+        self.message = message
+    }
+
+    public func encoded() throws -> [UInt8] { Array(try JSONEncoder().encode(self)) }
+    public static func decode(_ bytes: [UInt8]) throws -> PluginMessage {
+        try JSONDecoder().decode(PluginMessage.self, from: Data(bytes))
+    }
+}
+
+public enum PluginProtocol {
+    public static let version = 1
+    /// The plugin's end of its socket.
+    public static let socketFD: Int32 = 3
+}
+
+/// What a plugin needs to drive one device. The fds attached to the message
+/// are, in order: VFIO device, DMA memfd, then one eventfd per MSI-X vector.
+public struct AttachInfo: Codable, Sendable {
+    public var address: String
+    public var type: String
+    /// Size of the DMA memfd, and the device address (IOVA) of its first byte.
+    public var dmaSize: Int
+    public var iovaBase: UInt64
+    /// MSI-X vectors enabled (= eventfds attached).
+    public var vectors: Int
+    public var options: [String: String]
+    public var interfaceName: String?
+
+    public init(address: String, type: String, dmaSize: Int, iovaBase: UInt64, vectors: Int,
+                options: [String: String], interfaceName: String?) {
+        self.address = address
+        self.type = type
+        self.dmaSize = dmaSize
+        self.iovaBase = iovaBase
+        self.vectors = vectors
+        self.options = options
+        self.interfaceName = interfaceName
+    }
+}
