@@ -10,8 +10,7 @@ PREFIX     ?= /usr
 DESTDIR    ?=
 LIBEXECDIR := $(PREFIX)/libexec/virtiod
 RELEASE    := .build-release
-# Executables installed today; virtiod, virtioctl and the plugins join them.
-INSTALL_PRODUCTS := virtiod virtio-ring-bench
+PLUGINS    := net block console balloon 9p
 VM_FLAGS   ?=
 
 help:
@@ -53,13 +52,20 @@ fuzz:
 # Release binaries with the Swift runtime linked in: they need only glibc and
 # libstdc++, so they run on a machine (or guest) without Swift.
 install:
-	for p in $(INSTALL_PRODUCTS); do $(SWIFT) build -c release --static-swift-stdlib --scratch-path $(RELEASE) --product $$p || exit 1; done
-	install -d $(DESTDIR)$(LIBEXECDIR)
-	install -d $(DESTDIR)$(PREFIX)/bin
-	install -m 755 -s $(RELEASE)/release/virtiod $(DESTDIR)$(PREFIX)/bin/virtiod
+	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(RELEASE)
+	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(PREFIX)/bin
+	install -m 755 -s $(RELEASE)/release/virtiod $(RELEASE)/release/virtioctl $(DESTDIR)$(PREFIX)/bin/
+	for p in $(PLUGINS); do install -m 755 -s $(RELEASE)/release/virtiod-$$p $(DESTDIR)$(LIBEXECDIR)/ || exit 1; done
 	install -m 755 -s $(RELEASE)/release/virtio-ring-bench $(DESTDIR)$(LIBEXECDIR)/virtio-ring-bench
-	if ls Units/*.service >/dev/null 2>&1; then install -d $(DESTDIR)/lib/systemd/system && install -m 644 Units/*.service $(DESTDIR)/lib/systemd/system/; fi
-	if ls Units/*.conf >/dev/null 2>&1; then install -d $(DESTDIR)/etc/virtiod && install -m 644 Units/*.conf $(DESTDIR)/etc/virtiod/; fi
+	install -d $(DESTDIR)/lib/systemd/system && install -m 644 Units/*.service $(DESTDIR)/lib/systemd/system/
+	install -d $(DESTDIR)/etc/virtiod/virtiod.conf.d
+	# An existing configuration is the admin's: never overwrite it.
+	[ -e $(DESTDIR)/etc/virtiod/virtiod.conf ] || install -m 644 Units/virtiod.conf $(DESTDIR)/etc/virtiod/virtiod.conf
+	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions \
+		$(DESTDIR)$(PREFIX)/share/doc/virtiod
+	$(RELEASE)/release/virtioctl --generate-completion-script bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/virtioctl
+	$(RELEASE)/release/virtioctl --generate-completion-script zsh > $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_virtioctl
+	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/virtiod/
 
 # The VM suite installs into a staging root exactly as a user would, and the
 # guest copies that root onto itself before the cases run.

@@ -7,7 +7,27 @@ struct Virtiod: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "virtiod",
         abstract: "Userspace driver service for virtio PCI devices.",
-        subcommands: [Discover.self])
+        subcommands: [Serve.self, Discover.self])
+}
+
+/// `virtiod serve`: the service systemd runs (Type=notify).
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the supervisor: claim devices per the configuration, run their plugins, serve virtioctl.")
+
+    @Option(help: "Main configuration file.") var config = "/etc/virtiod/virtiod.conf"
+    @Option(help: "Drop-in folder (*.conf, read after the main file in name order).") var configDir = "/etc/virtiod/virtiod.conf.d"
+    @Option(help: "Control socket path.") var socket = "/run/virtiod/control"
+    @Option(help: "Folder with the plugin executables (virtiod-<type>).") var pluginDir = "/usr/libexec/virtiod"
+
+    func run() throws {
+        var options = SupervisorOptions()
+        options.configFile = config
+        options.configDirectory = configDir
+        options.socketPath = socket
+        options.pluginDirectory = pluginDir
+        try Supervisor(options: options).run()
+    }
 }
 
 /// `virtiod discover`: read-only, one-shot discovery; safe on any machine.

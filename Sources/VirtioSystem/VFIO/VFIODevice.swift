@@ -128,3 +128,25 @@ public struct VFIODevice: Sendable {
         try withUnsafeBytes(of: &le) { try write(region: region, offset: 4, from: $0) }
     }
 }
+
+extension VFIODevice {
+    public static let requestIRQIndex = UInt32(VFIO_PCI_REQ_IRQ_INDEX)
+
+    /// Ask vfio-pci to signal `eventfd` when the kernel wants the device back
+    /// (hot-unplug, unbind): the holder must then close its fds.
+    public func enableRequestIRQ(_ eventfd: EventFD) throws {
+        let header = MemoryLayout<vfio_irq_set>.size
+        var buf = [UInt8](repeating: 0, count: header + 4)
+        try buf.withUnsafeMutableBytes { raw in
+            var set = vfio_irq_set()
+            set.argsz = UInt32(header + 4)
+            set.flags = UInt32(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER)
+            set.index = Self.requestIRQIndex
+            set.start = 0
+            set.count = 1
+            raw.storeBytes(of: set, toByteOffset: 0, as: vfio_irq_set.self)
+            raw.storeBytes(of: eventfd.fd.rawValue, toByteOffset: header, as: CInt.self)
+            _ = try vfioIoctl(fd, .deviceSetIRQs, raw.baseAddress!)
+        }
+    }
+}

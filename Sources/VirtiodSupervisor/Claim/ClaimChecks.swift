@@ -1,0 +1,97 @@
+import FoundationEssentials
+import Glibc
+import VirtioCore
+
+/// The checks before virtiod takes a device from the kernel: each returns a
+/// refusal that says why and what to do, or nil.
+public struct ClaimChecks: Sendable {
+    public var procRoot = "/proc"
+    public var sysfs = "/sys"
+    public init() {}
+
+    /// VFIO hands out whole IOMMU groups; taking one member would take the others.
+    public func groupPeers(_ f: VirtioFunction) -> String? {
+        guard f.iommuGroup != nil else {
+            return "\(f.address) is in no IOMMU group: VFIO needs an IOMMU (boot with intel_iommu=on or amd_iommu=on)"
+        }
+        guard f.iommuGroupPeers.isEmpty else {
+            return "IOMMU group \(f.iommuGroup!) of \(f.address) also holds \(f.iommuGroupPeers.joined(separator: ", ")); "
+                + "VFIO can only take the whole group. Put the device behind its own PCIe root port or ACS-capable switch"
+        }
+        return nil
+    }
+
+    /// ACCESS_PLATFORM (virtio 1.2 §6.1 bit 33): without it the device DMAs
+    /// to physical addresses, bypassing the IOMMU that VFIO programs.
+    public func accessPlatform(offered: UInt64, address: String) -> String? {
+        let bit = TransportFeatures.accessPlatform.rawValue
+        if offered & bit != 0, offered & TransportFeatures.version1.rawValue != 0 { return nil }
+        let missing = [offered & bit == 0 ? "ACCESS_PLATFORM" : nil,
+                       offered & TransportFeatures.version1.rawValue == 0 ? "VERSION_1" : nil].compactMap { $0 }
+        return "\(address) does not offer \(missing.joined(separator: " and ")): its DMA would bypass the IOMMU and "
+            + "corrupt memory. Start the device with iommu_platform=on (QEMU) or use a modern device"
+    }
+
+    /// Features as the kernel's virtio driver negotiated them (sysfs), while
+    /// it still holds the device; nil if not bound to virtio-pci.
+    public func kernelNegotiatedFeatures(_ address: String) -> UInt64? {
+        let dir = "\(sysfs)/bus/pci/devices/\(address)"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir),
+              let virtio = names.first(where: { $0.hasPrefix("virtio") && Int($0.dropFirst(6)) != nil }),
+              let data = FileManager.default.contents(atPath: "\(dir)/\(virtio)/features") else { return nil }
+        // One character per bit, bit 0 first.
+        var bits: UInt64 = 0
+        for (i, c) in String(decoding: data, as: UTF8.self).trimmingWhitespace().enumerated() where i < 64 && c == "1" {
+            bits |= 1 << UInt64(i)
+        }
+        return bits
+    }
+
+    /// Filesystems mounted (or swap) on the function's disks.
+    public func mountedFilesystems(_ f: VirtioFunction) -> String? {
+        guard !f.blockDevices.isEmpty else { return nil }
+        var numbers: [String: String] = [:] // "major:minor" -> name
+        for disk in f.blockDevices {
+            let base = "\(sysfs)/class/block/\(disk)"
+            if let dev = read(base + "/dev") { numbers[dev] = disk }
+            for part in (try? FileManager.default.contentsOfDirectory(atPath: base)) ?? [] where part.hasPrefix(disk) {
+                if let dev = read("\(base)/\(part)/dev") { numbers[dev] = part }
+            }
+        }
+        var uses: [String] = []
+        for line in (read("\(procRoot)/self/mountinfo") ?? "").split(separator: "\n") {
+            let fields = line.split(separator: " ")
+            guard fields.count > 4, let name = numbers[String(fields[2])] else { continue }
+            uses.append("/dev/\(name) on \(fields[4])")
+        }
+        for line in (read("\(procRoot)/swaps") ?? "").split(separator: "\n").dropFirst() {
+            let dev = line.split(separator: " ").first.map(String.init) ?? ""
+            if numbers.values.contains(where: { dev == "/dev/\($0)" }) { uses.append("\(dev) as swap") }
+        }
+        guard !uses.isEmpty else { return nil }
+        return "\(f.address) backs \(uses.joined(separator: ", ")); taking it would pull the disk out from under them. "
+            + "Unmount first, or set Force=yes (virtioctl claim --force) if you mean it"
+    }
+
+    /// The function's interfaces that carry the default route (IPv4 or IPv6).
+    public func defaultRoute(_ f: VirtioFunction) -> String? {
+        guard !f.interfaces.isEmpty else { return nil }
+        var carrying: Set<String> = []
+        for line in (read("\(procRoot)/net/route") ?? "").split(separator: "\n").dropFirst() {
+            let c = line.split(whereSeparator: { $0 == "\t" || $0 == " " })
+            if c.count > 2, c[1] == "00000000", f.interfaces.contains(String(c[0])) { carrying.insert(String(c[0])) }
+        }
+        for line in (read("\(procRoot)/net/ipv6_route") ?? "").split(separator: "\n") {
+            let c = line.split(separator: " ")
+            if c.count >= 10, c[0] == "00000000000000000000000000000000", c[1] == "00",
+               f.interfaces.contains(String(c[9])) { carrying.insert(String(c[9])) }
+        }
+        guard !carrying.isEmpty else { return nil }
+        return "\(f.address) carries the default route (\(carrying.sorted().joined(separator: ", "))); taking it would cut "
+            + "this machine off the network. Move the route first, or set Force=yes (virtioctl claim --force)"
+    }
+
+    private func read(_ path: String) -> String? {
+        FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self).trimmingWhitespace() }
+    }
+}

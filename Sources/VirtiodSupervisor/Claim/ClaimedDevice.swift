@@ -1,0 +1,86 @@
+import Glibc
+import SystemPackage
+import VirtioCore
+import VirtioPCI
+import VirtioSystem
+
+/// Everything the supervisor holds for a device it claimed: the VFIO
+/// container, group and device fds, the DMA memfd mapped for the IOMMU, the
+/// MSI-X eventfds and the device-request eventfd. These outlive any plugin
+/// (the kernel resets a VFIO device when its last fd closes); plugins get
+/// duplicates. `close()` gives them all up in the safe order.
+public final class ClaimedDevice {
+    public static let iovaBase: UInt64 = 0x1_0000_0000
+    public static let defaultDMASize = 4 << 20
+
+    public let address: String
+    public let type: DeviceType
+    let container: VFIOContainer
+    let group: VFIOGroup
+    public let vfio: VFIODevice
+    public let transport: VirtioPCITransport
+    public let memory: SharedMemory
+    public let vectors: [EventFD]
+    /// Signalled by vfio-pci when the kernel wants the device back (hot-unplug).
+    public let request: EventFD?
+    public let offeredFeatures: UInt64
+    private var closed = false
+
+    /// Open the device through VFIO (already bound to vfio-pci), check it is
+    /// a device virtiod can drive safely, reset it and set up DMA and MSI-X.
+    init(address: String, type: DeviceType, iommuGroup: Int, checks: ClaimChecks,
+         dmaSize: Int = ClaimedDevice.defaultDMASize) throws {
+        self.address = address
+        self.type = type
+        container = try VFIOContainer()
+        group = try VFIOGroup(number: iommuGroup)
+        try group.attach(to: container)
+        try container.setIOMMU()
+        vfio = VFIODevice(fd: try group.device(address: address))
+        do {
+            transport = try VirtioPCITransport(vfio: vfio, deviceType: type)
+            offeredFeatures = transport.readDeviceFeatures()
+            if let refusal = checks.accessPlatform(offered: offeredFeatures, address: address) {
+                throw ClaimError.refused(refusal)
+            }
+            // The device may hold state from an earlier driver: reset before DMA is possible.
+            try transport.reset()
+            memory = try SharedMemory(name: "virtiod-dma-\(address)", size: dmaSize)
+            try container.mapDMA(vaddr: memory.base, iova: Self.iovaBase, size: dmaSize)
+            try vfio.enableBusMaster()
+            let table = try vfio.msixVectorCount()
+            // One vector for config changes plus one per queue, as far as the table goes.
+            let count = min(table, 1 + transport.queueCount, 65)
+            vectors = try (0..<count).map { _ in try EventFD() }
+            if count > 0 { try vfio.enableMSIX(vectors) }
+            let req = try? EventFD()
+            if let req, (try? vfio.enableRequestIRQ(req)) != nil { request = req } else {
+                req?.close()
+                request = nil
+            }
+        } catch {
+            try? vfio.fd.close()
+            throw error
+        }
+    }
+
+    /// Reset the device (status 0): used before a fresh plugin takes over.
+    public func resetDevice() {
+        do { try transport.reset() } catch { Log.warning("device reset failed: \(error)", device: address) }
+    }
+
+    /// Reset the device and close every fd; after this the device can be
+    /// unbound from vfio-pci.
+    public func close() {
+        guard !closed else { return }
+        closed = true
+        try? transport.reset()
+        if !vectors.isEmpty { try? vfio.disableMSIX() }
+        try? container.unmapDMA(iova: Self.iovaBase, size: memory.size)
+        for v in vectors { v.close() }
+        request?.close()
+        try? vfio.fd.close()
+    }
+
+    deinit { close() }
+}

@@ -1,0 +1,81 @@
+import FoundationEssentials
+import Glibc
+import VirtioSystem
+
+/// Moves a PCI function between kernel drivers through sysfs
+/// (Documentation/ABI/testing/sysfs-bus-pci: driver_override, unbind,
+/// drivers_probe). Only the supervisor calls this, only for functions the
+/// claim policy (or root through virtioctl) chose, and never on the
+/// development machine's own devices.
+public struct PCIBinding: Sendable {
+    public var sysfs: String
+    public init(sysfs: String = "/sys") { self.sysfs = sysfs }
+
+    func devicePath(_ address: String) -> String { "\(sysfs)/bus/pci/devices/\(address)" }
+
+    public func currentDriver(_ address: String) -> String? {
+        (try? FileManager.default.destinationOfSymbolicLink(atPath: devicePath(address) + "/driver"))
+            .map { String($0.split(separator: "/").last ?? "") }
+    }
+
+    /// Bind `address` to vfio-pci: load the module if needed, set
+    /// driver_override, unbind the current driver, re-probe.
+    public func bindToVFIO(_ address: String) throws {
+        if currentDriver(address) == "vfio-pci" { return }
+        if !FileManager.default.fileExists(atPath: "\(sysfs)/bus/pci/drivers/vfio-pci") {
+            let child = try ChildProcess.spawn("/sbin/modprobe", arguments: ["vfio-pci"])
+            let rc = try child.wait()
+            guard rc == 0, FileManager.default.fileExists(atPath: "\(sysfs)/bus/pci/drivers/vfio-pci") else {
+                throw ClaimError.binding("modprobe vfio-pci failed (exit \(rc)); is the vfio-pci module installed?")
+            }
+        }
+        try write(devicePath(address) + "/driver_override", "vfio-pci")
+        if currentDriver(address) != nil { try write(devicePath(address) + "/driver/unbind", address) }
+        try write("\(sysfs)/bus/pci/drivers_probe", address)
+        guard currentDriver(address) == "vfio-pci" else {
+            throw ClaimError.binding("vfio-pci did not bind \(address) (driver now: \(currentDriver(address) ?? "none"))")
+        }
+    }
+
+    /// Give `address` back: unbind vfio-pci, clear driver_override, re-probe
+    /// so the kernel's own driver (virtio-pci) takes it again.
+    public func giveBack(_ address: String) throws {
+        guard FileManager.default.fileExists(atPath: devicePath(address)) else { return }
+        if currentDriver(address) == "vfio-pci" { try write(devicePath(address) + "/driver/unbind", address) }
+        try write(devicePath(address) + "/driver_override", "\n")
+        try write("\(sysfs)/bus/pci/drivers_probe", address)
+    }
+
+    /// Wait until udev (or devtmpfs) made /dev/vfio/N.
+    public func waitForGroupNode(_ group: Int, timeout: Double = 5) -> Bool {
+        let path = "/dev/vfio/\(group)"
+        var waited = 0.0
+        while access(path, F_OK) != 0 {
+            if waited >= timeout { return false }
+            usleep(20_000)
+            waited += 0.02
+        }
+        return true
+    }
+
+    private func write(_ path: String, _ value: String) throws {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw ClaimError.binding("open \(path): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let n = value.withCString { Glibc.write(fd, $0, strlen($0)) }
+        guard n >= 0 else { throw ClaimError.binding("write '\(value.trimmingWhitespace())' to \(path): \(String(cString: strerror(errno)))") }
+    }
+}
+
+public enum ClaimError: Error, CustomStringConvertible, Sendable {
+    /// virtiod will not take the device; the text says why and what to do.
+    case refused(String)
+    case binding(String)
+    case setup(String)
+
+    public var description: String {
+        switch self {
+        case .refused(let s), .binding(let s), .setup(let s): s
+        }
+    }
+}

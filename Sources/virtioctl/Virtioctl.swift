@@ -1,0 +1,167 @@
+import ArgumentParser
+import FoundationEssentials
+import Glibc
+import VirtiodProtocol
+
+@main
+struct Virtioctl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "virtioctl",
+        abstract: "Query and control virtiod, the userspace virtio driver service.",
+        discussion: """
+            Exit status: 0 success, 1 failure, 3 virtiod is not running, 4 no such device, \
+            5 permission denied (changing verbs need root), 6 virtiod refused the request, \
+            64 usage error.
+            """,
+        subcommands: [List.self, Status.self, Plugins.self, Claim.self, Release.self])
+}
+
+struct GlobalOptions: ParsableArguments {
+    @Flag(help: "Print JSON (the control protocol's objects) instead of text.")
+    var json = false
+
+    @Option(help: "virtiod's control socket.")
+    var socket = ProcessInfoShim.environment("VIRTIOD_CONTROL_SOCKET") ?? ControlProtocol.defaultSocketPath
+
+    func call(_ verb: ControlVerb, device: String? = nil, force: Bool? = nil) throws -> ControlResponse {
+        let response: ControlResponse
+        do { response = try ControlClient.call(ControlRequest(verb: verb, device: device, force: force), socket: socket) } catch {
+            fail(error)
+        }
+        if !response.ok, let e = response.error {
+            if json { Output.json(response) }
+            fail(CLIError(e))
+        }
+        return response
+    }
+
+    func fail(_ e: CLIError) -> Never {
+        FileHandleShim.stderr("virtioctl: \(e)\n")
+        Glibc.exit(e.exitCode)
+    }
+}
+
+enum ProcessInfoShim {
+    static func environment(_ name: String) -> String? { getenv(name).map { String(cString: $0) } }
+}
+
+enum FileHandleShim {
+    static func stderr(_ s: String) { _ = s.withCString { write(2, $0, strlen($0)) } }
+}
+
+struct List: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List virtio PCI functions and what drives them.")
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        let r = try global.call(.list)
+        let devices = r.devices ?? []
+        if global.json { return Output.json(devices) }
+        Output.table(header: ["ADDRESS", "TYPE", "STATE", "DRIVER", "PLUGIN", "INTERFACE"], rows: devices.map { d in
+            [d.address, d.type, Output.state(d.state), d.kernelDriver ?? "-",
+             d.plugin.map { p in p.name + (d.driver?.stub == true ? " (stub)" : "") } ?? "-",
+             d.interfaces.isEmpty ? "-" : d.interfaces.joined(separator: ",")]
+        })
+        let claimed = devices.filter { $0.plugin != nil }.count
+        print("\n\(devices.count) device\(devices.count == 1 ? "" : "s") listed, \(claimed) claimed by virtiod.")
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show negotiated features, queues, interrupts, device config and plugin of one or all devices.")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "PCI address (or a unique suffix such as 04.0); all devices when omitted.")
+    var device: String?
+
+    func run() throws {
+        let r = try global.call(.status, device: device)
+        let devices = r.devices ?? []
+        if global.json { return device != nil && devices.count == 1 ? Output.json(devices[0]) : Output.json(devices) }
+        for (i, d) in devices.enumerated() {
+            if i > 0 { print("") }
+            show(d)
+        }
+    }
+
+    func show(_ d: DeviceReport) {
+        var lines: [(String, String)] = []
+        lines.append(("State", Output.state(d.state) + (d.driver?.stub == true ? " (stub plugin)" : "")))
+        if let reason = d.reason { lines.append(("Reason", reason)) }
+        lines.append(("Device", "\(d.deviceID), kernel driver \(d.kernelDriver ?? "none")"))
+        lines.append(("IOMMU group", d.iommuGroup.map(String.init) ?? "-"))
+        if let rule = d.rule { lines.append(("Config", rule)) }
+        if !d.interfaces.isEmpty { lines.append(("Interfaces", d.interfaces.joined(separator: ", "))) }
+        if let p = d.plugin {
+            var s = "\(p.name) (\(p.executable))"
+            if let pid = p.pid { s += ", pid \(pid)" }
+            if let up = p.uptimeSeconds { s += ", up \(Output.duration(up))" }
+            s += ", \(p.restarts) restart\(p.restarts == 1 ? "" : "s")"
+            lines.append(("Plugin", s))
+            if let e = p.lastExit { lines.append(("Last exit", e)) }
+        }
+        if let r = d.driver {
+            lines.append(("Status", r.status.joined(separator: " ")))
+            lines.append(("Offered", r.offered.names.joined(separator: " ")))
+            lines.append(("Negotiated", r.negotiated.names.joined(separator: " ")))
+            lines.append(("MSI-X", "\(r.msixVectors) vector\(r.msixVectors == 1 ? "" : "s")"
+                          + (r.configVector.map { ", config changes on \($0) (\(r.configInterrupts) so far)" } ?? "")))
+            for q in r.queues {
+                lines.append((q.index == r.queues.first?.index ? "Queues" : "",
+                              "\(q.index) \(q.name): \(q.size) entries (max \(q.maxSize)), \(q.layout), "
+                              + (q.msixVector.map { "vector \($0), \(q.interrupts) interrupts" } ?? "no vector")))
+            }
+            for (k, v) in r.config.sorted(by: { $0.key < $1.key }) {
+                lines.append((k == r.config.keys.sorted().first ? "Device config" : "", "\(k) = \(v)"))
+            }
+            lines.append(("Registers", r.registerAccess))
+        }
+        let width = lines.map(\.0.count).max() ?? 0
+        print("● \(d.address) (\(d.type))")
+        for (k, v) in lines {
+            let label = k.isEmpty ? String(repeating: " ", count: width + 1) : String(repeating: " ", count: width - k.count) + k + ":"
+            print("  \(label) \(v)")
+        }
+    }
+}
+
+struct Plugins: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List device plugins, their executables and processes.")
+    @OptionGroup var global: GlobalOptions
+
+    func run() throws {
+        let plugins = try global.call(.plugins).plugins ?? []
+        if global.json { return Output.json(plugins) }
+        Output.table(header: ["PLUGIN", "INSTALLED", "KIND", "DEVICES", "PIDS"], rows: plugins.map { p in
+            [p.name, p.installed ? p.executable : Output.paint("missing", "31"),
+             p.stub.map { $0 ? "stub" : "driver" } ?? "-",
+             p.devices.isEmpty ? "-" : p.devices.joined(separator: ","),
+             p.pids.isEmpty ? "-" : p.pids.map(String.init).joined(separator: ",")]
+        })
+    }
+}
+
+struct Claim: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Take a device from its kernel driver and start its plugin (root).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "PCI address (or a unique suffix).") var device: String
+    @Flag(help: "Claim even if it backs a mounted filesystem or the default route.") var force = false
+
+    func run() throws {
+        let r = try global.call(.claim, device: device, force: force ? true : nil)
+        if global.json { return Output.json(r) }
+        print(r.message ?? "claimed")
+    }
+}
+
+struct Release: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop a device's plugin and give the device back to its kernel driver (root).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "PCI address (or a unique suffix).") var device: String
+
+    func run() throws {
+        let r = try global.call(.release, device: device)
+        if global.json { return Output.json(r) }
+        print(r.message ?? "released")
+    }
+}
