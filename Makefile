@@ -57,7 +57,7 @@ install:
 	install -m 755 -s $(RELEASE)/release/virtiod $(RELEASE)/release/virtioctl $(DESTDIR)$(PREFIX)/bin/
 	for p in $(PLUGINS); do install -m 755 -s $(RELEASE)/release/virtiod-$$p $(DESTDIR)$(LIBEXECDIR)/ || exit 1; done
 	install -m 755 -s $(RELEASE)/release/virtio-ring-bench $(DESTDIR)$(LIBEXECDIR)/virtio-ring-bench
-	install -d $(DESTDIR)/lib/systemd/system && install -m 644 Units/*.service $(DESTDIR)/lib/systemd/system/
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && install -m 644 Units/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
 	install -d $(DESTDIR)/etc/virtiod/virtiod.conf.d
 	# An existing configuration is the admin's: never overwrite it.
 	[ -e $(DESTDIR)/etc/virtiod/virtiod.conf ] || install -m 644 Units/virtiod.conf $(DESTDIR)/etc/virtiod/virtiod.conf

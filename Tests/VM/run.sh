@@ -104,6 +104,8 @@ pci_device "virtio-balloon-pci,$modern$packed"
 pci_device "virtio-serial-pci,id=vser0,$modern$packed"
 devices+=(-device virtconsole,chardev=con0,name=org.virtiod.console0,bus=vser0.0)
 pci_device "virtio-9p-pci,fsdev=fs0,mount_tag=virtiod9p,$modern$packed"
+# Two empty PCIe root ports for devices hot-added over QMP (device_add …,bus=hp0).
+devices+=(-device pcie-root-port,id=hp0,chassis=40,slot=40 -device pcie-root-port,id=hp1,chassis=41,slot=41)
 
 cmdline="console=ttyS0,115200 root=LABEL=root rw intel_iommu=on loglevel=4 systemd.show_status=0"
 # In test mode nothing else may own ttyS0: a getty would vhangup() the runner off it.

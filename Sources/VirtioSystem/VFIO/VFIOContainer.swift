@@ -11,7 +11,9 @@ public final class VFIOContainer: @unchecked Sendable {
     public private(set) var mappings: [(iova: UInt64, size: UInt64)] = []
 
     public init() throws {
-        fd = try FileDescriptor.open("/dev/vfio/vfio", .readWrite, options: .closeOnExec)
+        do { fd = try FileDescriptor.open("/dev/vfio/vfio", .readWrite, options: .closeOnExec) } catch let e as Errno {
+            throw SystemCallError("open /dev/vfio/vfio", e)
+        }
         let version = try vfioIoctl(fd, .getAPIVersion, value: 0)
         guard version == VFIO_API_VERSION else {
             try? fd.close()
@@ -61,7 +63,9 @@ public final class VFIOGroup: @unchecked Sendable {
 
     public init(number: Int) throws {
         self.number = number
-        fd = try FileDescriptor.open("/dev/vfio/\(number)", .readWrite, options: .closeOnExec)
+        do { fd = try FileDescriptor.open("/dev/vfio/\(number)", .readWrite, options: .closeOnExec) } catch let e as Errno {
+            throw SystemCallError("open /dev/vfio/\(number)", e)
+        }
         var status = vfio_group_status()
         status.argsz = UInt32(MemoryLayout<vfio_group_status>.size)
         _ = try vfioIoctl(fd, .groupGetStatus, &status)

@@ -32,21 +32,6 @@ public struct ClaimChecks: Sendable {
             + "corrupt memory. Start the device with iommu_platform=on (QEMU) or use a modern device"
     }
 
-    /// Features as the kernel's virtio driver negotiated them (sysfs), while
-    /// it still holds the device; nil if not bound to virtio-pci.
-    public func kernelNegotiatedFeatures(_ address: String) -> UInt64? {
-        let dir = "\(sysfs)/bus/pci/devices/\(address)"
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir),
-              let virtio = names.first(where: { $0.hasPrefix("virtio") && Int($0.dropFirst(6)) != nil }),
-              let data = FileManager.default.contents(atPath: "\(dir)/\(virtio)/features") else { return nil }
-        // One character per bit, bit 0 first.
-        var bits: UInt64 = 0
-        for (i, c) in String(decoding: data, as: UTF8.self).trimmingWhitespace().enumerated() where i < 64 && c == "1" {
-            bits |= 1 << UInt64(i)
-        }
-        return bits
-    }
-
     /// Filesystems mounted (or swap) on the function's disks.
     public func mountedFilesystems(_ f: VirtioFunction) -> String? {
         guard !f.blockDevices.isEmpty else { return nil }

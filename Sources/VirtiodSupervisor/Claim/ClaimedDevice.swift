@@ -33,7 +33,7 @@ public final class ClaimedDevice {
         self.address = address
         self.type = type
         container = try VFIOContainer()
-        group = try VFIOGroup(number: iommuGroup)
+        group = try Self.openGroup(iommuGroup)
         try group.attach(to: container)
         try container.setIOMMU()
         vfio = VFIODevice(fd: try group.device(address: address))
@@ -61,6 +61,18 @@ public final class ClaimedDevice {
         } catch {
             try? vfio.fd.close()
             throw error
+        }
+    }
+
+    /// Open /dev/vfio/N, waiting up to 5 s for the node to appear after the bind.
+    static func openGroup(_ number: Int) throws -> VFIOGroup {
+        var attempts = 0
+        while true {
+            do { return try VFIOGroup(number: number) } catch let e as SystemCallError where e.errno == .noSuchFileOrDirectory {
+                attempts += 1
+                guard attempts < 250 else { throw ClaimError.setup("/dev/vfio/\(number) did not appear within 5 s of binding vfio-pci") }
+                usleep(20_000)
+            }
         }
     }
 

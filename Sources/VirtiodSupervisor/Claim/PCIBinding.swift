@@ -46,18 +46,6 @@ public struct PCIBinding: Sendable {
         try write("\(sysfs)/bus/pci/drivers_probe", address)
     }
 
-    /// Wait until udev (or devtmpfs) made /dev/vfio/N.
-    public func waitForGroupNode(_ group: Int, timeout: Double = 5) -> Bool {
-        let path = "/dev/vfio/\(group)"
-        var waited = 0.0
-        while access(path, F_OK) != 0 {
-            if waited >= timeout { return false }
-            usleep(20_000)
-            waited += 0.02
-        }
-        return true
-    }
-
     private func write(_ path: String, _ value: String) throws {
         let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw ClaimError.binding("open \(path): \(String(cString: strerror(errno)))") }

@@ -48,3 +48,31 @@ host_step() {
     echo "host step $1: no answer from the host within 30 s"
     return 1
 }
+
+# Kernel driver bound to a PCI function ("none" if unbound).
+driver_of() {
+    local l
+    l=$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null) || { echo none; return; }
+    basename "$l"
+}
+
+# virtiod's state for one function (from `virtioctl status ADDR --json`).
+vstate() { virtioctl status "$1" --json 2>/dev/null | jq -r .state; }
+
+# Wait until virtiod reports $2 for function $1 (up to $3 seconds).
+wait_state() {
+    wait_for "[ \"\$(vstate $1)\" = $2 ]" "${3:-60}" \
+        || fail "$1 did not reach state $2 within ${3:-60} s (state: $(vstate "$1"); reason: $(virtioctl status "$1" --json | jq -r '.reason // "-"'))"
+}
+
+# Start virtiod with only the given drop-in config (none: the default config).
+start_virtiod() {
+    rm -f /etc/virtiod/virtiod.conf.d/*.conf
+    if [ -n "${1:-}" ]; then printf '%s\n' "$1" > /etc/virtiod/virtiod.conf.d/50-test.conf; fi
+    systemctl start virtiod || { journalctl -u virtiod --no-pager | tail -n 20; fail "systemctl start virtiod failed"; }
+}
+
+stop_virtiod() {
+    systemctl stop virtiod || true
+    rm -f /etc/virtiod/virtiod.conf.d/*.conf
+}

@@ -1,0 +1,93 @@
+# A configuration claiming the test devices (one NIC by MAC; the twin stays
+# with the kernel): each is bound to vfio-pci with its plugin running, and
+# virtioctl reports negotiated features and config values matching what QEMU
+# was started with. Then: a balloon target set over QMP reaches the plugin
+# through a config interrupt; release gives the disk back (/dev/vda returns)
+# and claim takes it again; a plugin killed with SIGKILL is restarted;
+# systemctl stop gives every device back.
+source /payload/cases/lib.sh
+trap stop_virtiod EXIT
+nic=$(iface_with_mac 52:54:00:12:34:01)
+for f in $(virtio_functions 1041); do [ -e "/sys/bus/pci/devices/$f/virtio"*/net/"$nic" ] && net=$f; done
+blk=$(virtio_functions 1042); bal=$(virtio_functions 1045); con=$(virtio_functions 1043); nine=$(virtio_functions 1049)
+[ -n "${net:-}" ] || fail "no PCI function for $nic"
+start_virtiod "[Device]
+MACAddress=52:54:00:12:34:01
+Claim=yes
+InterfaceName=vtnet0
+
+[Device]
+Type=block
+Claim=yes
+
+[Device]
+Address=$bal
+Claim=yes
+
+[Device]
+Type=console
+Claim=yes
+
+[Device]
+Type=9p
+Claim=yes"
+for f in $net $blk $bal $con $nine; do wait_state "$f" running 90; done
+for f in $net $blk $bal $con $nine; do
+    [ "$(driver_of "$f")" = vfio-pci ] || fail "$f is bound to $(driver_of "$f"), not vfio-pci"
+done
+twin=$(virtio_functions 1041 | grep -v "$net")
+[ "$(driver_of "$twin")" = virtio-pci ] || fail "the twin NIC $twin was taken"
+[ -z "$(iface_with_mac 52:54:00:12:34:01)" ] || fail "the kernel still has an interface for the claimed NIC"
+[ ! -b /dev/vda ] || fail "/dev/vda still exists while virtiod holds the disk"
+
+# What the plugins report matches the QEMU command line.
+s=$(virtioctl status "$blk" --json)
+[ "$(echo "$s" | jq .driver.config.capacity)" -eq 131072 ] || fail "block capacity: $(echo "$s" | jq -c .driver.config)"
+echo "$s" | jq -e '.driver.config.blk_size == 512 and (.driver.config.seg_max > 0)' >/dev/null || fail "block config: $(echo "$s" | jq -c .driver.config)"
+echo "$s" | jq -e '.driver.negotiated.names | index("ACCESS_PLATFORM") and index("VERSION_1") and index("BLK_SIZE")' >/dev/null \
+    || fail "block negotiated: $(echo "$s" | jq -c .driver.negotiated.names)"
+echo "$s" | jq -e '.driver.stub == true and (.driver.queues | length) == 1 and .driver.queues[0].size > 0 and .driver.msixVectors >= 2' >/dev/null \
+    || fail "block queues/vectors: $(echo "$s" | jq -c '.driver | {stub, queues, msixVectors}')"
+[ "$(virtioctl status "$net" --json | jq -r .driver.config.mac)" = 52:54:00:12:34:01 ] || fail "net mac: $(virtioctl status "$net" --json | jq -c .driver.config)"
+[ "$(virtioctl status "$net" --json | jq -r .driver.config.link)" = up ] || fail "net link not up"
+[ "$(virtioctl status "$nine" --json | jq -r .driver.config.mount_tag)" = virtiod9p ] || fail "9p tag: $(virtioctl status "$nine" --json | jq -c .driver.config)"
+[ "$(virtioctl status "$con" --json | jq .driver.config.max_nr_ports)" -ge 1 ] || fail "console config: $(virtioctl status "$con" --json | jq -c .driver.config)"
+[ "$(virtioctl status "$bal" --json | jq .driver.config.num_pages)" -eq 0 ] || fail "balloon num_pages before a target: $(virtioctl status "$bal" --json | jq -c .driver.config)"
+virtioctl list | grep "$blk" | grep -q "running.*block (stub)" || fail "list row: $(virtioctl list | grep "$blk")"
+virtioctl status "$blk" | grep -q "capacity = 131072" || fail "status text lacks capacity"
+# Plugins run unprivileged.
+pid=$(virtioctl status "$blk" --json | jq .plugin.pid)
+[ "$(ps -o user= -p "$pid")" = nobody ] || fail "block plugin runs as $(ps -o user= -p "$pid")"
+# Journal entries carry the device as a field.
+journalctl -u virtiod VIRTIO_DEVICE="$blk" --no-pager | grep -q claiming || fail "no journal entry with VIRTIO_DEVICE=$blk"
+
+# Balloon target 512 MiB of 1024: the device asks for 512 MiB = 131072 pages.
+host_step balloon '{"value": 536870912}' >/dev/null || fail "QMP balloon failed"
+wait_for "[ \"\$(virtioctl status $bal --json | jq .driver.config.num_pages)\" -eq 131072 ]" 30 \
+    || fail "balloon num_pages did not follow the target: $(virtioctl status "$bal" --json | jq -c '.driver | {config, configInterrupts}')"
+[ "$(virtioctl status "$bal" --json | jq .driver.configInterrupts)" -ge 1 ] || fail "no config interrupt counted"
+
+# release gives the disk back, claim takes it again.
+virtioctl release "$blk" >/dev/null || fail "release failed"
+[ "$(driver_of "$blk")" = virtio-pci ] || fail "after release $blk is on $(driver_of "$blk")"
+wait_for "[ -b /dev/vda ]" 20 || fail "/dev/vda did not come back after release"
+[ "$(vstate "$blk")" = unclaimed ] || fail "state after release: $(vstate "$blk")"
+virtioctl claim "$blk" >/dev/null || fail "claim failed"
+wait_state "$blk" running 60
+[ ! -b /dev/vda ] || fail "/dev/vda present after claiming again"
+
+# A plugin that dies is restarted.
+old=$(virtioctl status "$con" --json | jq .plugin.pid)
+kill -9 "$old"
+wait_for "[ \"\$(virtioctl status $con --json | jq .plugin.restarts)\" -ge 1 ]" 30 || fail "console plugin not restarted"
+wait_state "$con" running 60
+[ "$(virtioctl status "$con" --json | jq .plugin.pid)" != "$old" ] || fail "same pid after restart"
+virtioctl status "$con" --json | jq -r .plugin.lastExit | grep -q "signal 9" || fail "last exit not reported: $(virtioctl status "$con" --json | jq -c .plugin)"
+
+# systemctl stop returns everything.
+systemctl stop virtiod
+for f in $net $blk $bal $con $nine; do
+    [ "$(driver_of "$f")" = virtio-pci ] || fail "after stop $f is on $(driver_of "$f")"
+done
+wait_for "[ -b /dev/vda ]" 20 || fail "/dev/vda did not come back after stop"
+wait_for "[ -n \"\$(iface_with_mac 52:54:00:12:34:01)\" ]" 20 || fail "the NIC did not come back after stop"
