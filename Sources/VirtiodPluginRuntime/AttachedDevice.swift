@@ -14,18 +14,22 @@ public final class AttachedDevice {
     public var allocator: DMAAllocator
     /// eventfd per MSI-X vector (vector 0 = configuration changes).
     public let vectors: [EventFD]
+    /// INTx eventfd when the device has no MSI-X.
+    public let intx: EventFD?
 
     /// Takes ownership of `fds` (VFIO device, memfd, eventfds, in that order).
     init(info: AttachInfo, fds: [FileDescriptor], deviceType: DeviceType) throws {
-        guard fds.count == 2 + info.vectors else {
+        let expected = 2 + info.vectors + (info.intx ? 1 : 0)
+        guard fds.count == expected else {
             for f in fds { try? f.close() }
-            throw PluginError("attach carried \(fds.count) fds, expected \(2 + info.vectors)")
+            throw PluginError("attach carried \(fds.count) fds, expected \(expected)")
         }
         self.info = info
         memory = try SharedMemory(mapping: fds[1], size: info.dmaSize, ownsFD: true)
         region = memory.region(deviceBase: info.iovaBase)
         allocator = DMAAllocator(regionSize: info.dmaSize)
-        vectors = fds[2...].map { EventFD(fd: $0) }
+        vectors = fds[2..<(2 + info.vectors)].map { EventFD(fd: $0) }
+        intx = info.intx ? EventFD(fd: fds[2 + info.vectors]) : nil
         transport = try VirtioPCITransport(vfio: VFIODevice(fd: fds[0]), deviceType: deviceType)
     }
 

@@ -18,6 +18,8 @@ final class StubDriver {
     private(set) var negotiated: UInt64 = 0
     private(set) var queues: [(queue: Virtqueue, name: String, maxSize: Int, vector: UInt16)] = []
     private var interrupts: [UInt64]
+    private var intxInterrupts: UInt64 = 0
+    private var intxConfigChanges: UInt64 = 0
     private var config: [String: ConfigValue] = [:]
 
     init(profile: PluginProfile, device: AttachedDevice, socket: UnixSocket, privileges: String) {
@@ -53,7 +55,8 @@ final class StubDriver {
         }
         PluginLog.info("\(profile.name) \(device.info.address): DRIVER_OK, features "
             + featureNames(negotiated, deviceType: profile.deviceType).joined(separator: " ")
-            + ", \(queues.count) queue(s), \(device.info.vectors) MSI-X vector(s), running as \(privileges)")
+            + ", \(queues.count) queue(s), " + (device.intx != nil ? "INTx" : "\(device.info.vectors) MSI-X vector(s)")
+            + ", running as \(privileges)")
         try sendStatus()
     }
 
@@ -67,20 +70,22 @@ final class StubDriver {
                 DriverReport.Queue(index: i, name: q.name, size: q.queue.size, maxSize: q.maxSize,
                                    layout: q.queue.layout.description,
                                    msixVector: q.vector == noMSIXVector ? nil : Int(q.vector),
-                                   interrupts: q.vector == noMSIXVector ? 0 : interrupts[Int(q.vector)])
+                                   interrupts: q.vector == noMSIXVector ? intxInterrupts : interrupts[Int(q.vector)])
             },
-            msixVectors: device.info.vectors, configVector: device.info.vectors > 0 ? 0 : nil,
-            configInterrupts: interrupts.first ?? 0, config: config,
+            msixVectors: device.info.vectors,
+            interruptMode: device.intx != nil ? "intx" : device.info.vectors > 0 ? "msix" : "none",
+            configVector: device.info.vectors > 0 ? 0 : nil,
+            configInterrupts: device.intx != nil ? intxConfigChanges : interrupts.first ?? 0, config: config,
             status: transport.readStatus().names, registerAccess: transport.barsMapped ? "mmap" : "pread")
     }
 
-    func sendStatus() throws {
-        try socket.send(PluginMessage(kind: .status, status: report()).encoded())
+    func sendStatus(reply: Bool = false) throws {
+        try socket.send(PluginMessage(kind: .status, status: report(), reply: reply).encoded())
     }
 
     /// Serve until stop or until the supervisor hangs up.
     func serve() throws {
-        let fds = [socket.fd] + device.vectors.map(\.fd)
+        let fds = [socket.fd] + device.vectors.map(\.fd) + (device.intx.map { [$0.fd] } ?? [])
         while true {
             for ready in try Poll.readable(fds, timeoutMS: -1) {
                 if ready == socket.fd {
@@ -97,10 +102,22 @@ final class StubDriver {
                         PluginLog.info("\(profile.name) \(device.info.address): stopped, device reset")
                         return
                     case .query:
+                        // A config change whose interrupt was not (yet) seen still shows.
                         refreshConfig()
-                        try sendStatus()
+                        try sendStatus(reply: true)
                     default:
                         PluginLog.warning("\(profile.name): ignoring unexpected \(message.kind) message")
+                    }
+                } else if let intx = device.intx, ready == intx.fd {
+                    _ = try? intx.consume()
+                    // Reading the ISR acknowledges the device and lowers the line (§4.1.4.5).
+                    let isr = transport.readInterruptStatus()
+                    intxInterrupts &+= 1
+                    try? transport.vfio.unmaskINTx()
+                    if isr.contains(.configChange) {
+                        intxConfigChanges &+= 1
+                        refreshConfig()
+                        try sendStatus()
                     }
                 } else if let v = device.vectors.firstIndex(where: { $0.fd == ready }) {
                     interrupts[v] &+= (try? device.vectors[v].consume()) ?? 0

@@ -42,6 +42,8 @@ public struct DriverReport: Codable, Sendable {
     public var deviceQueues: Int
     public var queues: [Queue]
     public var msixVectors: Int
+    /// "msix", "intx" (no MSI-X table) or "none".
+    public var interruptMode: String
     public var configVector: Int?
     public var configInterrupts: UInt64
     public var config: [String: ConfigValue]
@@ -51,7 +53,7 @@ public struct DriverReport: Codable, Sendable {
     public var registerAccess: String
 
     public init(stub: Bool, pluginVersion: String, offered: FeatureSet, negotiated: FeatureSet, deviceQueues: Int,
-                queues: [Queue], msixVectors: Int, configVector: Int?, configInterrupts: UInt64,
+                queues: [Queue], msixVectors: Int, interruptMode: String, configVector: Int?, configInterrupts: UInt64,
                 config: [String: ConfigValue], status: [String], registerAccess: String) {
         self.stub = stub
         self.pluginVersion = pluginVersion
@@ -60,6 +62,7 @@ public struct DriverReport: Codable, Sendable {
         self.deviceQueues = deviceQueues
         self.queues = queues
         self.msixVectors = msixVectors
+        self.interruptMode = interruptMode
         self.configVector = configVector
         self.configInterrupts = configInterrupts
         self.config = config

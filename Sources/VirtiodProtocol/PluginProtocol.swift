@@ -21,13 +21,17 @@ public struct PluginMessage: Codable, Sendable {
     public var attach: AttachInfo?
     public var status: DriverReport?
     public var message: String?
+    /// On `status`: true when it answers a `query`.
+    public var reply: Bool?
 
-    public init(kind: Kind, attach: AttachInfo? = nil, status: DriverReport? = nil, message: String? = nil) {
+    public init(kind: Kind, attach: AttachInfo? = nil, status: DriverReport? = nil, message: String? = nil,
+                reply: Bool? = nil) {
         self.version = PluginProtocol.version
         self.kind = kind
         self.attach = attach
         self.status = status
         self.message = message
+        self.reply = reply
     }
 
     public func encoded() throws -> [UInt8] { Array(try JSONEncoder().encode(self)) }
@@ -43,7 +47,8 @@ public enum PluginProtocol {
 }
 
 /// What a plugin needs to drive one device. The fds attached to the message
-/// are, in order: VFIO device, DMA memfd, then one eventfd per MSI-X vector.
+/// are, in order: VFIO device, DMA memfd, one eventfd per MSI-X vector, then
+/// the INTx eventfd when `intx` (devices without MSI-X).
 public struct AttachInfo: Codable, Sendable {
     public var address: String
     public var type: String
@@ -52,16 +57,19 @@ public struct AttachInfo: Codable, Sendable {
     public var iovaBase: UInt64
     /// MSI-X vectors enabled (= eventfds attached).
     public var vectors: Int
+    /// No MSI-X: one INTx eventfd follows (unmask through the VFIO device fd).
+    public var intx: Bool
     public var options: [String: String]
     public var interfaceName: String?
 
-    public init(address: String, type: String, dmaSize: Int, iovaBase: UInt64, vectors: Int,
+    public init(address: String, type: String, dmaSize: Int, iovaBase: UInt64, vectors: Int, intx: Bool,
                 options: [String: String], interfaceName: String?) {
         self.address = address
         self.type = type
         self.dmaSize = dmaSize
         self.iovaBase = iovaBase
         self.vectors = vectors
+        self.intx = intx
         self.options = options
         self.interfaceName = interfaceName
     }

@@ -14,6 +14,11 @@ struct Virtioctl: ParsableCommand {
             64 usage error.
             """,
         subcommands: [List.self, Status.self, Plugins.self, Claim.self, Release.self])
+
+    /// No verb: `list`, as `networkctl` does.
+    func run() throws {
+        try List.parse([]).run()
+    }
 }
 
 struct GlobalOptions: ParsableArguments {
@@ -104,8 +109,12 @@ struct Status: ParsableCommand {
             lines.append(("Status", r.status.joined(separator: " ")))
             lines.append(("Offered", r.offered.names.joined(separator: " ")))
             lines.append(("Negotiated", r.negotiated.names.joined(separator: " ")))
-            lines.append(("MSI-X", "\(r.msixVectors) vector\(r.msixVectors == 1 ? "" : "s")"
-                          + (r.configVector.map { ", config changes on \($0) (\(r.configInterrupts) so far)" } ?? "")))
+            if r.interruptMode == "msix" {
+                lines.append(("Interrupts", "MSI-X, \(r.msixVectors) vector\(r.msixVectors == 1 ? "" : "s")"
+                              + (r.configVector.map { ", config changes on \($0) (\(r.configInterrupts) so far)" } ?? "")))
+            } else {
+                lines.append(("Interrupts", "\(r.interruptMode == "intx" ? "INTx (no MSI-X)" : "none"), \(r.configInterrupts) config changes so far"))
+            }
             for q in r.queues {
                 lines.append((q.index == r.queues.first?.index ? "Queues" : "",
                               "\(q.index) \(q.name): \(q.size) entries (max \(q.maxSize)), \(q.layout), "

@@ -150,3 +150,43 @@ extension VFIODevice {
         }
     }
 }
+
+extension VFIODevice {
+    public static let intxIRQIndex = UInt32(VFIO_PCI_INTX_IRQ_INDEX)
+
+    /// Legacy INTx to `eventfd`, for devices without MSI-X. VFIO masks the
+    /// line when it fires; the driver acknowledges the device (ISR read) and
+    /// then calls `unmaskINTx()`.
+    public func enableINTx(_ eventfd: EventFD) throws {
+        let header = MemoryLayout<vfio_irq_set>.size
+        var buf = [UInt8](repeating: 0, count: header + 4)
+        try buf.withUnsafeMutableBytes { raw in
+            var set = vfio_irq_set()
+            set.argsz = UInt32(header + 4)
+            set.flags = UInt32(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER)
+            set.index = Self.intxIRQIndex
+            set.count = 1
+            raw.storeBytes(of: set, toByteOffset: 0, as: vfio_irq_set.self)
+            raw.storeBytes(of: eventfd.fd.rawValue, toByteOffset: header, as: CInt.self)
+            _ = try vfioIoctl(fd, .deviceSetIRQs, raw.baseAddress!)
+        }
+    }
+
+    public func unmaskINTx() throws {
+        var set = vfio_irq_set()
+        set.argsz = UInt32(MemoryLayout<vfio_irq_set>.size)
+        set.flags = UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK)
+        set.index = Self.intxIRQIndex
+        set.count = 1
+        _ = try vfioIoctl(fd, .deviceSetIRQs, &set)
+    }
+
+    public func disableINTx() throws {
+        var set = vfio_irq_set()
+        set.argsz = UInt32(MemoryLayout<vfio_irq_set>.size)
+        set.flags = UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER)
+        set.index = Self.intxIRQIndex
+        set.count = 0
+        _ = try vfioIoctl(fd, .deviceSetIRQs, &set)
+    }
+}

@@ -21,6 +21,8 @@ public final class ClaimedDevice {
     public let transport: VirtioPCITransport
     public let memory: SharedMemory
     public let vectors: [EventFD]
+    /// The INTx eventfd of a device without MSI-X.
+    public let intx: EventFD?
     /// Signalled by vfio-pci when the kernel wants the device back (hot-unplug).
     public let request: EventFD?
     public let offeredFeatures: UInt64
@@ -52,7 +54,14 @@ public final class ClaimedDevice {
             // One vector for config changes plus one per queue, as far as the table goes.
             let count = min(table, 1 + transport.queueCount, 65)
             vectors = try (0..<count).map { _ in try EventFD() }
-            if count > 0 { try vfio.enableMSIX(vectors) }
+            if count > 0 {
+                try vfio.enableMSIX(vectors)
+                intx = nil
+            } else {
+                let e = try EventFD()
+                try vfio.enableINTx(e)
+                intx = e
+            }
             let req = try? EventFD()
             if let req, (try? vfio.enableRequestIRQ(req)) != nil { request = req } else {
                 req?.close()
@@ -88,6 +97,7 @@ public final class ClaimedDevice {
         closed = true
         try? transport.reset()
         if !vectors.isEmpty { try? vfio.disableMSIX() }
+        if let intx { try? vfio.disableINTx(); intx.close() }
         try? container.unmapDMA(iova: Self.iovaBase, size: memory.size)
         for v in vectors { v.close() }
         request?.close()

@@ -15,6 +15,8 @@ final class PluginProcess {
     var restarts = 0
     var lastExit: String?
     var report: DriverReport?
+    /// The last status message answered a `query` (rather than being pushed).
+    var lastStatusWasReply = false
     /// Monotonic time at which to start it again after a failure.
     var restartAt: Double?
     /// Monotonic times of recent unexpected exits (for back-off and giving up).

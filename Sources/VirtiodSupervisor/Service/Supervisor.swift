@@ -147,9 +147,9 @@ public final class Supervisor {
         guard let c = d.claimed, let p = d.plugin else { return }
         let rule = d.rule
         let info = AttachInfo(address: d.address, type: p.name, dmaSize: c.memory.size, iovaBase: ClaimedDevice.iovaBase,
-                              vectors: c.vectors.count, options: rule?.options ?? [:], interfaceName: rule?.interfaceName)
+                              vectors: c.vectors.count, intx: c.intx != nil, options: rule?.options ?? [:], interfaceName: rule?.interfaceName)
         do {
-            try p.start(attach: info, fds: [c.vfio.fd, c.memory.fd] + c.vectors.map(\.fd), address: d.address)
+            try p.start(attach: info, fds: [c.vfio.fd, c.memory.fd] + c.vectors.map(\.fd) + (c.intx.map { [$0.fd] } ?? []), address: d.address)
             d.state = .starting
             d.reason = nil
             Log.info("plugin started (pid \(p.child!.pid))", device: d.address, plugin: p.name)
@@ -249,6 +249,7 @@ public final class Supervisor {
         }
         switch m.kind {
         case .status:
+            p.lastStatusWasReply = m.reply ?? false
             let first = p.state != .running
             p.report = m.status
             p.state = .running
@@ -263,6 +264,20 @@ public final class Supervisor {
             d.reason = m.message
         default:
             Log.warning("unexpected \(m.kind) from plugin", device: d.address, plugin: p.name)
+        }
+    }
+
+    /// Ask a running plugin for a fresh report (it re-reads the device
+    /// config) and wait up to `timeoutMS` for it.
+    func refreshReport(_ d: ManagedDevice, timeoutMS: Int32 = 1000) {
+        guard let p = d.plugin, p.state == .running, let socket = p.socket else { return }
+        guard (try? socket.send(PluginMessage(kind: .query).encoded())) != nil else { return }
+        let deadline = monotonic() + Double(timeoutMS) / 1000
+        while let s = p.socket, monotonic() < deadline {
+            let left = Int32(max(1, (deadline - monotonic()) * 1000))
+            guard let ready = try? Poll.readable([s.fd], timeoutMS: left), !ready.isEmpty else { continue }
+            pluginMessage(d)
+            if d.plugin?.state != .running || d.plugin?.lastStatusWasReply == true { break }
         }
     }
 
@@ -327,8 +342,9 @@ public final class Supervisor {
             case .list:
                 return ControlResponse(devices: devices.values.sorted { $0.address < $1.address }.map { $0.report() })
             case .status:
-                if request.device == nil { return ControlResponse(devices: devices.values.sorted { $0.address < $1.address }.map { $0.report() }) }
-                return ControlResponse(devices: [try find(request.device).report()])
+                let chosen = request.device == nil ? devices.values.sorted { $0.address < $1.address } : [try find(request.device)]
+                for d in chosen { refreshReport(d) }
+                return ControlResponse(devices: chosen.map { $0.report() })
             case .plugins:
                 return ControlResponse(plugins: pluginReports())
             case .claim:

@@ -25,7 +25,8 @@ rc=0; setpriv --reuid=nobody --regid=nogroup --clear-groups virtioctl claim "$bl
 [ "$(driver_of "$blk")" = virtio-pci ] || fail "a denied claim changed the device"
 rc=0; virtioctl status 0000:99:99.9 >/dev/null 2>&1 || rc=$?; [ $rc -eq 4 ] || fail "unknown device exited $rc, expected 4"
 rc=0; virtioctl frobnicate >/dev/null 2>&1 || rc=$?; [ $rc -ne 0 ] || fail "an unknown verb exited 0"
-virtioctl frobnicate 2>&1 | grep -qi "usage" || fail "an unknown verb printed no usage"
+out=$(virtioctl frobnicate 2>&1 || true); echo "$out" | grep -qi "usage" || fail "an unknown verb printed no usage: $out"
+virtioctl | grep -q "devices listed" || fail "virtioctl without a verb does not list"
 systemctl stop virtiod
 rc=0; out=$(virtioctl list 2>&1) || rc=$?
 [ $rc -eq 3 ] || fail "virtioctl without virtiod exited $rc, expected 3"
