@@ -4,6 +4,11 @@ public struct VirtioStructureLocation: Sendable, Hashable, Codable {
     public var bar: Int
     public var offset: Int
     public var length: Int
+    public init(bar: Int, offset: Int, length: Int) {
+        self.bar = bar
+        self.offset = offset
+        self.length = length
+    }
 }
 
 public enum PCICapabilityError: Error, Equatable, CustomStringConvertible {
