@@ -1,21 +1,58 @@
 #!/bin/bash
-# make demo: what a user would look at on a machine with virtio devices.
-# virtiod itself (systemctl start virtiod, virtioctl list) is not built yet;
-# until it is, this shows the devices it will claim and the core running here.
+# make demo: what a user sees on a machine with virtio devices. The demo
+# configuration below (embedded here, installed as a drop-in) claims every
+# test device except the twin NIC; then virtiod runs under systemd, virtioctl
+# shows what it drives, and `systemctl stop` gives everything back.
 say() { echo "VIRTIOD-DEMO $*"; }
 show() { say "\$ $*"; "$@" 2>&1 | sed 's/^/VIRTIOD-DEMO   /'; }
-say "== virtio PCI functions in this VM (vendor 1af4), their kernel drivers and IOMMU groups"
-for d in /sys/bus/pci/devices/*; do
-    [ "$(cat $d/vendor)" = 0x1af4 ] || continue
-    say "  $(basename $d)  1af4:$(cut -c3- $d/device)  driver=$(basename "$(readlink $d/driver)")  iommu_group=$(basename "$(readlink $d/iommu_group)")"
+say "== virtio PCI functions in this VM, as the kernel drives them"
+show virtiod discover
+show lsblk -o NAME,SIZE,SERIAL
+say "== a configuration that hands the test devices to virtiod (the shipped default claims nothing)"
+mkdir -p /etc/virtiod/virtiod.conf.d
+cat > /etc/virtiod/virtiod.conf.d/50-demo.conf <<'CONF'
+# The NIC with this MAC (its twin 52:54:00:12:34:02 stays with the kernel).
+[Device]
+MACAddress=52:54:00:12:34:01
+Claim=yes
+InterfaceName=vtnet0
+
+[Device]
+Type=block
+Claim=yes
+
+[Device]
+Type=balloon
+Claim=yes
+
+[Device]
+Type=console
+Claim=yes
+
+[Device]
+Type=9p
+Claim=yes
+CONF
+show cat /etc/virtiod/virtiod.conf.d/50-demo.conf
+show systemctl start virtiod
+show systemctl status virtiod --no-pager --lines 0
+for i in $(seq 60); do
+    [ "$(virtioctl list --json | jq '[.[] | select(.state == "running")] | length')" -ge 5 ] && break
+    sleep 0.5
 done
-show ip -br link
-show lsblk -o NAME,SIZE,SERIAL /dev/vda
-if systemctl cat virtiod.service >/dev/null 2>&1; then
-    show systemctl start virtiod
-    show virtioctl list
-else
-    say "virtiod.service is not installed yet: the supervisor is the next piece of work (see README)."
-fi
-say "== the virtqueue core, installed statically linked, running in this guest (TCG: slow CPU)"
+show virtioctl list
+show virtioctl plugins
+blk=$(virtioctl list --json | jq -r '.[] | select(.type == "block") | .address')
+show virtioctl status "$blk"
+show lsblk -o NAME,SIZE,SERIAL
+say "== give the disk back, then take it again"
+show virtioctl release "$blk"
+show lsblk -o NAME,SIZE,SERIAL
+show virtioctl claim "$blk"
+show journalctl -u virtiod --no-pager -o cat --lines 12
+say "== systemctl stop gives every device back to its kernel driver"
+show systemctl stop virtiod
+show virtiod discover
+say "== the virtqueue core, statically linked, in this guest (TCG: slow CPU)"
 show /usr/libexec/virtiod/virtio-ring-bench --seconds 0.05
+rm -f /etc/virtiod/virtiod.conf.d/50-demo.conf
