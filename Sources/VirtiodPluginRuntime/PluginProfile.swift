@@ -14,15 +14,18 @@ public struct PluginProfile: Sendable {
     public var queues: [String]
     /// Largest ring this plugin asks for.
     public var maxQueueSize: Int
+    /// A request to send once the device is up (e.g. the disk's serial).
+    public var identify: IdentifyProbe?
 
     public init(name: String, deviceType: DeviceType, stub: Bool, features: FeatureRequest, queues: [String],
-                maxQueueSize: Int = 256) {
+                maxQueueSize: Int = 256, identify: IdentifyProbe? = nil) {
         self.name = name
         self.deviceType = deviceType
         self.stub = stub
         self.features = features
         self.queues = queues
         self.maxQueueSize = maxQueueSize
+        self.identify = identify
     }
 
     /// The feature request including the transport bits every virtiod plugin needs:

@@ -16,8 +16,10 @@ final class StubDriver {
     let privileges: String
     private(set) var offered: UInt64 = 0
     private(set) var negotiated: UInt64 = 0
-    private(set) var queues: [(queue: Virtqueue, name: String, maxSize: Int, vector: UInt16)] = []
-    private var interrupts: [UInt64]
+    var queues: [(queue: Virtqueue, name: String, maxSize: Int, vector: UInt16)] = []
+    var interrupts: [UInt64]
+    /// What identify requests learned (reported with the config).
+    var identity: [String: ConfigValue] = [:]
     private var intxInterrupts: UInt64 = 0
     private var intxConfigChanges: UInt64 = 0
     private var config: [String: ConfigValue] = [:]
@@ -53,6 +55,7 @@ final class StubDriver {
             if device.info.vectors > 0 { try transport.setConfigVector(0) }
             config = try DeviceConfigReader.read(transport, negotiated: negotiated)
         }
+        if let probe = profile.identify { identify(probe) }
         PluginLog.info("\(profile.name) \(device.info.address): DRIVER_OK, features "
             + featureNames(negotiated, deviceType: profile.deviceType).joined(separator: " ")
             + ", \(queues.count) queue(s), " + (device.intx != nil ? "INTx" : "\(device.info.vectors) MSI-X vector(s)")
@@ -75,7 +78,8 @@ final class StubDriver {
             msixVectors: device.info.vectors,
             interruptMode: device.intx != nil ? "intx" : device.info.vectors > 0 ? "msix" : "none",
             configVector: device.info.vectors > 0 ? 0 : nil,
-            configInterrupts: device.intx != nil ? intxConfigChanges : interrupts.first ?? 0, config: config,
+            configInterrupts: device.intx != nil ? intxConfigChanges : interrupts.first ?? 0,
+            config: config.merging(identity) { a, _ in a },
             status: transport.readStatus().names, registerAccess: transport.barsMapped ? "mmap" : "pread")
     }
 

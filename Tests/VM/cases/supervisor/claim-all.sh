@@ -1,5 +1,5 @@
-# A configuration claiming the test devices (one NIC by MAC; the twin stays
-# with the kernel): each is bound to vfio-pci with its plugin running, and
+# A configuration claiming the test devices (one NIC by MAC, the disk by
+# serial; the twin NIC stays with the kernel): each is bound to vfio-pci with its plugin running, and
 # virtioctl reports negotiated features and config values matching what QEMU
 # was started with. Then: a balloon target set over QMP reaches the plugin
 # through a config interrupt; release gives the disk back (/dev/vda returns)
@@ -17,7 +17,7 @@ Claim=yes
 InterfaceName=vtnet0
 
 [Device]
-Type=block
+Serial=virtiod-blk0
 Claim=yes
 
 [Device]
@@ -46,6 +46,9 @@ s=$(virtioctl status "$blk" --json)
 echo "$s" | jq -e '.driver.config.blk_size == 512 and (.driver.config.seg_max > 0)' >/dev/null || fail "block config: $(echo "$s" | jq -c .driver.config)"
 echo "$s" | jq -e '.driver.negotiated.names | index("ACCESS_PLATFORM") and index("VERSION_1") and index("BLK_SIZE")' >/dev/null \
     || fail "block negotiated: $(echo "$s" | jq -c .driver.negotiated.names)"
+# The disk's serial comes from a GET_ID request: DMA through the IOMMU and an MSI-X interrupt.
+echo "$s" | jq -e '.driver.config.serial == "virtiod-blk0" and .driver.queues[0].interrupts >= 1' >/dev/null \
+    || fail "block GET_ID: $(echo "$s" | jq -c '.driver | {serial: .config.serial, queues}')"
 echo "$s" | jq -e '.driver.stub == true and (.driver.queues | length) == 1 and .driver.queues[0].size > 0 and .driver.msixVectors >= 2' >/dev/null \
     || fail "block queues/vectors: $(echo "$s" | jq -c '.driver | {stub, queues, msixVectors}')"
 [ "$(virtioctl status "$net" --json | jq -r .driver.config.mac)" = 52:54:00:12:34:01 ] || fail "net mac: $(virtioctl status "$net" --json | jq -c .driver.config)"

@@ -1,0 +1,64 @@
+import Glibc
+import VirtioCore
+import VirtioSystem
+
+/// One request a plugin sends at bring-up to learn what the config space
+/// does not say. It is also the first real DMA through the IOMMU: the
+/// device reads the request from and writes the answer into the memfd at
+/// its IOVA, and completes it with an interrupt.
+public enum IdentifyProbe: Sendable {
+    /// VIRTIO_BLK_T_GET_ID (virtio 1.2 §5.2.6): the disk's serial, 20 bytes.
+    case blockSerial
+}
+
+extension StubDriver {
+    /// Run the profile's identify request on queue 0; the result lands in
+    /// the reported config. Failures are logged, not fatal: a stub still runs.
+    func identify(_ probe: IdentifyProbe) {
+        do {
+            switch probe {
+            case .blockSerial:
+                // struct virtio_blk_req header: le32 type, le32 reserved, le64 sector.
+                var header = [UInt8](repeating: 0, count: 16)
+                header[0] = 8 // VIRTIO_BLK_T_GET_ID
+                let reply = try request(queue: 0, readable: header, writable: 20 + 1)
+                guard reply.count == 21 else { throw PluginError("GET_ID returned \(reply.count) bytes, expected 21") }
+                guard reply[20] == 0 else { throw PluginError("GET_ID status \(reply[20]) (unsupported or I/O error)") }
+                identity["serial"] = .text(String(decoding: reply[0..<20].prefix { $0 != 0 }, as: UTF8.self))
+            }
+        } catch {
+            PluginLog.warning("\(profile.name) \(device.info.address): identify request failed: \(error)")
+        }
+    }
+
+    /// Send one chain (readable bytes, then `writable` device-writable bytes)
+    /// and wait up to 5 s for it; returns what the device wrote, bounded by
+    /// the used length the queue core already checked.
+    func request(queue index: Int, readable: [UInt8], writable: Int) throws -> [UInt8] {
+        guard index < queues.count else { throw PluginError("queue \(index) is not set up") }
+        let q = queues[index]
+        let input = try device.allocator.allocate(readable.count, alignment: 16)
+        let output = try device.allocator.allocate(writable, alignment: 16)
+        let region = device.region
+        readable.withUnsafeBytes { region.pointer(input).copyMemory(from: $0.baseAddress!, byteCount: readable.count) }
+        try q.queue.add([.readable(region.deviceAddress(input), readable.count),
+                         .writable(region.deviceAddress(output), writable)], token: 1)
+        if q.queue.publish() { transport.notify(index) }
+        let vector = q.vector == noMSIXVector ? nil : device.vectors[Int(q.vector)]
+        for _ in 0..<500 {
+            if let used = try q.queue.popUsed() {
+                let n = Int(used.length)
+                let p = region.pointer(output)
+                return (0..<n).map { p.load(fromByteOffset: $0, as: UInt8.self) }
+            }
+            if let vector {
+                if try !Poll.readable([vector.fd], timeoutMS: 10).isEmpty {
+                    interrupts[Int(q.vector)] &+= (try? vector.consume()) ?? 0
+                }
+            } else {
+                usleep(10_000)
+            }
+        }
+        throw PluginError("no answer from the device within 5 s")
+    }
+}
