@@ -57,34 +57,36 @@ public struct VFIODevice: Sendable {
         return Int(irq.count)
     }
 
-    /// Route MSI-X vectors 0..<eventfds.count to the eventfds (enables MSI-X).
-    public func enableMSIX(_ eventfds: [EventFD]) throws {
+    /// VFIO_DEVICE_SET_IRQS for one IRQ index: with `eventfds`, route
+    /// interrupts start..<start+count to them (ACTION_TRIGGER, DATA_EVENTFD);
+    /// with none and `action` TRIGGER, disable the index; UNMASK unmasks.
+    func setIRQs(index: UInt32, action: Int32 = VFIO_IRQ_SET_ACTION_TRIGGER, eventfds: [EventFD]?, count: Int = 0) throws {
         let header = MemoryLayout<vfio_irq_set>.size
-        let size = header + 4 * eventfds.count
-        var buf = [UInt8](repeating: 0, count: size)
+        let fds = eventfds ?? []
+        var buf = [UInt8](repeating: 0, count: header + 4 * fds.count)
         try buf.withUnsafeMutableBytes { raw in
             var set = vfio_irq_set()
-            set.argsz = UInt32(size)
-            set.flags = UInt32(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER)
-            set.index = Self.msixIRQIndex
+            set.argsz = UInt32(raw.count)
+            set.flags = UInt32((eventfds == nil ? VFIO_IRQ_SET_DATA_NONE : VFIO_IRQ_SET_DATA_EVENTFD) | action)
+            set.index = index
             set.start = 0
-            set.count = UInt32(eventfds.count)
+            set.count = UInt32(eventfds == nil ? count : fds.count)
             raw.storeBytes(of: set, toByteOffset: 0, as: vfio_irq_set.self)
-            for (i, e) in eventfds.enumerated() {
+            for (i, e) in fds.enumerated() {
                 raw.storeBytes(of: e.fd.rawValue, toByteOffset: header + 4 * i, as: CInt.self)
             }
             _ = try vfioIoctl(fd, .deviceSetIRQs, raw.baseAddress!)
         }
     }
 
+    /// Route MSI-X vectors 0..<eventfds.count to the eventfds (enables MSI-X).
+    public func enableMSIX(_ eventfds: [EventFD]) throws {
+        try setIRQs(index: Self.msixIRQIndex, eventfds: eventfds)
+    }
+
     /// Turn MSI-X off again (no eventfds).
     public func disableMSIX() throws {
-        var set = vfio_irq_set()
-        set.argsz = UInt32(MemoryLayout<vfio_irq_set>.size)
-        set.flags = UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER)
-        set.index = Self.msixIRQIndex
-        set.count = 0
-        _ = try vfioIoctl(fd, .deviceSetIRQs, &set)
+        try setIRQs(index: Self.msixIRQIndex, eventfds: nil)
     }
 
     /// Function-level reset (VFIO_DEVICE_RESET); not every slot supports it.
@@ -135,19 +137,7 @@ extension VFIODevice {
     /// Ask vfio-pci to signal `eventfd` when the kernel wants the device back
     /// (hot-unplug, unbind): the holder must then close its fds.
     public func enableRequestIRQ(_ eventfd: EventFD) throws {
-        let header = MemoryLayout<vfio_irq_set>.size
-        var buf = [UInt8](repeating: 0, count: header + 4)
-        try buf.withUnsafeMutableBytes { raw in
-            var set = vfio_irq_set()
-            set.argsz = UInt32(header + 4)
-            set.flags = UInt32(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER)
-            set.index = Self.requestIRQIndex
-            set.start = 0
-            set.count = 1
-            raw.storeBytes(of: set, toByteOffset: 0, as: vfio_irq_set.self)
-            raw.storeBytes(of: eventfd.fd.rawValue, toByteOffset: header, as: CInt.self)
-            _ = try vfioIoctl(fd, .deviceSetIRQs, raw.baseAddress!)
-        }
+        try setIRQs(index: Self.requestIRQIndex, eventfds: [eventfd])
     }
 }
 
@@ -158,35 +148,14 @@ extension VFIODevice {
     /// line when it fires; the driver acknowledges the device (ISR read) and
     /// then calls `unmaskINTx()`.
     public func enableINTx(_ eventfd: EventFD) throws {
-        let header = MemoryLayout<vfio_irq_set>.size
-        var buf = [UInt8](repeating: 0, count: header + 4)
-        try buf.withUnsafeMutableBytes { raw in
-            var set = vfio_irq_set()
-            set.argsz = UInt32(header + 4)
-            set.flags = UInt32(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER)
-            set.index = Self.intxIRQIndex
-            set.count = 1
-            raw.storeBytes(of: set, toByteOffset: 0, as: vfio_irq_set.self)
-            raw.storeBytes(of: eventfd.fd.rawValue, toByteOffset: header, as: CInt.self)
-            _ = try vfioIoctl(fd, .deviceSetIRQs, raw.baseAddress!)
-        }
+        try setIRQs(index: Self.intxIRQIndex, eventfds: [eventfd])
     }
 
     public func unmaskINTx() throws {
-        var set = vfio_irq_set()
-        set.argsz = UInt32(MemoryLayout<vfio_irq_set>.size)
-        set.flags = UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK)
-        set.index = Self.intxIRQIndex
-        set.count = 1
-        _ = try vfioIoctl(fd, .deviceSetIRQs, &set)
+        try setIRQs(index: Self.intxIRQIndex, action: VFIO_IRQ_SET_ACTION_UNMASK, eventfds: nil, count: 1)
     }
 
     public func disableINTx() throws {
-        var set = vfio_irq_set()
-        set.argsz = UInt32(MemoryLayout<vfio_irq_set>.size)
-        set.flags = UInt32(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER)
-        set.index = Self.intxIRQIndex
-        set.count = 0
-        _ = try vfioIoctl(fd, .deviceSetIRQs, &set)
+        try setIRQs(index: Self.intxIRQIndex, eventfds: nil)
     }
 }
