@@ -1,11 +1,12 @@
-// virtiod-net: the network device (virtio 1.2 §5.1). Stub until the net
-// plugin issue: negotiates MAC, status, MTU and mergeable buffers, sets up
-// receiveq0/transmitq0, reports MAC, link and MTU. No TAP interface yet.
+// virtiod-net: the network device (virtio 1.2 §5.1) on a TAP interface the
+// supervisor made. This version moves frames on the first queue pair with
+// no offloads; link status becomes the TAP carrier.
 import VirtioCore
 import VirtiodPluginRuntime
 
-let wanted: NetFeatures = [.mac, .status, .mtu, .mergeableRxBuffers, .speedDuplex]
+let wanted: NetFeatures = [.mac, .status, .mtu, .speedDuplex]
 PluginMain.run(PluginProfile(
-    name: "net", deviceType: .network, stub: true,
+    name: "net", deviceType: .network, stub: false,
     features: FeatureRequest(required: 0, wanted: wanted.rawValue),
-    queues: ["receiveq0", "transmitq0"]))
+    queues: ["receiveq0", "transmitq0"],
+    dataPath: { try NetDataPath(device: $0) }))

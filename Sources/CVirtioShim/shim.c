@@ -13,6 +13,11 @@
 #include <string.h>
 #include <errno.h>
 #include <sys/prctl.h>
+#include <sys/ioctl.h>
+#include <net/if.h>
+#include <net/if_arp.h>
+#include <linux/if_tun.h>
+#include <netinet/in.h>
 #include "CVirtioShim.h"
 
 int cvirtio_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
@@ -112,3 +117,44 @@ int cvirtio_spawnattr_default_signals(posix_spawnattr_t *attr) {
 
 int cvirtio_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }
 int cvirtio_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0); }
+
+int cvirtio_tap_open(const char *name, int multi_queue, char *out_name) {
+    int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return -1;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (multi_queue ? IFF_MULTI_QUEUE : 0);
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = errno; close(fd); errno = e; return -1; }
+    memcpy(out_name, ifr.ifr_name, IFNAMSIZ);
+    out_name[IFNAMSIZ - 1] = 0;
+    return fd;
+}
+int cvirtio_tap_set_vnet_header_size(int fd, int size) { return ioctl(fd, TUNSETVNETHDRSZ, &size); }
+int cvirtio_tap_set_offload(int fd, unsigned int flags) { return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags); }
+int cvirtio_tap_set_carrier(int fd, int on) { return ioctl(fd, TUNSETCARRIER, &on); }
+
+static int if_ioctl(unsigned long request, struct ifreq *ifr) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -1;
+    int rc = ioctl(s, request, ifr);
+    int e = errno;
+    close(s);
+    errno = e;
+    return rc;
+}
+int cvirtio_if_set_hwaddr(const char *ifname, const unsigned char mac[6]) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(ifr.ifr_hwaddr.sa_data, mac, 6);
+    return if_ioctl(SIOCSIFHWADDR, &ifr);
+}
+int cvirtio_if_set_mtu(const char *ifname, int mtu) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, ifname, IFNAMSIZ - 1);
+    ifr.ifr_mtu = mtu;
+    return if_ioctl(SIOCSIFMTU, &ifr);
+}

@@ -16,10 +16,12 @@ public final class AttachedDevice {
     public let vectors: [EventFD]
     /// INTx eventfd when the device has no MSI-X.
     public let intx: EventFD?
+    /// net: the TAP interface (held by the supervisor too, so it outlives this process).
+    public let tap: TAPInterface?
 
     /// Takes ownership of `fds` (VFIO device, memfd, eventfds, in that order).
     init(info: AttachInfo, fds: [FileDescriptor], deviceType: DeviceType) throws {
-        let expected = 2 + info.vectors + (info.intx ? 1 : 0)
+        let expected = 2 + info.vectors + (info.intx ? 1 : 0) + (info.tapInterface != nil ? 1 : 0)
         guard fds.count == expected else {
             for f in fds { try? f.close() }
             throw PluginError("attach carried \(fds.count) fds, expected \(expected)")
@@ -30,6 +32,7 @@ public final class AttachedDevice {
         allocator = DMAAllocator(regionSize: info.dmaSize)
         vectors = fds[2..<(2 + info.vectors)].map { EventFD(fd: $0) }
         intx = info.intx ? EventFD(fd: fds[2 + info.vectors]) : nil
+        tap = info.tapInterface.map { TAPInterface(fd: fds[fds.count - 1], name: $0) }
         transport = try VirtioPCITransport(vfio: VFIODevice(fd: fds[0]), deviceType: deviceType)
     }
 

@@ -11,7 +11,7 @@ public enum IdentifyProbe: Sendable {
     case blockSerial
 }
 
-extension StubDriver {
+extension DeviceDriver {
     /// Run the profile's identify request on queue 0; the result lands in
     /// the reported config. Failures are logged, not fatal: a stub still runs.
     func identify(_ probe: IdentifyProbe) {

@@ -26,7 +26,7 @@ public enum PluginMain {
         }
     }
 
-    static func attach(_ profile: PluginProfile, socket: UnixSocket) throws -> StubDriver {
+    static func attach(_ profile: PluginProfile, socket: UnixSocket) throws -> DeviceDriver {
         let (bytes, fds) = try socket.receive(maxFDs: 64)
         guard !bytes.isEmpty else { throw PluginError("supervisor closed the socket before attach") }
         let message = try PluginMessage.decode(bytes)
@@ -40,7 +40,7 @@ public enum PluginMain {
         }
         let device = try AttachedDevice(info: info, fds: fds, deviceType: profile.deviceType)
         let privileges = Privileges.drop()
-        let driver = StubDriver(profile: profile, device: device, socket: socket, privileges: privileges)
+        let driver = try DeviceDriver(profile: profile, device: device, socket: socket, privileges: privileges)
         try driver.bringUp()
         return driver
     }

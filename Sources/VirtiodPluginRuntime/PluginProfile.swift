@@ -16,9 +16,11 @@ public struct PluginProfile: Sendable {
     public var maxQueueSize: Int
     /// A request to send once the device is up (e.g. the disk's serial).
     public var identify: IdentifyProbe?
+    /// The data path; nil for stubs.
+    public var dataPath: DataPathFactory?
 
     public init(name: String, deviceType: DeviceType, stub: Bool, features: FeatureRequest, queues: [String],
-                maxQueueSize: Int = 256, identify: IdentifyProbe? = nil) {
+                maxQueueSize: Int = 256, identify: IdentifyProbe? = nil, dataPath: DataPathFactory? = nil) {
         self.name = name
         self.deviceType = deviceType
         self.stub = stub
@@ -26,6 +28,7 @@ public struct PluginProfile: Sendable {
         self.queues = queues
         self.maxQueueSize = maxQueueSize
         self.identify = identify
+        self.dataPath = dataPath
     }
 
     /// The feature request including the transport bits every virtiod plugin needs:

@@ -22,7 +22,10 @@ public struct DriverReport: Codable, Sendable {
         /// MSI-X vector, nil when none.
         public var msixVector: Int?
         public var interrupts: UInt64
-        public init(index: Int, name: String, size: Int, maxSize: Int, layout: String, msixVector: Int?, interrupts: UInt64) {
+        /// Data-path counters (packets, bytes, drops, errors, kicks), absent for stubs.
+        public var counters: [String: UInt64]?
+        public init(index: Int, name: String, size: Int, maxSize: Int, layout: String, msixVector: Int?, interrupts: UInt64,
+                    counters: [String: UInt64]? = nil) {
             self.index = index
             self.name = name
             self.size = size
@@ -30,6 +33,7 @@ public struct DriverReport: Codable, Sendable {
             self.layout = layout
             self.msixVector = msixVector
             self.interrupts = interrupts
+            self.counters = counters
         }
     }
 

@@ -48,7 +48,8 @@ public enum PluginProtocol {
 
 /// What a plugin needs to drive one device. The fds attached to the message
 /// are, in order: VFIO device, DMA memfd, one eventfd per MSI-X vector, then
-/// the INTx eventfd when `intx` (devices without MSI-X).
+/// the INTx eventfd when `intx` (devices without MSI-X), then the TAP fd
+/// when `tapInterface` is set.
 public struct AttachInfo: Codable, Sendable {
     public var address: String
     public var type: String
@@ -59,6 +60,8 @@ public struct AttachInfo: Codable, Sendable {
     public var vectors: Int
     /// No MSI-X: one INTx eventfd follows (unmask through the VFIO device fd).
     public var intx: Bool
+    /// net: the TAP interface the supervisor made for the device (fd attached).
+    public var tapInterface: String?
     public var options: [String: String]
     public var interfaceName: String?
 
@@ -70,6 +73,7 @@ public struct AttachInfo: Codable, Sendable {
         self.iovaBase = iovaBase
         self.vectors = vectors
         self.intx = intx
+        self.tapInterface = nil
         self.options = options
         self.interfaceName = interfaceName
     }

@@ -45,6 +45,20 @@ int cvirtio_no_new_privs(void);
 /// prctl(PR_SET_PDEATHSIG, sig): get `sig` when the parent dies.
 int cvirtio_parent_death_signal(int sig);
 
+// TAP (Documentation/networking/tuntap.rst). Open /dev/net/tun and attach
+// a TAP interface named `name` (a template such as "vtnet%d" is allowed)
+// with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR (+IFF_MULTI_QUEUE); the chosen name
+// is copied to `out_name` (16 bytes). Returns the fd (close-on-exec,
+// non-blocking) or -1 with errno.
+int cvirtio_tap_open(const char *name, int multi_queue, char *out_name);
+// ioctls on a TAP fd: vnet header size, offload flags (TUN_F_*), carrier.
+int cvirtio_tap_set_vnet_header_size(int fd, int size);
+int cvirtio_tap_set_offload(int fd, unsigned int flags);
+int cvirtio_tap_set_carrier(int fd, int on);
+// Interface attributes through an AF_INET datagram socket's ioctls.
+int cvirtio_if_set_hwaddr(const char *ifname, const unsigned char mac[6]);
+int cvirtio_if_set_mtu(const char *ifname, int mtu);
+
 // libFuzzer's entry point for programs that own main (defined only when
 // linked with -sanitize=fuzzer; used only by the FUZZING build of virtio-ring-fuzz).
 int LLVMFuzzerRunDriver(int *argc, char ***argv, int (*callback)(const uint8_t *data, size_t size));

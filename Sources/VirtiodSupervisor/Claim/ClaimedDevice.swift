@@ -26,6 +26,9 @@ public final class ClaimedDevice {
     /// Signalled by vfio-pci when the kernel wants the device back (hot-unplug).
     public let request: EventFD?
     public let offeredFeatures: UInt64
+    /// net: the TAP interface for the device (the supervisor holds it so it
+    /// survives plugin restarts; closing it removes the interface).
+    public private(set) var tap: TAPInterface?
     private var closed = false
 
     /// Open the device through VFIO (already bound to vfio-pci), check it is
@@ -85,6 +88,27 @@ public final class ClaimedDevice {
         }
     }
 
+    /// net: make the TAP interface `name` (or vtnet%d) with virtio-net headers
+    /// and the device's MAC address (virtio 1.2 §5.1.4, read if offered).
+    func createTAP(name: String?) throws -> TAPInterface {
+        let t = try TAPInterface.open(name: name ?? "vtnet%d")
+        do {
+            // VERSION_1 devices always use the 12-byte header (§5.1.6).
+            try t.setVnetHeaderSize(12)
+            if offeredFeatures & NetFeatures.mac.rawValue != 0, transport.configSize >= 6 {
+                try t.setMACAddress(try transport.readConfig(offset: 0, length: 6))
+            }
+            if offeredFeatures & NetFeatures.mtu.rawValue != 0, transport.configSize >= 12 {
+                try t.setMTU(Int(try transport.readConfig(UInt16.self, at: 10)))
+            }
+        } catch {
+            try? t.fd.close()
+            throw error
+        }
+        tap = t
+        return t
+    }
+
     /// Reset the device (status 0): used before a fresh plugin takes over.
     public func resetDevice() {
         do { try transport.reset() } catch { Log.warning("device reset failed: \(error)", device: address) }
@@ -101,6 +125,8 @@ public final class ClaimedDevice {
         try? container.unmapDMA(iova: Self.iovaBase, size: memory.size)
         for v in vectors { v.close() }
         request?.close()
+        if let tap { try? tap.fd.close() }
+        tap = nil
         try? vfio.fd.close()
     }
 

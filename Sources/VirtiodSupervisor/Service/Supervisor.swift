@@ -138,6 +138,15 @@ public final class Supervisor {
             try? binding.giveBack(f.address)
             throw error as? ClaimError ?? .setup("VFIO setup failed: \(error)")
         }
+        if type == .network {
+            do {
+                let tap = try d.claimed!.createTAP(name: d.rule?.interfaceName)
+                Log.info("TAP interface \(tap.name)", device: f.address)
+            } catch {
+                release(d, giveBack: true)
+                throw .setup("could not create the TAP interface: \(error)")
+            }
+        }
         d.plugin = PluginProcess(name: name, executable: pluginPath(name))
         startPlugin(d)
     }
@@ -146,10 +155,11 @@ public final class Supervisor {
     func startPlugin(_ d: ManagedDevice) {
         guard let c = d.claimed, let p = d.plugin else { return }
         let rule = d.rule
-        let info = AttachInfo(address: d.address, type: p.name, dmaSize: c.memory.size, iovaBase: ClaimedDevice.iovaBase,
+        var info = AttachInfo(address: d.address, type: p.name, dmaSize: c.memory.size, iovaBase: ClaimedDevice.iovaBase,
                               vectors: c.vectors.count, intx: c.intx != nil, options: rule?.options ?? [:], interfaceName: rule?.interfaceName)
+        info.tapInterface = c.tap?.name
         do {
-            try p.start(attach: info, fds: [c.vfio.fd, c.memory.fd] + c.vectors.map(\.fd) + (c.intx.map { [$0.fd] } ?? []), address: d.address)
+            try p.start(attach: info, fds: [c.vfio.fd, c.memory.fd] + c.vectors.map(\.fd) + (c.intx.map { [$0.fd] } ?? []) + (c.tap.map { [$0.fd] } ?? []), address: d.address)
             d.state = .starting
             d.reason = nil
             Log.info("plugin started (pid \(p.child!.pid))", device: d.address, plugin: p.name)

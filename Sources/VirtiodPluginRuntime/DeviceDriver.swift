@@ -8,31 +8,33 @@ import VirtiodProtocol
 /// A driver that initialises the device with the profile's features and
 /// queues, keeps it in DRIVER_OK, counts its interrupts, re-reads its config
 /// on config-change interrupts, and reports it. The stub plugins are this;
-/// real plugins add a data path on the same queues.
-final class StubDriver {
+/// real plugins add a `DataPath` on the same queues and event loop.
+public final class DeviceDriver {
     let profile: PluginProfile
-    let device: AttachedDevice
+    public let device: AttachedDevice
     let socket: UnixSocket
     let privileges: String
     private(set) var offered: UInt64 = 0
-    private(set) var negotiated: UInt64 = 0
-    var queues: [(queue: Virtqueue, name: String, maxSize: Int, vector: UInt16)] = []
+    public private(set) var negotiated: UInt64 = 0
+    let dataPath: (any DataPath)?
+    public internal(set) var queues: [(queue: Virtqueue, name: String, maxSize: Int, vector: UInt16)] = []
     var interrupts: [UInt64]
     /// What identify requests learned (reported with the config).
     var identity: [String: ConfigValue] = [:]
     private var intxInterrupts: UInt64 = 0
     private var intxConfigChanges: UInt64 = 0
-    private var config: [String: ConfigValue] = [:]
+    public private(set) var config: [String: ConfigValue] = [:]
 
-    init(profile: PluginProfile, device: AttachedDevice, socket: UnixSocket, privileges: String) {
+    init(profile: PluginProfile, device: AttachedDevice, socket: UnixSocket, privileges: String) throws {
         self.profile = profile
         self.device = device
         self.socket = socket
         self.privileges = privileges
         interrupts = Array(repeating: 0, count: device.info.vectors)
+        dataPath = try profile.dataPath?(device)
     }
 
-    var transport: VirtioPCITransport { device.transport }
+    public var transport: VirtioPCITransport { device.transport }
 
     func bringUp() throws {
         offered = transport.readDeviceFeatures()
@@ -56,6 +58,7 @@ final class StubDriver {
             config = try DeviceConfigReader.read(transport, negotiated: negotiated)
         }
         if let probe = profile.identify { identify(probe) }
+        try dataPath?.start(self)
         PluginLog.info("\(profile.name) \(device.info.address): DRIVER_OK, features "
             + featureNames(negotiated, deviceType: profile.deviceType).joined(separator: " ")
             + ", \(queues.count) queue(s), " + (device.intx != nil ? "INTx" : "\(device.info.vectors) MSI-X vector(s)")
@@ -73,13 +76,14 @@ final class StubDriver {
                 DriverReport.Queue(index: i, name: q.name, size: q.queue.size, maxSize: q.maxSize,
                                    layout: q.queue.layout.description,
                                    msixVector: q.vector == noMSIXVector ? nil : Int(q.vector),
-                                   interrupts: q.vector == noMSIXVector ? intxInterrupts : interrupts[Int(q.vector)])
+                                   interrupts: q.vector == noMSIXVector ? intxInterrupts : interrupts[Int(q.vector)],
+                                   counters: dataPath?.counters(queue: i))
             },
             msixVectors: device.info.vectors,
             interruptMode: device.intx != nil ? "intx" : device.info.vectors > 0 ? "msix" : "none",
             configVector: device.info.vectors > 0 ? 0 : nil,
             configInterrupts: device.intx != nil ? intxConfigChanges : interrupts.first ?? 0,
-            config: config.merging(identity) { a, _ in a },
+            config: config.merging(identity) { a, _ in a }.merging(dataPath?.facts ?? [:]) { a, _ in a },
             status: transport.readStatus().names, registerAccess: transport.barsMapped ? "mmap" : "pread")
     }
 
@@ -89,7 +93,7 @@ final class StubDriver {
 
     /// Serve until stop or until the supervisor hangs up.
     func serve() throws {
-        let fds = [socket.fd] + device.vectors.map(\.fd) + (device.intx.map { [$0.fd] } ?? [])
+        let fds = [socket.fd] + device.vectors.map(\.fd) + (device.intx.map { [$0.fd] } ?? []) + (dataPath?.pollFDs ?? [])
         while true {
             for ready in try Poll.readable(fds, timeoutMS: -1) {
                 if ready == socket.fd {
@@ -121,14 +125,24 @@ final class StubDriver {
                     if isr.contains(.configChange) {
                         intxConfigChanges &+= 1
                         refreshConfig()
+                        dataPath?.configChanged(self)
                         try sendStatus()
+                    }
+                    if isr.contains(.queue) {
+                        for i in queues.indices { try dataPath?.interrupt(queue: i, self) }
                     }
                 } else if let v = device.vectors.firstIndex(where: { $0.fd == ready }) {
                     interrupts[v] &+= (try? device.vectors[v].consume()) ?? 0
                     if v == 0 {
                         refreshConfig()
+                        dataPath?.configChanged(self)
                         try sendStatus()
                     }
+                    for (i, q) in queues.enumerated() where Int(q.vector) == v {
+                        try dataPath?.interrupt(queue: i, self)
+                    }
+                } else if let dataPath, dataPath.pollFDs.contains(ready) {
+                    try dataPath.ready(ready, self)
                 }
             }
         }

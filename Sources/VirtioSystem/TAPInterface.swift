@@ -1,0 +1,51 @@
+import CVirtioShim
+import Glibc
+import SystemPackage
+
+/// A TAP interface with virtio-net headers (IFF_TAP | IFF_NO_PI |
+/// IFF_VNET_HDR): every frame read or written is preceded by a
+/// `struct virtio_net_hdr` of `vnetHeaderSize` bytes, which is exactly the
+/// header a virtio-net device uses (virtio 1.2 §5.1.6), so csum/GSO metadata
+/// passes straight through. The supervisor creates it (CAP_NET_ADMIN) and
+/// holds the fd, so the interface outlives plugin restarts.
+public struct TAPInterface: Sendable {
+    public let fd: FileDescriptor
+    public let name: String
+
+    /// Attach (or create) the interface `name`; a template like "vtnet%d" lets the kernel number it.
+    public static func open(name: String, multiQueue: Bool = false) throws -> TAPInterface {
+        var out = [CChar](repeating: 0, count: 16)
+        let fd = cvirtio_tap_open(name, multiQueue ? 1 : 0, &out)
+        guard fd >= 0 else { throw SystemCallError("TUNSETIFF \(name)") }
+        let chosen = out.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
+        return TAPInterface(fd: FileDescriptor(rawValue: fd), name: chosen)
+    }
+
+    public init(fd: FileDescriptor, name: String) {
+        self.fd = fd
+        self.name = name
+    }
+
+    /// virtio-net header size on this fd (12 for VERSION_1 devices).
+    public func setVnetHeaderSize(_ size: Int) throws {
+        guard cvirtio_tap_set_vnet_header_size(fd.rawValue, CInt(size)) == 0 else { throw SystemCallError("TUNSETVNETHDRSZ") }
+    }
+
+    /// TUN_F_* offloads the reader (the plugin) accepts from the kernel.
+    public func setOffload(_ flags: UInt32) throws {
+        guard cvirtio_tap_set_offload(fd.rawValue, flags) == 0 else { throw SystemCallError("TUNSETOFFLOAD") }
+    }
+
+    public func setCarrier(_ up: Bool) throws {
+        guard cvirtio_tap_set_carrier(fd.rawValue, up ? 1 : 0) == 0 else { throw SystemCallError("TUNSETCARRIER") }
+    }
+
+    public func setMACAddress(_ mac: [UInt8]) throws {
+        precondition(mac.count == 6)
+        guard cvirtio_if_set_hwaddr(name, mac) == 0 else { throw SystemCallError("SIOCSIFHWADDR \(name)") }
+    }
+
+    public func setMTU(_ mtu: Int) throws {
+        guard cvirtio_if_set_mtu(name, CInt(mtu)) == 0 else { throw SystemCallError("SIOCSIFMTU \(name)") }
+    }
+}

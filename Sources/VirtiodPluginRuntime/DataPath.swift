@@ -1,0 +1,25 @@
+import SystemPackage
+import VirtioCore
+
+/// The part of a plugin that moves data: what a stub does not have. The
+/// driver owns the device, queues and interrupts and calls in here from its
+/// single event loop; a data path owns its buffers and kernel-facing fds.
+public protocol DataPath: AnyObject {
+    /// After DRIVER_OK: post buffers, set up the kernel-facing side.
+    func start(_ driver: DeviceDriver) throws
+    /// Extra fds the event loop polls for readability (e.g. the TAP fd).
+    var pollFDs: [FileDescriptor] { get }
+    /// One of `pollFDs` is readable.
+    func ready(_ fd: FileDescriptor, _ driver: DeviceDriver) throws
+    /// An interrupt for queue `index` (or an INTx that may be for any queue).
+    func interrupt(queue index: Int, _ driver: DeviceDriver) throws
+    /// The device config was re-read after a config-change interrupt.
+    func configChanged(_ driver: DeviceDriver)
+    /// Per-queue counters for the report, by queue index.
+    func counters(queue index: Int) -> [String: UInt64]
+    /// Data-path facts for the report's config section (e.g. the interface).
+    var facts: [String: ConfigValue] { get }
+}
+
+/// Makes a plugin's data path once the device is attached.
+public typealias DataPathFactory = @Sendable (AttachedDevice) throws -> any DataPath

@@ -1,0 +1,54 @@
+# The virtiod NIC is a TAP interface (vtnet0) with the device's MAC; it and
+# the kernel-driven twin (in a netns, same QEMU hub) exchange IPv4 and IPv6
+# pings and a TCP stream both ways; per-queue counters move; QMP set_link
+# turns the TAP carrier off and on within a second.
+source /payload/cases/lib.sh
+cleanup() { ip netns del twin 2>/dev/null || true; stop_virtiod; }
+trap cleanup EXIT
+twin=$(iface_with_mac 52:54:00:12:34:02)
+[ -n "$twin" ] || fail "no twin NIC"
+start_virtiod "[Device]
+MACAddress=52:54:00:12:34:01
+Claim=yes
+InterfaceName=vtnet0"
+net=$(virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernelDriver == "vfio-pci") | .address')
+[ -n "$net" ] || fail "the NIC was not claimed: $(virtioctl list --json | jq -c '.[] | select(.type == "net") | {address, state, reason}')"
+wait_state "$net" running 60
+ip link show vtnet0 >/dev/null 2>&1 || fail "no vtnet0 interface"
+[ "$(cat /sys/class/net/vtnet0/address)" = 52:54:00:12:34:01 ] || fail "vtnet0 MAC $(cat /sys/class/net/vtnet0/address)"
+virtioctl list | grep "$net" | grep -q vtnet0 || fail "virtioctl list does not show vtnet0: $(virtioctl list | grep "$net")"
+
+ip netns add twin
+ip link set "$twin" netns twin
+ip -n twin link set lo up
+ip -n twin addr add 10.77.0.2/24 dev "$twin"
+ip -n twin addr add fd77::2/64 dev "$twin" nodad
+ip -n twin link set "$twin" up
+ip addr add 10.77.0.1/24 dev vtnet0
+ip addr add fd77::1/64 dev vtnet0 nodad
+ip link set vtnet0 up
+wait_for "ip -n twin -o link show $twin | grep -q 'state UP'" 10 || fail "twin did not come up"
+ping -c 3 -W 3 10.77.0.2 > /tmp/ping4 || fail "IPv4 ping through virtiod failed: $(tail -n2 /tmp/ping4 | head -n1)"
+ping -6 -c 3 -W 3 fd77::2 > /tmp/ping6 || fail "IPv6 ping through virtiod failed: $(tail -n2 /tmp/ping6 | head -n1)"
+echo "ping: $(tail -n1 /tmp/ping4)"
+
+ip netns exec twin iperf3 -s -D -1 -p 5201 >/dev/null
+sleep 1
+iperf3 -c 10.77.0.2 -p 5201 -t 3 -J > /tmp/iperf-tx.json || fail "iperf3 to the twin failed: $(jq -r .error /tmp/iperf-tx.json)"
+ip netns exec twin iperf3 -s -D -1 -p 5202 >/dev/null
+sleep 1
+iperf3 -c 10.77.0.2 -p 5202 -t 3 -R -J > /tmp/iperf-rx.json || fail "iperf3 from the twin failed: $(jq -r .error /tmp/iperf-rx.json)"
+tx=$(jq '.end.sum_received.bytes' /tmp/iperf-tx.json); rx=$(jq '.end.sum_received.bytes' /tmp/iperf-rx.json)
+[ "$tx" -gt 100000 ] && [ "$rx" -gt 100000 ] || fail "TCP streams too small: tx $tx bytes, rx $rx bytes"
+echo "TCP through virtiod (TCG): out $(jq '.end.sum_received.bits_per_second / 1e6 | floor' /tmp/iperf-tx.json) Mbit/s, in $(jq '.end.sum_received.bits_per_second / 1e6 | floor' /tmp/iperf-rx.json) Mbit/s"
+
+s=$(virtioctl status "$net" --json)
+echo "$s" | jq -e '.driver.stub == false and .driver.queues[0].counters.packets > 100 and .driver.queues[1].counters.packets > 100' >/dev/null \
+    || fail "counters did not move: $(echo "$s" | jq -c '[.driver.queues[] | {name, counters}]')"
+
+# Link state follows the device: QMP set_link → config interrupt → carrier.
+host_step set_link '{"name": "nic0", "up": false}' >/dev/null || fail "set_link off failed"
+wait_for "[ \$(cat /sys/class/net/vtnet0/carrier) = 0 ]" 1 || fail "carrier still on 1 s after link down"
+host_step set_link '{"name": "nic0", "up": true}' >/dev/null || fail "set_link on failed"
+wait_for "[ \$(cat /sys/class/net/vtnet0/carrier) = 1 ]" 1 || fail "carrier still off 1 s after link up"
+ping -c 1 -W 3 10.77.0.2 >/dev/null || fail "no traffic after the link came back"
