@@ -1,12 +1,20 @@
 // virtiod-net: the network device (virtio 1.2 §5.1) on a TAP interface the
-// supervisor made. This version moves frames on the first queue pair with
-// no offloads; link status becomes the TAP carrier.
+// supervisor made. Frames move on the first queue pair with checksum and
+// TSO offloads passed through the vnet header; link status becomes the TAP
+// carrier.
 import VirtioCore
 import VirtiodPluginRuntime
 
-let wanted: NetFeatures = [.mac, .status, .mtu, .speedDuplex]
+let wanted: NetFeatures = [.mac, .status, .mtu, .speedDuplex, .mergeableRxBuffers,
+                           .csum, .hostTSO4, .hostTSO6, .hostECN,
+                           .guestCsum, .guestTSO4, .guestTSO6, .guestECN]
 PluginMain.run(PluginProfile(
     name: "net", deviceType: .network, stub: false,
-    features: FeatureRequest(required: 0, wanted: wanted.rawValue),
+    // Large received packets (guest TSO) need mergeable buffers here: the
+    // receive buffers are a page each.
+    features: FeatureRequest(required: 0, wanted: wanted.rawValue, dependencies: NetFeatures.dependencies + [
+        (NetFeatures.guestTSO4.rawValue, NetFeatures.mergeableRxBuffers.rawValue),
+        (NetFeatures.guestTSO6.rawValue, NetFeatures.mergeableRxBuffers.rawValue),
+    ]),
     queues: ["receiveq0", "transmitq0"],
     dataPath: { try NetDataPath(device: $0) }))

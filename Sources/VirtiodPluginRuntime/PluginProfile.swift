@@ -38,6 +38,7 @@ public struct PluginProfile: Sendable {
         let t = TransportFeatures.self
         return FeatureRequest(
             required: features.required | t.version1.rawValue | t.accessPlatform.rawValue,
-            wanted: features.wanted | t.eventIndex.rawValue | t.indirectDescriptors.rawValue | t.ringPacked.rawValue)
+            wanted: features.wanted | t.eventIndex.rawValue | t.indirectDescriptors.rawValue | t.ringPacked.rawValue,
+            dependencies: features.dependencies)
     }
 }

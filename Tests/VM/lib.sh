@@ -3,7 +3,7 @@
 VM_CACHE=${VIRTIOD_VM_CACHE:-/var/cache/virtiod-vm}
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$VM_DIR/../.." && pwd)
-GUEST_PACKAGES="systemd,systemd-sysv,udev,kmod,iproute2,linux-image-amd64,pciutils,iperf3,fio,ethtool,tcpdump,iputils-ping,procps,util-linux,jq"
+GUEST_PACKAGES="systemd,systemd-sysv,udev,kmod,iproute2,linux-image-amd64,pciutils,iperf3,fio,ethtool,tcpdump,iputils-ping,procps,util-linux,jq,socat"
 
 log() { printf '[vm] %s\n' "$*" >&2; }
 die() { printf '[vm] error: %s\n' "$*" >&2; exit 1; }
@@ -31,6 +31,7 @@ need_host_packages() {
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
     command -v python3 >/dev/null || missing+=(python3)
+    command -v ip >/dev/null || missing+=(iproute2)
     [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
     if [ ${#missing[@]} -gt 0 ]; then
         log "installing host packages: ${missing[*]}"

@@ -8,6 +8,10 @@
 #     --mode-script F  run script F in the guest instead of test cases (make demo)
 #     --timeout S      whole-run limit in seconds (default 900)
 #     --keep           keep the run folder (serial log, QMP socket) for inspection
+#     --net hub|tap    NIC backend (default tap): two TAPs on a bridge inside a
+#                      network namespace made for the run (nothing else on it),
+#                      so QEMU offers checksum/TSO offloads; hub: QEMU's own hub
+#                      (no offloads)
 #
 # Results go to stdout; the last line is "N passed, N failed". The exit status
 # is non-zero on any failure, on timeout (the serial log's tail is printed),
@@ -15,7 +19,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-variant=default image_flags=() shell=0 mode_script="" timeout=900 keep=0 cases=()
+variant=default image_flags=() shell=0 mode_script="" timeout=900 keep=0 cases=() net=tap
 while [ $# -gt 0 ]; do
     case "$1" in
         --variant) variant=$2; shift 2 ;;
@@ -24,6 +28,7 @@ while [ $# -gt 0 ]; do
         --mode-script) mode_script=$2; shift 2 ;;
         --timeout) timeout=$2; shift 2 ;;
         --keep) keep=1; shift ;;
+        --net) net=$2; shift 2 ;;
         -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) cases+=("$1"); shift ;;
@@ -34,8 +39,10 @@ image=$("$VM_DIR/build-image.sh" "${image_flags[@]}")
 run=$(mktemp -d /tmp/virtiod-vm-run.XXXXXX)
 qemu_pid=""
 steps_pid=""
+netns=""
 cleanup() {
     [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null || true
+    if [ -n "$netns" ]; then sleep 0.5; ip netns del "$netns" 2>/dev/null || true; fi
     [ -n "$steps_pid" ] && kill "$steps_pid" 2>/dev/null || true
     if [ $keep = 1 ]; then log "run folder kept: $run"; else rm -rf "$run"; fi
 }
@@ -80,8 +87,28 @@ case "$variant" in
     transitional) modern="disable-legacy=off" ;;
     *) die "unknown variant $variant" ;;
 esac
-devices=(
-    -netdev hubport,id=net0,hubid=0 -netdev hubport,id=net1,hubid=0
+# NIC backends. tap: a network namespace of this run's own with a bridge and
+# two TAPs, one per NIC; QEMU runs inside it and reaches nothing else.
+in_netns=()
+case "$net" in
+    hub) devices=(-netdev hubport,id=net0,hubid=0 -netdev hubport,id=net1,hubid=0) ;;
+    tap)
+        netns="virtiod-vm-$$"
+        mq=""; qopt=""
+        [ "$variant" = mq ] && { mq="multi_queue"; qopt=",queues=4"; }
+        ip netns add "$netns" || die "cannot create network namespace $netns (run as root)"
+        ip -n "$netns" link add br0 type bridge
+        for t in vmtap0 vmtap1; do
+            ip -n "$netns" tuntap add dev "$t" mode tap $mq vnet_hdr
+            ip -n "$netns" link set "$t" master br0 up
+        done
+        ip -n "$netns" link set br0 up
+        in_netns=(ip netns exec "$netns")
+        devices=(-netdev "tap,id=net0,ifname=vmtap0,script=no,downscript=no$qopt"
+                 -netdev "tap,id=net1,ifname=vmtap1,script=no,downscript=no$qopt") ;;
+    *) die "unknown --net $net (hub or tap)" ;;
+esac
+devices+=(
     -drive "file=$run/blk0.raw,if=none,id=blk0,format=raw"
     -chardev "socket,id=con0,path=$run/console.sock,server=on,wait=off"
     -fsdev "local,id=fs0,path=$run/share,security_model=none"
@@ -122,7 +149,7 @@ qemu=(qemu-system-x86_64 -nodefaults -no-user-config
 
 if [ $shell = 1 ]; then
     log "root shell on the serial console; 'poweroff' or Ctrl-A X to leave"
-    "${qemu[@]}" -display none -serial mon:stdio
+    "${in_netns[@]}" "${qemu[@]}" -display none -serial mon:stdio
     exit 0
 fi
 
@@ -135,7 +162,7 @@ show_results() {
 export VIRTIOD_VM_RUN=$run VIRTIOD_QMP=$run/qmp.sock
 start=$(date +%s)
 # ttyS0: results; ttyS1: host-step requests (see host-steps.py).
-"${qemu[@]}" -display none -serial "file:$run/serial.log" -serial chardev:steps &
+"${in_netns[@]}" "${qemu[@]}" -display none -serial "file:$run/serial.log" -serial chardev:steps &
 qemu_pid=$!
 python3 "$VM_DIR/host-steps.py" "$run/steps.sock" "$run/qmp.sock" &
 steps_pid=$!

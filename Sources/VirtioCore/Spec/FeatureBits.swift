@@ -83,6 +83,19 @@ public struct NetFeatures: FeatureBits {
     public static let standby = Self(bit: 62)
     public static let speedDuplex = Self(bit: 63)
 
+    /// Feature dependencies a driver must respect (virtio 1.2 §5.1.3.1; ECN is
+    /// tied to TSO4 here, a little stricter than "TSO4 or TSO6").
+    public static let dependencies: [(feature: UInt64, needs: UInt64)] = [
+        (guestTSO4.rawValue, guestCsum.rawValue), (guestTSO6.rawValue, guestCsum.rawValue),
+        (guestECN.rawValue, guestTSO4.rawValue), (guestUFO.rawValue, guestCsum.rawValue),
+        (hostTSO4.rawValue, csum.rawValue), (hostTSO6.rawValue, csum.rawValue),
+        (hostECN.rawValue, hostTSO4.rawValue), (hostUFO.rawValue, csum.rawValue),
+        (guestUSO4.rawValue, guestCsum.rawValue), (guestUSO6.rawValue, guestCsum.rawValue), (hostUSO.rawValue, csum.rawValue),
+        (controlRx.rawValue, controlVirtqueue.rawValue), (controlVLAN.rawValue, controlVirtqueue.rawValue),
+        (guestAnnounce.rawValue, controlVirtqueue.rawValue), (multiqueue.rawValue, controlVirtqueue.rawValue),
+        (controlMACAddress.rawValue, controlVirtqueue.rawValue),
+    ]
+
     public static let bitNames: [(bit: Int, name: String)] = [
         (0, "CSUM"), (1, "GUEST_CSUM"), (2, "CTRL_GUEST_OFFLOADS"), (3, "MTU"), (5, "MAC"),
         (7, "GUEST_TSO4"), (8, "GUEST_TSO6"), (9, "GUEST_ECN"), (10, "GUEST_UFO"),

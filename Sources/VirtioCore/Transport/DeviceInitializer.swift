@@ -23,11 +23,27 @@ public struct FeatureRequest: Sendable {
     public var required: UInt64
     /// Bits the driver will use if offered.
     public var wanted: UInt64
-    public init(required: UInt64, wanted: UInt64 = 0) {
+    /// (feature, what it needs): a wanted feature is dropped unless everything
+    /// it needs is negotiated too (e.g. virtio 1.2 §5.1.3.1 for net).
+    public var dependencies: [(feature: UInt64, needs: UInt64)]
+    public init(required: UInt64, wanted: UInt64 = 0, dependencies: [(feature: UInt64, needs: UInt64)] = []) {
         self.required = required
         self.wanted = wanted
+        self.dependencies = dependencies
     }
-    public func negotiate(offered: UInt64) -> UInt64 { offered & (required | wanted) }
+    public func negotiate(offered: UInt64) -> UInt64 {
+        var bits = offered & (required | wanted)
+        // Dropping one feature can orphan another: repeat until nothing changes.
+        var changed = true
+        while changed {
+            changed = false
+            for d in dependencies where bits & d.feature != 0 && bits & d.needs != d.needs && required & d.feature == 0 {
+                bits &= ~d.feature
+                changed = true
+            }
+        }
+        return bits
+    }
 }
 
 /// The driver initialisation sequence (virtio 1.2 §3.1.1):

@@ -12,6 +12,8 @@ import VirtioSystem
 public final class ClaimedDevice {
     public static let iovaBase: UInt64 = 0x1_0000_0000
     public static let defaultDMASize = 4 << 20
+    /// net: rings plus 64 KiB transmit buffers (TSO) and receive buffers.
+    public static let netDMASize = 16 << 20
 
     public let address: String
     public let type: DeviceType
@@ -29,6 +31,12 @@ public final class ClaimedDevice {
     /// net: the TAP interface for the device (the supervisor holds it so it
     /// survives plugin restarts; closing it removes the interface).
     public private(set) var tap: TAPInterface?
+    private var tapMAC: [UInt8]?
+
+    /// Set the TAP's MAC address to the device's again (after udev changed it).
+    func applyTAPAddress() throws {
+        if let tap, let tapMAC { try tap.setMACAddress(tapMAC) }
+    }
     private var closed = false
 
     /// Open the device through VFIO (already bound to vfio-pci), check it is
@@ -96,7 +104,8 @@ public final class ClaimedDevice {
             // VERSION_1 devices always use the 12-byte header (§5.1.6).
             try t.setVnetHeaderSize(12)
             if offeredFeatures & NetFeatures.mac.rawValue != 0, transport.configSize >= 6 {
-                try t.setMACAddress(try transport.readConfig(offset: 0, length: 6))
+                tapMAC = try transport.readConfig(offset: 0, length: 6)
+                try t.setMACAddress(tapMAC!)
             }
             if offeredFeatures & NetFeatures.mtu.rawValue != 0, transport.configSize >= 12 {
                 try t.setMTU(Int(try transport.readConfig(UInt16.self, at: 10)))

@@ -133,7 +133,7 @@ public final class Supervisor {
         }
         do {
             d.claimed = try ClaimedDevice(address: f.address, type: type, iommuGroup: f.iommuGroup!, checks: checks,
-                                          dmaSize: options.dmaSize)
+                                          dmaSize: type == .network ? max(options.dmaSize, ClaimedDevice.netDMASize) : options.dmaSize)
         } catch {
             try? binding.giveBack(f.address)
             throw error as? ClaimError ?? .setup("VFIO setup failed: \(error)")
@@ -166,6 +166,14 @@ public final class Supervisor {
         } catch {
             pluginFailed(d, why: "could not start \(p.executable): \(error)")
         }
+    }
+
+    /// udev finished with a network interface; if it is one of our TAPs, its
+    /// link policy (MACAddressPolicy=) may have replaced the device's MAC
+    /// address that was set right after creation: put it back.
+    func reassertTAP(_ name: String) {
+        guard let c = devices.values.compactMap(\.claimed).first(where: { $0.tap?.name == name }) else { return }
+        do { try c.applyTAPAddress() } catch { Log.warning("TAP \(name): \(error)", device: c.address) }
     }
 
     /// A plugin died or failed: reset the device (its state cannot be

@@ -66,7 +66,9 @@ extension Supervisor {
                 } else if fd == control.fd {
                     while let client = try control.accept() { serve(client) }
                 } else if let monitor, fd.rawValue == monitor.fd {
-                    if monitor.dispatch() { reconcile() }
+                    let events = monitor.dispatch()
+                    if events.pciChanged { reconcile() }
+                    for name in events.interfaces { reassertTAP(name) }
                 } else if let (d, isRequest) = owners[fd.rawValue] {
                     if isRequest {
                         _ = try? d.claimed?.request?.consume()
