@@ -4,7 +4,7 @@ FUZZ_RUNS  ?= 1000000
 FUZZ_BUILD := .build-fuzz
 CORPUS     := Tests/FuzzCorpus
 
-.PHONY: help build test unit-test fuzz-replay bench fuzz clean install test-vm demo vm-shell
+.PHONY: help build test unit-test fuzz-replay bench bench-vm fuzz clean install test-vm demo vm-shell
 
 PREFIX     ?= /usr
 DESTDIR    ?=
@@ -17,6 +17,7 @@ help:
 	@echo "make build        debug build of everything"
 	@echo "make test         everything the project has: unit tests (swift test) + fuzz corpus replay"
 	@echo "make bench        release build, prints virtqueue round trips/s (split vs packed, batch 1 and 32)"
+	@echo "make bench-vm     in the test VM: TCP throughput and ping RTT, virtiod vs the kernel's virtio_net"
 	@echo "make fuzz         libFuzzer on the ring parsers, FUZZ_RUNS=$(FUZZ_RUNS) iterations"
 	@echo "make install      static release binaries and units into DESTDIR (default /)"
 	@echo "make test-vm      boot the QEMU test VM and run the in-guest suite (VM_FLAGS=--variant packed …)"
@@ -77,6 +78,10 @@ test-vm:
 demo:
 	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
 	VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --mode-script Tests/VM/demo.sh $(VM_FLAGS)
+
+bench-vm:
+	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
+	VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --mode-script Tests/VM/bench-net.sh $(VM_FLAGS)
 
 vm-shell:
 	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)

@@ -71,6 +71,9 @@ final class NetDataPath: DataPath {
         txPool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: Self.transmitBufferSize,
                                    count: min(tx.size, Self.transmitBuffers))
         try tap.setOffload(NetHeader.tapOffloads(negotiated))
+        // Transmit completions are collected on the next TAP read; interrupts
+        // for them only while transmit is blocked on free buffers.
+        tx.disableInterrupts()
         try refillReceive(driver)
         configChanged(driver)
     }
@@ -122,19 +125,29 @@ final class NetDataPath: DataPath {
             stats[Self.transmitQueue].bytes &+= UInt64(n - NetHeader.size)
             added += 1
         }
-        txBlocked = txPool!.freeCount == 0 || tx.freeDescriptors == 0
         if added > 0, tx.publish() {
             driver.transport.notify(Self.transmitQueue)
             stats[Self.transmitQueue].kicks &+= 1
+        }
+        if txPool!.freeCount == 0 || tx.freeDescriptors == 0 {
+            // Stop reading the TAP until the device returns buffers; ask for
+            // an interrupt (and check once more: they may be back already).
+            txBlocked = true
+            if tx.enableInterrupts() { try reclaimTransmit(driver) }
         }
     }
 
     private func reclaimTransmit(_ driver: DeviceDriver) throws {
         let tx = driver.queues[Self.transmitQueue].queue
+        var reclaimed = false
         while let used = try tx.popUsed() {
             txPool!.give(Int(used.token))
+            reclaimed = true
         }
-        txBlocked = false
+        if txBlocked, reclaimed {
+            txBlocked = false
+            tx.disableInterrupts()
+        }
     }
 
     func interrupt(queue index: Int, _ driver: DeviceDriver) throws {
