@@ -50,7 +50,7 @@ final class NetDataPath: DataPath {
     var pollFDs: [FileDescriptor] { txBlocked ? [] : [tap.fd] }
 
     var facts: [String: ConfigValue] {
-        ["interface": .text(tap.name), "tap_offloads": .text(Self.offloadNames(NetHeader.tapOffloads(negotiated)))]
+        ["interface": .text(tap.name), "tap_offloads": .text(Self.offloadNames(TAPOffloads.flags(negotiated)))]
     }
 
     static func offloadNames(_ f: UInt32) -> String {
@@ -70,7 +70,7 @@ final class NetDataPath: DataPath {
         rxPool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: rxSize, count: rx.size)
         txPool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: Self.transmitBufferSize,
                                    count: min(tx.size, Self.transmitBuffers))
-        try tap.setOffload(NetHeader.tapOffloads(negotiated))
+        try tap.setOffload(TAPOffloads.flags(negotiated))
         // Transmit completions are collected on the next TAP read; interrupts
         // for them only while transmit is blocked on free buffers.
         tx.disableInterrupts()
@@ -166,6 +166,17 @@ final class NetDataPath: DataPath {
             while let used = try rx.popUsed() {
                 // The queue core checked used.length <= the buffer's size.
                 let piece = (slot: Int(used.token), length: Int(used.length))
+                if used.lengthExceeded {
+                    // The device claims more than the buffer holds: drop the
+                    // packet this buffer belongs to, count it, go on.
+                    stats[Self.receiveQueue].malformed &+= 1
+                    stats[Self.receiveQueue].drops &+= 1
+                    rxPool!.give(piece.slot)
+                    for p in partial { rxPool!.give(p.slot) }
+                    partial.removeAll(keepingCapacity: true)
+                    partialNeeded = 0
+                    continue
+                }
                 if partialNeeded == 0 {
                     let p = driver.device.region.pointer(rxPool!.slice(piece.slot))
                     let count = mergeable ? Int(UInt16(littleEndian: p.load(fromByteOffset: 10, as: UInt16.self))) : 1

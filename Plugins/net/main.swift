@@ -8,7 +8,7 @@ import VirtiodPluginRuntime
 let wanted: NetFeatures = [.mac, .status, .mtu, .speedDuplex, .mergeableRxBuffers,
                            .csum, .hostTSO4, .hostTSO6, .hostECN,
                            .guestCsum, .guestTSO4, .guestTSO6, .guestECN]
-PluginMain.run(PluginProfile(
+var profile = PluginProfile(
     name: "net", deviceType: .network, stub: false,
     // Large received packets (guest TSO) need mergeable buffers here: the
     // receive buffers are a page each.
@@ -17,4 +17,7 @@ PluginMain.run(PluginProfile(
         (NetFeatures.guestTSO6.rawValue, NetFeatures.mergeableRxBuffers.rawValue),
     ]),
     queues: ["receiveq0", "transmitq0"],
-    dataPath: { try NetDataPath(device: $0) }))
+    dataPath: { try NetDataPath(device: $0) })
+// A receive buffer the device says it overfilled is one dropped packet.
+profile.droppableQueues = [NetDataPath.receiveQueue]
+PluginMain.run(profile)

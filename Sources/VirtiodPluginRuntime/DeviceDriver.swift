@@ -40,7 +40,7 @@ public final class DeviceDriver {
         offered = transport.readDeviceFeatures()
         negotiated = try DeviceInitializer(transport: transport).run(features: profile.fullRequest) { negotiated in
             let layout: RingLayout = negotiated & TransportFeatures.ringPacked.rawValue != 0 ? .packed : .split
-            let options = QueueOptions(negotiated: negotiated)
+            let base = QueueOptions(negotiated: negotiated)
             let count = min(profile.queues.count, transport.queueCount)
             for index in 0..<count {
                 let maximum = try transport.maxQueueSize(index)
@@ -48,6 +48,8 @@ public final class DeviceDriver {
                 // Split rings need a power of two; take the largest one within both limits.
                 var size = 1
                 while size * 2 <= min(maximum, profile.maxQueueSize) { size *= 2 }
+                var options = base
+                options.tolerateOversizedLength = profile.droppableQueues.contains(index)
                 let queue = try Virtqueue(layout: layout, size: size, region: device.region,
                                           allocator: &device.allocator, options: options)
                 let vector = device.vector(forQueue: index)

@@ -16,6 +16,9 @@ public struct PluginProfile: Sendable {
     public var maxQueueSize: Int
     /// A request to send once the device is up (e.g. the disk's serial).
     public var identify: IdentifyProbe?
+    /// Queues where a used length beyond the buffer costs that buffer (the
+    /// data path drops it and counts) instead of breaking the queue.
+    public var droppableQueues: Set<Int> = []
     /// The data path; nil for stubs.
     public var dataPath: DataPathFactory?
 

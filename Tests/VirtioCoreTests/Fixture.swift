@@ -11,11 +11,13 @@ final class RingFixture {
     var pool: DMABufferPool
     var chain = DeviceChain()
 
-    init(_ layout: RingLayout, size: Int = 8, eventIndex: Bool = false, indirect: Int = 0, buffers: Int = 64) throws {
+    init(_ layout: RingLayout, size: Int = 8, eventIndex: Bool = false, indirect: Int = 0, buffers: Int = 64,
+         tolerateOversizedLength: Bool = false) throws {
         region = DMARegion(anonymousSize: 4 << 20)
         allocator = DMAAllocator(regionSize: region.size)
         queue = try Virtqueue(layout: layout, size: size, region: region, allocator: &allocator,
-                              options: QueueOptions(eventIndex: eventIndex, indirectCapacity: indirect))
+                              options: QueueOptions(eventIndex: eventIndex, indirectCapacity: indirect,
+                                                    tolerateOversizedLength: tolerateOversizedLength))
         device = DeviceQueue(mirroring: queue, eventIndex: eventIndex)
         pool = try DMABufferPool(allocator: &allocator, bufferSize: 2048, count: buffers)
     }

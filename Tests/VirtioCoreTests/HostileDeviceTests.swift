@@ -84,6 +84,24 @@ import VirtioSoftDevice
         try expectBrokenAndRecoverable(f, v)
     }
 
+    @Test(arguments: [RingLayout.split, .packed])
+    func oversizedLengthCostsOneBufferWhereTolerated(layout: RingLayout) throws {
+        let f = try RingFixture(layout, size: 8, tolerateOversizedLength: true)
+        try f.addPair(token: 0, length: 16)
+        try f.addPair(token: 1, length: 16)
+        _ = f.queue.publish()
+        var a = DeviceChain(), b = DeviceChain()
+        #expect(f.device.pop(into: &a) && f.device.pop(into: &b))
+        f.device.push(a, length: 9000) // the chain has 16 writable bytes
+        f.device.push(b, length: 5)
+        _ = f.device.commit()
+        let bad = try #require(try f.queue.popUsed())
+        #expect(bad.token == 0 && bad.lengthExceeded && bad.length == 0)
+        let good = try #require(try f.queue.popUsed())
+        #expect(good.token == 1 && !good.lengthExceeded && good.length == 5)
+        #expect(!f.queue.isBroken && f.queue.inFlight == 0)
+    }
+
     @Test func usedIndexJumpingPastTheRing() throws {
         let (f, c) = try prepared(.split)
         f.device.push(c, length: 0)

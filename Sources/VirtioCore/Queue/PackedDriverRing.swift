@@ -119,8 +119,8 @@ struct PackedDriverRing {
         guard avail == used, used == state.usedWrap else { return nil }
         let id = UInt32(memory.load16(pos + 12))
         let length = memory.load32(pos + 8)
-        let chain: ChainRecord
-        do { chain = try state.checkUsed(id: id, length: length) } catch { throw fail(error) }
+        let chain: ChainRecord, exceeded: Bool
+        do { (chain, exceeded) = try state.checkUsed(id: id, length: length) } catch { throw fail(error) }
         advance(&state.nextUsed, &state.usedWrap, by: Int(chain.descriptorCount))
         state.freeDescriptors += Int(chain.descriptorCount)
         state.chains[Int(id)].inFlight = false
@@ -130,7 +130,7 @@ struct PackedDriverRing {
         if state.options.eventIndex && state.interruptsEnabled {
             memory.store16(driverEventOffWrap, offWrap(state.nextUsed, state.usedWrap))
         }
-        return UsedBuffer(token: chain.token, length: length, id: UInt16(id))
+        return UsedBuffer(token: chain.token, length: exceeded ? 0 : length, id: UInt16(id), lengthExceeded: exceeded)
     }
 
     func offWrap(_ pos: UInt16, _ wrap: Bool) -> UInt16 { pos | (wrap ? 0x8000 : 0) }

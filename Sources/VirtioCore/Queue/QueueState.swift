@@ -58,16 +58,18 @@ public struct QueueState: Sendable, Hashable {
     }
 
     /// Check a used entry the device wrote (id and length read once from
-    /// shared memory) against the driver's own records; returns the chain.
+    /// shared memory) against the driver's own records; returns the chain
+    /// and whether the length was beyond it (only when the queue tolerates that).
     @inline(__always)
-    func checkUsed(id: UInt32, length: UInt32) throws(DeviceViolation) -> ChainRecord {
+    func checkUsed(id: UInt32, length: UInt32) throws(DeviceViolation) -> (chain: ChainRecord, exceeded: Bool) {
         guard id < UInt32(size) else { throw .usedIDOutOfRange(id: id, queueSize: size) }
         let chain = chains[Int(id)]
         guard chain.inFlight else { throw .usedIDNotInFlight(id: id) }
         guard UInt64(length) <= chain.writableCapacity else {
+            if options.tolerateOversizedLength { return (chain, true) }
             throw .usedLengthTooLong(id: id, length: length, capacity: chain.writableCapacity)
         }
-        return chain
+        return (chain, false)
     }
 
     /// Why a state cannot describe a usable queue (nil if it can). Checked on

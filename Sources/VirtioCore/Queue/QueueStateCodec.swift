@@ -41,7 +41,8 @@ public enum QueueStateCodec {
         var w = ByteWriter()
         w.u8(s.layout.rawValue); w.u8(s.availWrap ? 1 : 0); w.u8(s.usedWrap ? 1 : 0); w.u8(s.interruptsEnabled ? 1 : 0)
         w.u32(UInt32(s.size)); w.u64(UInt64(s.area.offset)); w.u64(UInt64(s.area.length))
-        w.u8(s.options.eventIndex ? 1 : 0); w.u8(0); w.u8(0); w.u8(0); w.u32(UInt32(s.options.indirectCapacity))
+        w.u8(s.options.eventIndex ? 1 : 0); w.u8(s.options.tolerateOversizedLength ? 1 : 0); w.u8(0); w.u8(0)
+        w.u32(UInt32(s.options.indirectCapacity))
         w.u16(s.nextAvail); w.u16(s.addedSincePublish); w.u16(s.nextUsed); w.u16(s.freeHead)
         w.u32(UInt32(s.freeDescriptors)); w.u32(UInt32(s.inFlightChains))
         for l in s.links { w.u16(l) }
@@ -76,11 +77,13 @@ public enum QueueStateCodec {
         let areaOffset = p.u64(), areaLength = p.u64()
         guard areaOffset < 1 << 48, areaLength < 1 << 48 else { throw .inconsistent("queue area out of range") }
         let eventIndex = p.u8() != 0
-        _ = (p.u8(), p.u8(), p.u8())
+        let tolerate = p.u8() != 0
+        _ = (p.u8(), p.u8())
         let indirect = Int(p.u32())
         guard indirect <= 4096 else { throw .inconsistent("indirect capacity \(indirect) out of range") }
         var s = QueueState(layout: layout, size: size, area: DMASlice(offset: Int(areaOffset), length: Int(areaLength)),
-                           options: QueueOptions(eventIndex: eventIndex, indirectCapacity: indirect))
+                           options: QueueOptions(eventIndex: eventIndex, indirectCapacity: indirect,
+                                                 tolerateOversizedLength: tolerate))
         s.availWrap = availWrap; s.usedWrap = usedWrap; s.interruptsEnabled = interrupts
         s.nextAvail = p.u16(); s.addedSincePublish = p.u16(); s.nextUsed = p.u16(); s.freeHead = p.u16()
         s.freeDescriptors = Int(p.u32()); s.inFlightChains = Int(p.u32())

@@ -40,6 +40,11 @@ public struct UsedBuffer: Sendable, Hashable {
     public let length: UInt32
     /// Head descriptor index (split) or buffer ID (packed).
     public let id: UInt16
+    /// The device claimed to write more than the chain holds; `length` is 0
+    /// and the buffer's contents are not to be trusted. Only reported when
+    /// the queue tolerates it (`QueueOptions.tolerateOversizedLength`);
+    /// otherwise that breaks the queue.
+    public var lengthExceeded = false
 }
 
 /// Ring features that change how the driver side behaves.
@@ -49,10 +54,16 @@ public struct QueueOptions: Sendable, Hashable, Codable {
     /// Room for indirect tables of this many descriptors per chain
     /// (0: VIRTIO_F_INDIRECT_DESC not used). §2.7.5.3, §2.8.19.
     public var indirectCapacity: Int
+    /// A used length beyond the chain's writable bytes costs that one buffer
+    /// (reported as `UsedBuffer.lengthExceeded`) instead of breaking the
+    /// queue: for data paths that can drop a packet (virtio-net receive).
+    /// IDs and indices out of range still break the queue.
+    public var tolerateOversizedLength = false
 
-    public init(eventIndex: Bool = false, indirectCapacity: Int = 0) {
+    public init(eventIndex: Bool = false, indirectCapacity: Int = 0, tolerateOversizedLength: Bool = false) {
         self.eventIndex = eventIndex
         self.indirectCapacity = indirectCapacity
+        self.tolerateOversizedLength = tolerateOversizedLength
     }
 
     /// Options matching a negotiated feature word.

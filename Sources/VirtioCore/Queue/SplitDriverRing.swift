@@ -105,8 +105,8 @@ struct SplitDriverRing {
         let elem = usedElem(Int(last) & mask)
         let id = memory.load32(elem)
         let length = memory.load32(elem + 4)
-        let chain: ChainRecord
-        do { chain = try state.checkUsed(id: id, length: length) } catch { throw fail(error) }
+        let chain: ChainRecord, exceeded: Bool
+        do { (chain, exceeded) = try state.checkUsed(id: id, length: length) } catch { throw fail(error) }
         let head = Int(id)
         // Return the chain's descriptors to the free list (walk the shadow links).
         var tail = head
@@ -120,7 +120,7 @@ struct SplitDriverRing {
         if state.options.eventIndex && state.interruptsEnabled {
             memory.store16(usedEvent, state.nextUsed)
         }
-        return UsedBuffer(token: chain.token, length: length, id: UInt16(head))
+        return UsedBuffer(token: chain.token, length: exceeded ? 0 : length, id: UInt16(head), lengthExceeded: exceeded)
     }
 
     mutating func fail(_ v: DeviceViolation) -> VirtqueueError {

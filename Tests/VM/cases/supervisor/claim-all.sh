@@ -37,7 +37,8 @@ for f in $net $blk $bal $con $nine; do
 done
 twin=$(virtio_functions 1041 | grep -v "$net")
 [ "$(driver_of "$twin")" = virtio-pci ] || fail "the twin NIC $twin was taken"
-[ -z "$(iface_with_mac 52:54:00:12:34:01)" ] || fail "the kernel still has an interface for the claimed NIC"
+[ "$(iface_with_mac 52:54:00:12:34:01)" = vtnet0 ] || fail "the NIC's MAC is on '$(iface_with_mac 52:54:00:12:34:01)', not on virtiod's vtnet0"
+[ ! -e "/sys/class/net/$nic" ] || fail "the kernel still has $nic for the claimed NIC"
 [ ! -b /dev/vda ] || fail "/dev/vda still exists while virtiod holds the disk"
 
 # What the plugins report matches the QEMU command line.
@@ -95,4 +96,5 @@ for f in $net $blk $bal $con $nine; do
     [ "$(driver_of "$f")" = virtio-pci ] || fail "after stop $f is on $(driver_of "$f")"
 done
 wait_for "[ -b /dev/vda ]" 20 || fail "/dev/vda did not come back after stop"
-wait_for "[ -n \"\$(iface_with_mac 52:54:00:12:34:01)\" ]" 20 || fail "the NIC did not come back after stop"
+wait_for "[ -e /sys/class/net/$nic ]" 20 || fail "the kernel's $nic did not come back after stop"
+[ ! -e /sys/class/net/vtnet0 ] || fail "vtnet0 still exists after stop"

@@ -1,19 +1,17 @@
-import VirtioCore
-
 /// struct virtio_net_hdr (virtio 1.2 §5.1.6): 12 bytes with VERSION_1.
 ///   u8 flags; u8 gso_type; le16 hdr_len; le16 gso_size; le16 csum_start;
 ///   le16 csum_offset; le16 num_buffers
-enum NetHeader {
-    static let size = 12
-    static let flagNeedsCsum: UInt8 = 1
-    static let flagDataValid: UInt8 = 2
-    static let gsoNone: UInt8 = 0, gsoTCPv4: UInt8 = 1, gsoUDP: UInt8 = 3, gsoTCPv6: UInt8 = 4, gsoUDPL4: UInt8 = 5
-    static let gsoECN: UInt8 = 0x80
+public enum NetHeader {
+    public static let size = 12
+    public static let flagNeedsCsum: UInt8 = 1
+    public static let flagDataValid: UInt8 = 2
+    public static let gsoNone: UInt8 = 0, gsoTCPv4: UInt8 = 1, gsoUDP: UInt8 = 3, gsoTCPv6: UInt8 = 4, gsoUDPL4: UInt8 = 5
+    public static let gsoECN: UInt8 = 0x80
 
     /// Whether a header the device wrote asks only for what was negotiated
     /// (§5.1.6.3/§5.1.6.4): a partial checksum needs GUEST_CSUM, each GSO
     /// type its GUEST_ feature, and csum_start + csum_offset must lie in the frame.
-    static func isAcceptable(flags: UInt8, gsoType: UInt8, csumStart: UInt16, csumOffset: UInt16,
+    public static func isAcceptable(flags: UInt8, gsoType: UInt8, csumStart: UInt16, csumOffset: UInt16,
                              frameLength: Int, negotiated: NetFeatures) -> Bool {
         guard flags & ~(flagNeedsCsum | flagDataValid) == 0 else { return false }
         if flags & flagNeedsCsum != 0 {
@@ -28,16 +26,5 @@ enum NetHeader {
         case gsoUDPL4: return negotiated.contains(.guestUSO4) || negotiated.contains(.guestUSO6)
         default: return false
         }
-    }
-
-    /// TUN_F_* flags for TUNSETOFFLOAD from what the device takes on transmit
-    /// (linux/if_tun.h: CSUM 0x01, TSO4 0x02, TSO6 0x04, TSO_ECN 0x08).
-    static func tapOffloads(_ negotiated: NetFeatures) -> UInt32 {
-        var flags: UInt32 = 0
-        if negotiated.contains(.csum) { flags |= 0x01 }
-        if negotiated.contains(.hostTSO4) { flags |= 0x02 }
-        if negotiated.contains(.hostTSO6) { flags |= 0x04 }
-        if negotiated.contains(.hostECN) { flags |= 0x08 }
-        return flags
     }
 }
