@@ -4,34 +4,27 @@ import VirtioCore
 import VirtioSystem
 import VirtiodPluginRuntime
 
-/// virtio-net's data path between the device's first queue pair and a TAP
-/// interface (virtio 1.2 §5.1.6). Frames are never copied in this process:
-/// the TAP fd reads straight into a transmit buffer in DMA memory, and
-/// received buffers are written (gathered, for mergeable buffers) straight
-/// from DMA memory to the TAP fd. The TAP's vnet header is the device's
-/// `struct virtio_net_hdr`, so checksum and GSO metadata pass through both
-/// ways; TAP offloads mirror what the device accepts on transmit.
+/// virtio-net's data path between the device's queue pairs and a TAP
+/// interface, one TAP queue per pair (virtio 1.2 §5.1.6, §5.1.6.5.5 for
+/// multiqueue). Frames are never copied in this process: a TAP read lands in
+/// a transmit buffer in DMA memory, and received buffers are gathered
+/// straight from DMA memory into `writev` on the TAP. The TAP's vnet header
+/// is the device's `struct virtio_net_hdr`, so checksum and GSO metadata
+/// pass through both ways; TAP offloads mirror what the device accepts.
 final class NetDataPath: DataPath {
-    static let receiveQueue = 0
-    static let transmitQueue = 1
-    /// Receive buffers: a page each; packets larger than that arrive in
-    /// several (VIRTIO_NET_F_MRG_RXBUF, §5.1.6.3.2).
+    /// Receive buffers: a page each; larger packets arrive in several
+    /// (VIRTIO_NET_F_MRG_RXBUF, §5.1.6.3.2).
     static let receiveBufferSize = 4096
     /// Transmit buffers take a whole TSO frame: 64 KiB + header.
     static let transmitBufferSize = 65536 + 64
-    static let transmitBuffers = 96
+    static let transmitBuffersPerPair = 96
     static let batch = 64
 
-    let tap: TAPInterface
+    let taps: [TAPInterface]
     private var negotiated = NetFeatures()
-    private var rxPool: DMABufferPool?
-    private var txPool: DMABufferPool?
-    private var stats = [Counters(), Counters()]
-    /// Transmit is paused (TAP not polled) while no transmit buffer is free.
-    private var txBlocked = false
-    /// A mergeable packet whose later buffers have not been returned yet.
-    private var partial: [(slot: Int, length: Int)] = []
-    private var partialNeeded = 0
+    private var pairs: [QueuePair] = []
+    /// Position of the control queue in `DeviceDriver.queues`, if set up.
+    private var controlPosition: Int?
     private var iovecs = [iovec](repeating: iovec(), count: 64)
 
     struct Counters {
@@ -42,15 +35,54 @@ final class NetDataPath: DataPath {
         }
     }
 
-    init(device: AttachedDevice) throws {
-        guard let tap = device.tap else { throw PluginError("the net plugin needs a TAP interface from the supervisor") }
-        self.tap = tap
+    /// One receive/transmit queue pair and the TAP queue it serves.
+    final class QueuePair {
+        let tap: TAPInterface
+        /// Positions in `DeviceDriver.queues`.
+        let rxPosition: Int, txPosition: Int
+        var rxPoolState: DMABufferPool
+        var txPoolState: DMABufferPool
+        var rx = Counters(), tx = Counters()
+        /// Transmit is paused (TAP not polled) while no transmit buffer is free.
+        var txBlocked = false
+        /// A mergeable packet whose later buffers have not been returned yet.
+        var partial: [(slot: Int, length: Int)] = []
+        var partialNeeded = 0
+
+        init(tap: TAPInterface, rxPosition: Int, txPosition: Int, rxPool: DMABufferPool, txPool: DMABufferPool) {
+            self.tap = tap
+            self.rxPosition = rxPosition
+            self.txPosition = txPosition
+            rxPoolState = rxPool
+            txPoolState = txPool
+        }
     }
 
-    var pollFDs: [FileDescriptor] { txBlocked ? [] : [tap.fd] }
+    init(device: AttachedDevice) throws {
+        guard !device.taps.isEmpty else { throw PluginError("the net plugin needs a TAP interface from the supervisor") }
+        taps = device.taps
+    }
+
+    /// rx0, tx0, rx1, tx1, … for as many pairs as both the device and the TAP
+    /// have, then the control queue (index 2 × max_virtqueue_pairs with MQ, §5.1.2).
+    static func plan(negotiated: UInt64, device: AttachedDevice) throws -> [(index: Int, name: String)] {
+        let f = NetFeatures(rawValue: negotiated)
+        var maxPairs = 1
+        if f.contains(.multiqueue) {
+            maxPairs = max(1, Int(try device.transport.readConfig(UInt16.self, at: 8)))
+        }
+        let pairs = min(maxPairs, max(1, device.taps.count))
+        var plan: [(index: Int, name: String)] = []
+        for i in 0..<pairs { plan += [(2 * i, "receiveq\(i)"), (2 * i + 1, "transmitq\(i)")] }
+        if f.contains(.controlVirtqueue) { plan.append((2 * maxPairs, "controlq")) }
+        return plan
+    }
+
+    var pollFDs: [FileDescriptor] { pairs.filter { !$0.txBlocked }.map(\.tap.fd) }
 
     var facts: [String: ConfigValue] {
-        ["interface": .text(tap.name), "tap_offloads": .text(Self.offloadNames(TAPOffloads.flags(negotiated)))]
+        ["interface": .text(taps[0].name), "queue_pairs": .number(UInt64(pairs.count)),
+         "tap_offloads": .text(Self.offloadNames(TAPOffloads.flags(negotiated)))]
     }
 
     static func offloadNames(_ f: UInt32) -> String {
@@ -58,181 +90,199 @@ final class NetDataPath: DataPath {
         return names.isEmpty ? "none" : names.joined(separator: " ")
     }
 
-    func counters(queue index: Int) -> [String: UInt64] { index < stats.count ? stats[index].dictionary : [:] }
+    func counters(queue position: Int) -> [String: UInt64] {
+        for p in pairs {
+            if p.rxPosition == position { return p.rx.dictionary }
+            if p.txPosition == position { return p.tx.dictionary }
+        }
+        return [:]
+    }
 
     func start(_ driver: DeviceDriver) throws {
-        guard driver.queues.count >= 2 else { throw PluginError("device has no receive/transmit queue pair") }
         negotiated = NetFeatures(rawValue: driver.negotiated)
-        let rx = driver.queues[Self.receiveQueue].queue, tx = driver.queues[Self.transmitQueue].queue
+        let count = driver.queues.filter { $0.name.hasPrefix("receiveq") }.count
+        guard count >= 1 else { throw PluginError("device has no receive/transmit queue pair") }
         // Without mergeable buffers every buffer must hold a whole packet
         // (§5.1.6.3.1); guest GSO is only negotiated with mergeable buffers.
         let rxSize = negotiated.contains(.mergeableRxBuffers) ? Self.receiveBufferSize : 2048
-        rxPool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: rxSize, count: rx.size)
-        txPool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: Self.transmitBufferSize,
-                                   count: min(tx.size, Self.transmitBuffers))
-        try tap.setOffload(TAPOffloads.flags(negotiated))
-        // Transmit completions are collected on the next TAP read; interrupts
-        // for them only while transmit is blocked on free buffers.
-        tx.disableInterrupts()
-        try refillReceive(driver)
+        for i in 0..<count {
+            let rx = driver.queues[2 * i].queue, tx = driver.queues[2 * i + 1].queue
+            let rxPool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: rxSize, count: rx.size)
+            let txPool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: Self.transmitBufferSize,
+                                           count: min(tx.size, Self.transmitBuffersPerPair))
+            pairs.append(QueuePair(tap: taps[i], rxPosition: 2 * i, txPosition: 2 * i + 1, rxPool: rxPool, txPool: txPool))
+        }
+        controlPosition = driver.queues.firstIndex { $0.name == "controlq" }
+        try taps[0].setOffload(TAPOffloads.flags(negotiated))
+        // Multiqueue: the device starts with one pair until told (VIRTIO_NET_CTRL_MQ, §5.1.6.5.5).
+        if negotiated.contains(.multiqueue), let controlPosition {
+            let n = UInt16(pairs.count)
+            let ack = try driver.request(queue: controlPosition, readable: [4, 0, UInt8(n & 0xff), UInt8(n >> 8)], writable: 1)
+            guard ack.first == 0 else { throw PluginError("device refused \(n) queue pairs (ack \(ack.first.map(String.init) ?? "none"))") }
+        }
+        for p in pairs {
+            // Transmit completions are collected on the next TAP read;
+            // interrupts for them only while transmit is blocked.
+            driver.queues[p.txPosition].queue.disableInterrupts()
+            try refillReceive(p, driver)
+        }
         configChanged(driver)
     }
 
     /// Post every free receive buffer; kick if the device wants it.
-    private func refillReceive(_ driver: DeviceDriver) throws {
-        let rx = driver.queues[Self.receiveQueue].queue
+    private func refillReceive(_ p: QueuePair, _ driver: DeviceDriver) throws {
+        let q = driver.queues[p.rxPosition]
         let region = driver.device.region
         var added = false
-        while rx.freeDescriptors > 0, let slot = rxPool!.take() {
-            let s = rxPool!.slice(slot)
+        while q.queue.freeDescriptors > 0, let slot = p.rxPoolState.take() {
+            let s = p.rxPoolState.slice(slot)
             do {
-                try rx.add([.writable(region.deviceAddress(s), s.length)], token: UInt64(slot))
+                try q.queue.add([.writable(region.deviceAddress(s), s.length)], token: UInt64(slot))
             } catch {
-                rxPool!.give(slot)
-                throw PluginError("receive queue: \(error)")
+                p.rxPoolState.give(slot)
+                throw PluginError("\(q.name): \(error)")
             }
             added = true
         }
-        if added, rx.publish() {
-            driver.transport.notify(Self.receiveQueue)
-            stats[Self.receiveQueue].kicks &+= 1
+        if added, q.queue.publish() {
+            driver.transport.notify(q.index)
+            p.rx.kicks &+= 1
         }
     }
 
     func ready(_ fd: FileDescriptor, _ driver: DeviceDriver) throws {
-        try reclaimTransmit(driver)
-        let tx = driver.queues[Self.transmitQueue].queue
+        guard let p = pairs.first(where: { $0.tap.fd == fd }) else { return }
+        try reclaimTransmit(p, driver)
+        let q = driver.queues[p.txPosition]
         let region = driver.device.region
         var added = 0
         // A batch per wake-up, then publish once (one kick at most for the batch).
-        while added < Self.batch, tx.freeDescriptors > 0, let slot = txPool!.take() {
-            let s = txPool!.slice(slot)
-            let n = read(tap.fd.rawValue, region.pointer(s), s.length)
+        while added < Self.batch, q.queue.freeDescriptors > 0, let slot = p.txPoolState.take() {
+            let s = p.txPoolState.slice(slot)
+            let n = read(p.tap.fd.rawValue, region.pointer(s), s.length)
             if n < 0 {
-                txPool!.give(slot)
-                if errno != EAGAIN && errno != EINTR { stats[Self.transmitQueue].errors &+= 1 }
+                p.txPoolState.give(slot)
+                if errno != EAGAIN && errno != EINTR { p.tx.errors &+= 1 }
                 break
             }
             guard n > NetHeader.size else {
-                txPool!.give(slot)
-                stats[Self.transmitQueue].drops &+= 1
+                p.txPoolState.give(slot)
+                p.tx.drops &+= 1
                 continue
             }
             // num_buffers is the device's field on receive; zero it on transmit (§5.1.6.2).
             region.pointer(s).storeBytes(of: 0, toByteOffset: 10, as: UInt16.self)
-            try tx.add([.readable(region.deviceAddress(s), n)], token: UInt64(slot))
-            stats[Self.transmitQueue].packets &+= 1
-            stats[Self.transmitQueue].bytes &+= UInt64(n - NetHeader.size)
+            try q.queue.add([.readable(region.deviceAddress(s), n)], token: UInt64(slot))
+            p.tx.packets &+= 1
+            p.tx.bytes &+= UInt64(n - NetHeader.size)
             added += 1
         }
-        if added > 0, tx.publish() {
-            driver.transport.notify(Self.transmitQueue)
-            stats[Self.transmitQueue].kicks &+= 1
+        if added > 0, q.queue.publish() {
+            driver.transport.notify(q.index)
+            p.tx.kicks &+= 1
         }
-        if txPool!.freeCount == 0 || tx.freeDescriptors == 0 {
-            // Stop reading the TAP until the device returns buffers; ask for
-            // an interrupt (and check once more: they may be back already).
-            txBlocked = true
-            if tx.enableInterrupts() { try reclaimTransmit(driver) }
+        if p.txPoolState.freeCount == 0 || q.queue.freeDescriptors == 0 {
+            // Stop reading this TAP queue until the device returns buffers; ask
+            // for an interrupt (and check once more: they may be back already).
+            p.txBlocked = true
+            if q.queue.enableInterrupts() { try reclaimTransmit(p, driver) }
         }
     }
 
-    private func reclaimTransmit(_ driver: DeviceDriver) throws {
-        let tx = driver.queues[Self.transmitQueue].queue
+    private func reclaimTransmit(_ p: QueuePair, _ driver: DeviceDriver) throws {
+        let tx = driver.queues[p.txPosition].queue
         var reclaimed = false
         while let used = try tx.popUsed() {
-            txPool!.give(Int(used.token))
+            p.txPoolState.give(Int(used.token))
             reclaimed = true
         }
-        if txBlocked, reclaimed {
-            txBlocked = false
+        if p.txBlocked, reclaimed {
+            p.txBlocked = false
             tx.disableInterrupts()
         }
     }
 
-    func interrupt(queue index: Int, _ driver: DeviceDriver) throws {
-        switch index {
-        case Self.receiveQueue: try receive(driver)
-        case Self.transmitQueue: try reclaimTransmit(driver)
-        default: break
+    func interrupt(queue position: Int, _ driver: DeviceDriver) throws {
+        for p in pairs {
+            if p.rxPosition == position { try receive(p, driver) }
+            if p.txPosition == position { try reclaimTransmit(p, driver) }
         }
     }
 
     /// Hand every received packet to the TAP, then give the buffers back.
-    private func receive(_ driver: DeviceDriver) throws {
-        let rx = driver.queues[Self.receiveQueue].queue
+    private func receive(_ p: QueuePair, _ driver: DeviceDriver) throws {
+        let rx = driver.queues[p.rxPosition].queue
         let mergeable = negotiated.contains(.mergeableRxBuffers)
         repeat {
             while let used = try rx.popUsed() {
-                // The queue core checked used.length <= the buffer's size.
+                // The queue core checked used.length <= the buffer's size, or flagged it.
                 let piece = (slot: Int(used.token), length: Int(used.length))
                 if used.lengthExceeded {
                     // The device claims more than the buffer holds: drop the
                     // packet this buffer belongs to, count it, go on.
-                    stats[Self.receiveQueue].malformed &+= 1
-                    stats[Self.receiveQueue].drops &+= 1
-                    rxPool!.give(piece.slot)
-                    for p in partial { rxPool!.give(p.slot) }
-                    partial.removeAll(keepingCapacity: true)
-                    partialNeeded = 0
+                    p.rx.malformed &+= 1
+                    p.rx.drops &+= 1
+                    p.rxPoolState.give(piece.slot)
+                    dropPartial(p)
                     continue
                 }
-                if partialNeeded == 0 {
-                    let p = driver.device.region.pointer(rxPool!.slice(piece.slot))
-                    let count = mergeable ? Int(UInt16(littleEndian: p.load(fromByteOffset: 10, as: UInt16.self))) : 1
+                if p.partialNeeded == 0 {
+                    let h = driver.device.region.pointer(p.rxPoolState.slice(piece.slot))
+                    let count = mergeable ? Int(UInt16(littleEndian: h.load(fromByteOffset: 10, as: UInt16.self))) : 1
                     guard piece.length >= NetHeader.size, count >= 1, count <= min(rx.size, iovecs.count) else {
-                        // A lying header: drop this buffer; later pieces of it look like packets and fail the same check.
-                        stats[Self.receiveQueue].malformed &+= 1
-                        stats[Self.receiveQueue].drops &+= 1
-                        rxPool!.give(piece.slot)
+                        p.rx.malformed &+= 1
+                        p.rx.drops &+= 1
+                        p.rxPoolState.give(piece.slot)
                         continue
                     }
-                    partialNeeded = count
+                    p.partialNeeded = count
                 }
-                partial.append(piece)
-                if partial.count == partialNeeded { deliver(driver) }
+                p.partial.append(piece)
+                if p.partial.count == p.partialNeeded { deliver(p, driver) }
             }
-            try refillReceive(driver)
+            try refillReceive(p, driver)
         } while rx.enableInterrupts()
     }
 
+    private func dropPartial(_ p: QueuePair) {
+        for x in p.partial { p.rxPoolState.give(x.slot) }
+        p.partial.removeAll(keepingCapacity: true)
+        p.partialNeeded = 0
+    }
+
     /// Write one complete packet (header + frame, maybe in several buffers) to the TAP.
-    private func deliver(_ driver: DeviceDriver) {
+    private func deliver(_ p: QueuePair, _ driver: DeviceDriver) {
         let region = driver.device.region
-        defer {
-            for p in partial { rxPool!.give(p.slot) }
-            partial.removeAll(keepingCapacity: true)
-            partialNeeded = 0
-        }
-        let total = partial.reduce(0) { $0 + $1.length }
-        let h = region.pointer(rxPool!.slice(partial[0].slot))
+        defer { dropPartial(p) }
+        let total = p.partial.reduce(0) { $0 + $1.length }
+        let h = region.pointer(p.rxPoolState.slice(p.partial[0].slot))
         let ok = NetHeader.isAcceptable(
             flags: h.load(fromByteOffset: 0, as: UInt8.self), gsoType: h.load(fromByteOffset: 1, as: UInt8.self),
             csumStart: UInt16(littleEndian: h.load(fromByteOffset: 6, as: UInt16.self)),
             csumOffset: UInt16(littleEndian: h.load(fromByteOffset: 8, as: UInt16.self)),
             frameLength: total - NetHeader.size, negotiated: negotiated)
         guard ok, total > NetHeader.size else {
-            stats[Self.receiveQueue].malformed &+= 1
-            stats[Self.receiveQueue].drops &+= 1
+            p.rx.malformed &+= 1
+            p.rx.drops &+= 1
             return
         }
-        for (i, p) in partial.enumerated() {
-            iovecs[i] = iovec(iov_base: region.pointer(rxPool!.slice(p.slot)), iov_len: p.length)
+        for (i, x) in p.partial.enumerated() {
+            iovecs[i] = iovec(iov_base: region.pointer(p.rxPoolState.slice(x.slot)), iov_len: x.length)
         }
-        let n = iovecs.withUnsafeBufferPointer { writev(tap.fd.rawValue, $0.baseAddress, Int32(partial.count)) }
+        let n = iovecs.withUnsafeBufferPointer { writev(p.tap.fd.rawValue, $0.baseAddress, Int32(p.partial.count)) }
         if n == total {
-            stats[Self.receiveQueue].packets &+= 1
-            stats[Self.receiveQueue].bytes &+= UInt64(total - NetHeader.size)
+            p.rx.packets &+= 1
+            p.rx.bytes &+= UInt64(total - NetHeader.size)
         } else {
             // The kernel refused the frame (interface down, bad GSO): count it, go on.
-            stats[Self.receiveQueue].errors &+= 1
+            p.rx.errors &+= 1
         }
     }
 
     /// Link state → TAP carrier (VIRTIO_NET_F_STATUS, §5.1.4).
     func configChanged(_ driver: DeviceDriver) {
         guard case .text(let link)? = driver.config["link"] else { return }
-        do { try tap.setCarrier(link == "up") } catch {
+        do { try taps[0].setCarrier(link == "up") } catch {
             PluginLog.warning("net \(driver.device.info.address): carrier: \(error)")
         }
     }

@@ -5,7 +5,7 @@
 import VirtioCore
 import VirtiodPluginRuntime
 
-let wanted: NetFeatures = [.mac, .status, .mtu, .speedDuplex, .mergeableRxBuffers,
+let wanted: NetFeatures = [.mac, .status, .mtu, .speedDuplex, .mergeableRxBuffers, .controlVirtqueue, .multiqueue,
                            .csum, .hostTSO4, .hostTSO6, .hostECN,
                            .guestCsum, .guestTSO4, .guestTSO6, .guestECN]
 var profile = PluginProfile(
@@ -16,8 +16,9 @@ var profile = PluginProfile(
         (NetFeatures.guestTSO4.rawValue, NetFeatures.mergeableRxBuffers.rawValue),
         (NetFeatures.guestTSO6.rawValue, NetFeatures.mergeableRxBuffers.rawValue),
     ]),
-    queues: ["receiveq0", "transmitq0"],
+    queues: ["receiveq0", "transmitq0"], // the plan below decides
     dataPath: { try NetDataPath(device: $0) })
+profile.queuePlan = { try NetDataPath.plan(negotiated: $0, device: $1) }
 // A receive buffer the device says it overfilled is one dropped packet.
-profile.droppableQueues = [NetDataPath.receiveQueue]
+profile.droppableQueues = Set((0..<64).map { "receiveq\($0)" })
 PluginMain.run(profile)

@@ -16,12 +16,15 @@ public final class AttachedDevice {
     public let vectors: [EventFD]
     /// INTx eventfd when the device has no MSI-X.
     public let intx: EventFD?
-    /// net: the TAP interface (held by the supervisor too, so it outlives this process).
-    public let tap: TAPInterface?
+    /// net: the TAP interface's queues (held by the supervisor too, so the
+    /// interface outlives this process); one unless multi-queue.
+    public let taps: [TAPInterface]
+    public var tap: TAPInterface? { taps.first }
 
     /// Takes ownership of `fds` (VFIO device, memfd, eventfds, in that order).
     init(info: AttachInfo, fds: [FileDescriptor], deviceType: DeviceType) throws {
-        let expected = 2 + info.vectors + (info.intx ? 1 : 0) + (info.tapInterface != nil ? 1 : 0)
+        let tapCount = info.tapInterface != nil ? max(1, info.tapQueues) : 0
+        let expected = 2 + info.vectors + (info.intx ? 1 : 0) + tapCount
         guard fds.count == expected else {
             for f in fds { try? f.close() }
             throw PluginError("attach carried \(fds.count) fds, expected \(expected)")
@@ -32,7 +35,7 @@ public final class AttachedDevice {
         allocator = DMAAllocator(regionSize: info.dmaSize)
         vectors = fds[2..<(2 + info.vectors)].map { EventFD(fd: $0) }
         intx = info.intx ? EventFD(fd: fds[2 + info.vectors]) : nil
-        tap = info.tapInterface.map { TAPInterface(fd: fds[fds.count - 1], name: $0) }
+        taps = info.tapInterface.map { name in fds.suffix(tapCount).map { TAPInterface(fd: $0, name: name) } } ?? []
         transport = try VirtioPCITransport(vfio: VFIODevice(fd: fds[0]), deviceType: deviceType)
     }
 

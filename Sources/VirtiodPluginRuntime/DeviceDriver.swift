@@ -17,7 +17,8 @@ public final class DeviceDriver {
     private(set) var offered: UInt64 = 0
     public private(set) var negotiated: UInt64 = 0
     let dataPath: (any DataPath)?
-    public internal(set) var queues: [(queue: Virtqueue, name: String, maxSize: Int, vector: UInt16)] = []
+    /// The queues set up, in plan order; `index` is the device's queue index.
+    public internal(set) var queues: [(queue: Virtqueue, name: String, maxSize: Int, vector: UInt16, index: Int)] = []
     var interrupts: [UInt64]
     /// What identify requests learned (reported with the config).
     var identity: [String: ConfigValue] = [:]
@@ -41,20 +42,21 @@ public final class DeviceDriver {
         negotiated = try DeviceInitializer(transport: transport).run(features: profile.fullRequest) { negotiated in
             let layout: RingLayout = negotiated & TransportFeatures.ringPacked.rawValue != 0 ? .packed : .split
             let base = QueueOptions(negotiated: negotiated)
-            let count = min(profile.queues.count, transport.queueCount)
-            for index in 0..<count {
+            let plan = try profile.queuePlan?(negotiated, device)
+                ?? profile.queues.prefix(transport.queueCount).enumerated().map { ($0, $1) }
+            for (index, name) in plan {
                 let maximum = try transport.maxQueueSize(index)
-                guard maximum > 0 else { continue }
+                guard maximum > 0 else { throw PluginError("device offers no queue \(index) (\(name))") }
                 // Split rings need a power of two; take the largest one within both limits.
                 var size = 1
                 while size * 2 <= min(maximum, profile.maxQueueSize) { size *= 2 }
                 var options = base
-                options.tolerateOversizedLength = profile.droppableQueues.contains(index)
+                options.tolerateOversizedLength = profile.droppableQueues.contains(name)
                 let queue = try Virtqueue(layout: layout, size: size, region: device.region,
                                           allocator: &device.allocator, options: options)
                 let vector = device.vector(forQueue: index)
                 try transport.setUpQueue(index, size: size, addresses: queue.addresses, msixVector: vector)
-                queues.append((queue, profile.queues[index], maximum, vector))
+                queues.append((queue, name, maximum, vector, index))
             }
             if device.info.vectors > 0 { try transport.setConfigVector(0) }
             config = try DeviceConfigReader.read(transport, negotiated: negotiated)
@@ -75,7 +77,7 @@ public final class DeviceDriver {
             offered: .init(offered, deviceType: t), negotiated: .init(negotiated, deviceType: t),
             deviceQueues: transport.queueCount,
             queues: queues.enumerated().map { i, q in
-                DriverReport.Queue(index: i, name: q.name, size: q.queue.size, maxSize: q.maxSize,
+                DriverReport.Queue(index: q.index, name: q.name, size: q.queue.size, maxSize: q.maxSize,
                                    layout: q.queue.layout.description,
                                    msixVector: q.vector == noMSIXVector ? nil : Int(q.vector),
                                    interrupts: q.vector == noMSIXVector ? intxInterrupts : interrupts[Int(q.vector)],

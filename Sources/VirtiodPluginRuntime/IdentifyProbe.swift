@@ -32,9 +32,11 @@ extension DeviceDriver {
     }
 
     /// Send one chain (readable bytes, then `writable` device-writable bytes)
-    /// and wait up to 5 s for it; returns what the device wrote, bounded by
-    /// the used length the queue core already checked.
-    func request(queue index: Int, readable: [UInt8], writable: Int) throws -> [UInt8] {
+    /// on the queue at position `index` of `queues` and wait up to 5 s for
+    /// it; returns what the device wrote, bounded by the used length the
+    /// queue core already checked. (Allocates its buffers once per call from
+    /// the bump allocator: for bring-up and rare control commands.)
+    public func request(queue index: Int, readable: [UInt8], writable: Int) throws -> [UInt8] {
         guard index < queues.count else { throw PluginError("queue \(index) is not set up") }
         let q = queues[index]
         let input = try device.allocator.allocate(readable.count, alignment: 16)
@@ -43,7 +45,7 @@ extension DeviceDriver {
         readable.withUnsafeBytes { region.pointer(input).copyMemory(from: $0.baseAddress!, byteCount: readable.count) }
         try q.queue.add([.readable(region.deviceAddress(input), readable.count),
                          .writable(region.deviceAddress(output), writable)], token: 1)
-        if q.queue.publish() { transport.notify(index) }
+        if q.queue.publish() { transport.notify(q.index) }
         let vector = q.vector == noMSIXVector ? nil : device.vectors[Int(q.vector)]
         for _ in 0..<500 {
             if let used = try q.queue.popUsed() {

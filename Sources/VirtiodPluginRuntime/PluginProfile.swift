@@ -16,9 +16,12 @@ public struct PluginProfile: Sendable {
     public var maxQueueSize: Int
     /// A request to send once the device is up (e.g. the disk's serial).
     public var identify: IdentifyProbe?
-    /// Queues where a used length beyond the buffer costs that buffer (the
-    /// data path drops it and counts) instead of breaking the queue.
-    public var droppableQueues: Set<Int> = []
+    /// Which device queues to set up, once features are negotiated (default:
+    /// `queues` in index order). Returned in the order `DeviceDriver.queues` keeps.
+    public var queuePlan: (@Sendable (_ negotiated: UInt64, _ device: AttachedDevice) throws -> [(index: Int, name: String)])?
+    /// Queues (by name) where a used length beyond the buffer costs that
+    /// buffer (the data path drops it and counts) instead of breaking the queue.
+    public var droppableQueues: Set<String> = []
     /// The data path; nil for stubs.
     public var dataPath: DataPathFactory?
 

@@ -48,8 +48,8 @@ public enum PluginProtocol {
 
 /// What a plugin needs to drive one device. The fds attached to the message
 /// are, in order: VFIO device, DMA memfd, one eventfd per MSI-X vector, then
-/// the INTx eventfd when `intx` (devices without MSI-X), then the TAP fd
-/// when `tapInterface` is set.
+/// the INTx eventfd when `intx` (devices without MSI-X), then `tapQueues`
+/// TAP fds (one per queue of a multi-queue TAP) when `tapInterface` is set.
 public struct AttachInfo: Codable, Sendable {
     public var address: String
     public var type: String
@@ -62,6 +62,7 @@ public struct AttachInfo: Codable, Sendable {
     public var intx: Bool
     /// net: the TAP interface the supervisor made for the device (fd attached).
     public var tapInterface: String?
+    public var tapQueues: Int = 0
     public var options: [String: String]
     public var interfaceName: String?
 

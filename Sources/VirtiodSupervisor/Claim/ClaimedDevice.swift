@@ -12,8 +12,9 @@ import VirtioSystem
 public final class ClaimedDevice {
     public static let iovaBase: UInt64 = 0x1_0000_0000
     public static let defaultDMASize = 4 << 20
-    /// net: rings plus 64 KiB transmit buffers (TSO) and receive buffers.
-    public static let netDMASize = 16 << 20
+    /// net, per queue pair: rings, 96 transmit buffers of 64 KiB (TSO) and
+    /// 256 page-sized receive buffers, rounded up.
+    public static let netDMASizePerPair = 8 << 20
 
     public let address: String
     public let type: DeviceType
@@ -30,8 +31,12 @@ public final class ClaimedDevice {
     public let offeredFeatures: UInt64
     /// net: the TAP interface for the device (the supervisor holds it so it
     /// survives plugin restarts; closing it removes the interface).
-    public private(set) var tap: TAPInterface?
+    public var tap: TAPInterface? { taps.first }
+    /// All queues of the TAP (IFF_MULTI_QUEUE when the device has several pairs).
+    public private(set) var taps: [TAPInterface] = []
     private var tapMAC: [UInt8]?
+    /// Most queue pairs virtiod uses per NIC.
+    public static let maxQueuePairs = 8
 
     /// Set the TAP's MAC address to the device's again (after udev changed it).
     func applyTAPAddress() throws {
@@ -58,8 +63,10 @@ public final class ClaimedDevice {
             }
             // The device may hold state from an earlier driver: reset before DMA is possible.
             try transport.reset()
-            memory = try SharedMemory(name: "virtiod-dma-\(address)", size: dmaSize)
-            try container.mapDMA(vaddr: memory.base, iova: Self.iovaBase, size: dmaSize)
+            var size = dmaSize
+            if type == .network { size = max(size, Self.netDMASizePerPair * Self.queuePairs(type, offeredFeatures, transport) + (1 << 20)) }
+            memory = try SharedMemory(name: "virtiod-dma-\(address)", size: size)
+            try container.mapDMA(vaddr: memory.base, iova: Self.iovaBase, size: size)
             try vfio.enableBusMaster()
             let table = try vfio.msixVectorCount()
             // One vector for config changes plus one per queue, as far as the table goes.
@@ -98,9 +105,23 @@ public final class ClaimedDevice {
 
     /// net: make the TAP interface `name` (or vtnet%d) with virtio-net headers
     /// and the device's MAC address (virtio 1.2 §5.1.4, read if offered).
+    /// net: queue pairs virtiod will use (VIRTIO_NET_F_MQ, §5.1.4), at most `maxQueuePairs`.
+    var queuePairs: Int { Self.queuePairs(type, offeredFeatures, transport) }
+
+    static func queuePairs(_ type: DeviceType, _ offered: UInt64, _ transport: any Transport) -> Int {
+        guard type == .network, offered & NetFeatures.multiqueue.rawValue != 0, transport.configSize >= 10,
+              let n = try? transport.readConfig(UInt16.self, at: 8) else { return 1 }
+        return max(1, min(maxQueuePairs, Int(n)))
+    }
+
     func createTAP(name: String?) throws -> TAPInterface {
-        let t = try TAPInterface.open(name: name ?? "vtnet%d")
+        // One TAP queue per virtqueue pair.
+        let pairs = queuePairs
+        let t = try TAPInterface.open(name: name ?? "vtnet%d", multiQueue: pairs > 1)
+        var more: [TAPInterface] = []
         do {
+            for _ in 1..<pairs { more.append(try TAPInterface.open(name: t.name, multiQueue: true)) }
+            for q in more { try q.setVnetHeaderSize(12) }
             // VERSION_1 devices always use the 12-byte header (§5.1.6).
             try t.setVnetHeaderSize(12)
             if offeredFeatures & NetFeatures.mac.rawValue != 0, transport.configSize >= 6 {
@@ -112,9 +133,10 @@ public final class ClaimedDevice {
             }
         } catch {
             try? t.fd.close()
+            for q in more { try? q.fd.close() }
             throw error
         }
-        tap = t
+        taps = [t] + more
         return t
     }
 
@@ -134,8 +156,8 @@ public final class ClaimedDevice {
         try? container.unmapDMA(iova: Self.iovaBase, size: memory.size)
         for v in vectors { v.close() }
         request?.close()
-        if let tap { try? tap.fd.close() }
-        tap = nil
+        for t in taps { try? t.fd.close() }
+        taps = []
         try? vfio.fd.close()
     }
 

@@ -133,7 +133,7 @@ public final class Supervisor {
         }
         do {
             d.claimed = try ClaimedDevice(address: f.address, type: type, iommuGroup: f.iommuGroup!, checks: checks,
-                                          dmaSize: type == .network ? max(options.dmaSize, ClaimedDevice.netDMASize) : options.dmaSize)
+                                          dmaSize: options.dmaSize)
         } catch {
             try? binding.giveBack(f.address)
             throw error as? ClaimError ?? .setup("VFIO setup failed: \(error)")
@@ -141,7 +141,7 @@ public final class Supervisor {
         if type == .network {
             do {
                 let tap = try d.claimed!.createTAP(name: d.rule?.interfaceName)
-                Log.info("TAP interface \(tap.name)", device: f.address)
+                Log.info("TAP interface \(tap.name) with \(d.claimed!.taps.count) queue(s)", device: f.address)
             } catch {
                 release(d, giveBack: true)
                 throw .setup("could not create the TAP interface: \(error)")
@@ -158,8 +158,9 @@ public final class Supervisor {
         var info = AttachInfo(address: d.address, type: p.name, dmaSize: c.memory.size, iovaBase: ClaimedDevice.iovaBase,
                               vectors: c.vectors.count, intx: c.intx != nil, options: rule?.options ?? [:], interfaceName: rule?.interfaceName)
         info.tapInterface = c.tap?.name
+        info.tapQueues = c.taps.count
         do {
-            try p.start(attach: info, fds: [c.vfio.fd, c.memory.fd] + c.vectors.map(\.fd) + (c.intx.map { [$0.fd] } ?? []) + (c.tap.map { [$0.fd] } ?? []), address: d.address)
+            try p.start(attach: info, fds: [c.vfio.fd, c.memory.fd] + c.vectors.map(\.fd) + (c.intx.map { [$0.fd] } ?? []) + c.taps.map(\.fd), address: d.address)
             d.state = .starting
             d.reason = nil
             Log.info("plugin started (pid \(p.child!.pid))", device: d.address, plugin: p.name)

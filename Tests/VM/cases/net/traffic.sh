@@ -42,6 +42,16 @@ tx=$(jq '.end.sum_received.bytes' /tmp/iperf-tx.json); rx=$(jq '.end.sum_receive
 [ "$tx" -gt 100000 ] && [ "$rx" -gt 100000 ] || fail "TCP streams too small: tx $tx bytes, rx $rx bytes"
 echo "TCP through virtiod (TCG): out $(jq '.end.sum_received.bits_per_second / 1e6 | floor' /tmp/iperf-tx.json) Mbit/s, in $(jq '.end.sum_received.bits_per_second / 1e6 | floor' /tmp/iperf-rx.json) Mbit/s"
 
+if [ "$VARIANT" = mq ]; then
+    # Four queue pairs, one TAP queue each: parallel flows spread over them.
+    ip netns exec twin iperf3 -s -D -1 -p 5203 >/dev/null
+    sleep 1
+    iperf3 -c 10.77.0.2 -p 5203 -t 3 -P 8 -J > /tmp/iperf-mq.json || fail "iperf3 -P 8 failed"
+    s=$(virtioctl status "$net" --json)
+    [ "$(echo "$s" | jq .driver.config.queue_pairs)" -eq 4 ] || fail "queue pairs: $(echo "$s" | jq .driver.config.queue_pairs)"
+    [ "$(echo "$s" | jq '[.driver.queues[] | select(.name | startswith("transmitq")) | select(.counters.packets > 0)] | length')" -ge 2 ] \
+        || fail "parallel flows all went through one transmit queue: $(echo "$s" | jq -c '[.driver.queues[] | {name, p: .counters.packets}]')"
+fi
 s=$(virtioctl status "$net" --json)
 echo "$s" | jq -e '.driver.stub == false and .driver.queues[0].counters.packets > 100 and .driver.queues[1].counters.packets > 100' >/dev/null \
     || fail "counters did not move: $(echo "$s" | jq -c '[.driver.queues[] | {name, counters}]')"
