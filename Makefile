@@ -71,9 +71,17 @@ install:
 # The VM suite installs into a staging root exactly as a user would, and the
 # guest copies that root onto itself before the cases run.
 VM_STAGE := .build-vm-root
+# The whole suite on the default devices, then the device-facing cases again
+# on the packed-ring and multiqueue variants (VM_VARIANTS= to skip those).
+VM_VARIANTS ?= packed mq
+VM_VARIANT_CASES := net supervisor/claim-all.sh
 test-vm:
 	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
 	VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh $(VM_FLAGS)
+	for v in $(VM_VARIANTS); do \
+		echo "== variant $$v: $(VM_VARIANT_CASES)"; \
+		VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --variant $$v $(VM_VARIANT_CASES) || exit 1; \
+	done
 
 demo:
 	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
