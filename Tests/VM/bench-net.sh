@@ -6,18 +6,16 @@
 source /payload/cases/lib.sh
 say() { echo "VIRTIOD-DEMO $*"; }
 secs=${BENCH_SECONDS:-5}
-twin=$(iface_with_mac 52:54:00:12:34:02)
 nic=$(iface_with_mac 52:54:00:12:34:01)
-ip netns add twin
-ip link set "$twin" netns twin
-ip -n twin link set lo up
-ip -n twin addr add 10.77.0.2/24 dev "$twin"
-ip -n twin link set "$twin" up
-ip netns exec twin iperf3 -s -D -p 5201
 
 measure() { # $1 = interface, $2 = label; sets tput_out tput_in rtt
-    ip addr add 10.77.0.1/24 dev "$1"
-    ip link set "$1" up
+    if [ -z "$(ip netns list | grep twin)" ]; then
+        twin_and_local "$1"
+        ip netns exec twin iperf3 -s -D -p 5201
+    else
+        ip addr add 10.77.0.1/24 dev "$1"
+        ip link set "$1" up
+    fi
     wait_for "ping -c 1 -W 1 10.77.0.2" 20 || { say "$2: no ping"; exit 1; }
     tput_out=$(iperf3 -c 10.77.0.2 -p 5201 -t "$secs" -J | jq '.end.sum_received.bits_per_second / 1e6')
     tput_in=$(iperf3 -c 10.77.0.2 -p 5201 -t "$secs" -R -J | jq '.end.sum_received.bits_per_second / 1e6')

@@ -76,3 +76,26 @@ stop_virtiod() {
     systemctl stop virtiod || true
     rm -f /etc/virtiod/virtiod.conf.d/*.conf
 }
+
+# Move the kernel-driven twin NIC into netns "twin" with 10.77.0.2/24 and
+# fd77::2/64, and give interface $1 10.77.0.1/24 and fd77::1/64; both up.
+twin_and_local() {
+    local twin
+    twin=$(iface_with_mac 52:54:00:12:34:02)
+    [ -n "$twin" ] || fail "no twin NIC"
+    ip netns add twin
+    ip link set "$twin" netns twin
+    ip -n twin link set lo up
+    ip -n twin addr add 10.77.0.2/24 dev "$twin"
+    ip -n twin addr add fd77::2/64 dev "$twin" nodad
+    ip -n twin link set "$twin" up
+    ip addr add 10.77.0.1/24 dev "$1"
+    ip addr add fd77::1/64 dev "$1" nodad
+    ip link set "$1" up
+    wait_for "ip -n twin -o link show $twin | grep -q 'state UP'" 10 || fail "twin did not come up"
+}
+
+# The address of the NIC virtiod holds (type net, bound to vfio-pci).
+claimed_nic() {
+    virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernelDriver == "vfio-pci") | .address'
+}

@@ -4,12 +4,11 @@
 source /payload/cases/lib.sh
 cleanup() { ip netns del twin 2>/dev/null || true; stop_virtiod; rm -f /tmp/send /tmp/recv-*; }
 trap cleanup EXIT
-twin=$(iface_with_mac 52:54:00:12:34:02)
 start_virtiod "[Device]
 MACAddress=52:54:00:12:34:01
 Claim=yes
 InterfaceName=vtnet0"
-net=$(virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernelDriver == "vfio-pci") | .address')
+net=$(claimed_nic)
 [ -n "$net" ] || fail "the NIC was not claimed"
 wait_state "$net" running 60
 s=$(virtioctl status "$net" --json)
@@ -19,13 +18,7 @@ k=$(ethtool -k vtnet0)
 echo "$k" | grep -q "^tx-checksumming: on" || fail "tx checksum offload off on vtnet0: $(echo "$k" | grep checksumming)"
 echo "$k" | grep -q "^tcp-segmentation-offload: on" || fail "TSO off on vtnet0: $(echo "$k" | grep segmentation)"
 
-ip netns add twin
-ip link set "$twin" netns twin
-ip -n twin link set lo up
-ip -n twin addr add 10.77.0.2/24 dev "$twin"
-ip -n twin link set "$twin" up
-ip addr add 10.77.0.1/24 dev vtnet0
-ip link set vtnet0 up
+twin_and_local vtnet0
 ethtool -K vtnet0 tso on tx on >/dev/null 2>&1 || true
 wait_for "ping -c 1 -W 1 10.77.0.2" 15 || fail "no ping to the twin"
 

@@ -5,29 +5,18 @@
 source /payload/cases/lib.sh
 cleanup() { ip netns del twin 2>/dev/null || true; stop_virtiod; }
 trap cleanup EXIT
-twin=$(iface_with_mac 52:54:00:12:34:02)
-[ -n "$twin" ] || fail "no twin NIC"
 start_virtiod "[Device]
 MACAddress=52:54:00:12:34:01
 Claim=yes
 InterfaceName=vtnet0"
-net=$(virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernelDriver == "vfio-pci") | .address')
+net=$(claimed_nic)
 [ -n "$net" ] || fail "the NIC was not claimed: $(virtioctl list --json | jq -c '.[] | select(.type == "net") | {address, state, reason}')"
 wait_state "$net" running 60
 ip link show vtnet0 >/dev/null 2>&1 || fail "no vtnet0 interface"
 [ "$(cat /sys/class/net/vtnet0/address)" = 52:54:00:12:34:01 ] || fail "vtnet0 MAC $(cat /sys/class/net/vtnet0/address)"
 virtioctl list | grep "$net" | grep -q vtnet0 || fail "virtioctl list does not show vtnet0: $(virtioctl list | grep "$net")"
 
-ip netns add twin
-ip link set "$twin" netns twin
-ip -n twin link set lo up
-ip -n twin addr add 10.77.0.2/24 dev "$twin"
-ip -n twin addr add fd77::2/64 dev "$twin" nodad
-ip -n twin link set "$twin" up
-ip addr add 10.77.0.1/24 dev vtnet0
-ip addr add fd77::1/64 dev vtnet0 nodad
-ip link set vtnet0 up
-wait_for "ip -n twin -o link show $twin | grep -q 'state UP'" 10 || fail "twin did not come up"
+twin_and_local vtnet0
 ping -c 3 -W 3 10.77.0.2 > /tmp/ping4 || fail "IPv4 ping through virtiod failed: $(tail -n2 /tmp/ping4 | head -n1)"
 ping -6 -c 3 -W 3 fd77::2 > /tmp/ping6 || fail "IPv6 ping through virtiod failed: $(tail -n2 /tmp/ping6 | head -n1)"
 echo "ping: $(tail -n1 /tmp/ping4)"
