@@ -11,7 +11,7 @@ public enum ControlProtocol {
 }
 
 public enum ControlVerb: String, Codable, Sendable, CaseIterable {
-    case list, status, plugins, claim, release
+    case list, status, plugins, claim, release, unload, load
 }
 
 public struct ControlRequest: Codable, Sendable {
@@ -21,12 +21,18 @@ public struct ControlRequest: Codable, Sendable {
     public var device: String?
     /// claim: take it even if it backs a mounted filesystem or the default route.
     public var force: Bool?
+    /// unload, load: a plugin name (net, block, console, balloon, 9p).
+    public var plugin: String?
+    /// unload: also give the plugin's devices back to the kernel.
+    public var release: Bool?
 
-    public init(verb: ControlVerb, device: String? = nil, force: Bool? = nil) {
+    public init(verb: ControlVerb, device: String? = nil, force: Bool? = nil, plugin: String? = nil, release: Bool? = nil) {
         self.version = ControlProtocol.version
         self.verb = verb
         self.device = device
         self.force = force
+        self.plugin = plugin
+        self.release = release
     }
 }
 
@@ -86,6 +92,9 @@ public enum DeviceState: String, Codable, Sendable {
     case stopping
     /// Plugin or setup failed; `reason` says why. Restarted with back-off.
     case failed
+    /// Claimed, its plugin unloaded (`virtioctl unload`): reset and quiet
+    /// until `virtioctl load`.
+    case unloaded
 }
 
 public enum PluginState: String, Codable, Sendable {

@@ -15,6 +15,7 @@ enum Output {
         case .failed, .refused: paint(s.rawValue, "31")
         case .claiming, .starting, .stopping: paint(s.rawValue, "33")
         case .unclaimed: s.rawValue
+        case .unloaded: paint(s.rawValue, "33")
         }
     }
 

@@ -13,7 +13,7 @@ struct Virtioctl: ParsableCommand {
             5 permission denied (changing verbs need root), 6 virtiod refused the request, \
             64 usage error.
             """,
-        subcommands: [List.self, Status.self, Plugins.self, Claim.self, Release.self])
+        subcommands: [List.self, Status.self, Plugins.self, Claim.self, Release.self, Unload.self, Load.self])
 
     /// No verb: `list`, as `networkctl` does.
     func run() throws {
@@ -28,9 +28,11 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: "virtiod's control socket.")
     var socket = ProcessInfoShim.environment("VIRTIOD_CONTROL_SOCKET") ?? ControlProtocol.defaultSocketPath
 
-    func call(_ verb: ControlVerb, device: String? = nil, force: Bool? = nil) throws -> ControlResponse {
+    func call(_ verb: ControlVerb, device: String? = nil, force: Bool? = nil, plugin: String? = nil,
+              release: Bool? = nil) throws -> ControlResponse {
         let response: ControlResponse
-        do { response = try ControlClient.call(ControlRequest(verb: verb, device: device, force: force), socket: socket) } catch {
+        let request = ControlRequest(verb: verb, device: device, force: force, plugin: plugin, release: release)
+        do { response = try ControlClient.call(request, socket: socket) } catch {
             fail(error)
         }
         if !response.ok, let e = response.error {
@@ -172,5 +174,31 @@ struct Release: ParsableCommand {
         let r = try global.call(.release, device: device)
         if global.json { return Output.json(r) }
         print(r.message ?? "released")
+    }
+}
+
+struct Unload: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Stop a plugin's processes; its devices stay claimed, reset and quiet (root).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Plugin name: net, block, console, balloon, 9p.") var plugin: String
+    @Flag(help: "Also give its devices back to their kernel drivers.") var release = false
+
+    func run() throws {
+        let r = try global.call(.unload, plugin: plugin, release: release ? true : nil)
+        if global.json { return Output.json(r) }
+        print(r.message ?? "unloaded")
+    }
+}
+
+struct Load: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Start an unloaded plugin again on its claimed devices (root).")
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "Plugin name: net, block, console, balloon, 9p.") var plugin: String
+
+    func run() throws {
+        let r = try global.call(.load, plugin: plugin)
+        if global.json { return Output.json(r) }
+        print(r.message ?? "loaded")
     }
 }

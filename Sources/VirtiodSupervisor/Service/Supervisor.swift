@@ -14,6 +14,8 @@ public final class Supervisor {
     var policy = ClaimPolicy()
     var configError: String?
     var devices: [String: ManagedDevice] = [:]
+    /// Plugins stopped with `virtioctl unload`: their devices stay claimed and quiet.
+    var unloadedPlugins: Set<String> = []
     let binding = PCIBinding()
     let checks = ClaimChecks()
     static let pluginNames = ["net", "block", "console", "balloon", "9p"]
@@ -148,7 +150,13 @@ public final class Supervisor {
             }
         }
         d.plugin = PluginProcess(name: name, executable: pluginPath(name))
-        startPlugin(d)
+        if unloadedPlugins.contains(name) {
+            d.state = .unloaded
+            d.plugin?.state = .exited
+            Log.info("claimed; the \(name) plugin is unloaded, so the device stays quiet", device: f.address)
+        } else {
+            startPlugin(d)
+        }
     }
 
     /// Spawn the device's plugin and attach it; failures schedule a restart.
@@ -338,6 +346,13 @@ public final class Supervisor {
         return matches[0]
     }
 
+    func pluginName(_ name: String?) throws(ControlError) -> String {
+        guard let name, Self.pluginNames.contains(name) else {
+            throw ControlError(.badRequest, "unknown plugin '\(name ?? "")' (one of: \(Self.pluginNames.joined(separator: ", ")))")
+        }
+        return name
+    }
+
     func pluginReports() -> [PluginReport] {
         Self.pluginNames.map { name in
             let users = devices.values.filter { $0.plugin?.name == name }.sorted { $0.address < $1.address }
@@ -374,6 +389,37 @@ public final class Supervisor {
                     return ControlResponse(ok: false, error: ControlError(code, e.description), devices: [d.report()])
                 }
                 return ControlResponse(devices: [d.report()], message: "\(d.address) claimed; the \(d.plugin?.name ?? "") plugin is starting")
+            case .unload:
+                let name = try pluginName(request.plugin)
+                unloadedPlugins.insert(name)
+                let users = devices.values.filter { $0.plugin?.name == name }.sorted { $0.address < $1.address }
+                for d in users {
+                    if request.release == true {
+                        d.heldBack = true
+                        release(d, giveBack: true)
+                    } else {
+                        d.plugin?.stop()
+                        d.plugin?.restartAt = nil
+                        d.state = .unloaded
+                        d.reason = nil
+                        Log.info("plugin unloaded; the device stays claimed, reset and quiet", device: d.address, plugin: name)
+                    }
+                }
+                if request.release == true { reconcile() }
+                updateStatus()
+                return ControlResponse(devices: users.map { $0.report() },
+                                       message: "\(name) unloaded from \(users.count) device(s)"
+                                           + (request.release == true ? ", given back to the kernel" : ", which stay claimed"))
+            case .load:
+                let name = try pluginName(request.plugin)
+                unloadedPlugins.remove(name)
+                let users = devices.values.filter { $0.plugin?.name == name && $0.plugin?.child == nil && $0.claimed != nil }
+                for d in users.sorted(by: { $0.address < $1.address }) {
+                    d.plugin?.failures = []
+                    startPlugin(d)
+                }
+                updateStatus()
+                return ControlResponse(devices: users.map { $0.report() }, message: "\(name) loaded on \(users.count) device(s)")
             case .release:
                 let d = try find(request.device)
                 guard d.claimed != nil else {
