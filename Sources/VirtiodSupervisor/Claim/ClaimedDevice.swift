@@ -69,8 +69,10 @@ public final class ClaimedDevice {
             try container.mapDMA(vaddr: memory.base, iova: Self.iovaBase, size: size)
             try vfio.enableBusMaster()
             let table = try vfio.msixVectorCount()
-            // One vector for config changes plus one per queue, as far as the table goes.
-            let count = min(table, 1 + transport.queueCount, 65)
+            // Every vector of the table (up to 65: config + 64 queues). Not
+            // sized by num_queues: QEMU's virtio-net changes that with the
+            // negotiated features (MQ), which happens later, in the plugin.
+            let count = min(table, 65)
             vectors = try (0..<count).map { _ in try EventFD() }
             if count > 0 {
                 try vfio.enableMSIX(vectors)
