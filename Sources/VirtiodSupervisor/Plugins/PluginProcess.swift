@@ -17,6 +17,10 @@ final class PluginProcess {
     var report: DriverReport?
     /// The last status message answered a `query` (rather than being pushed).
     var lastStatusWasReply = false
+    /// Monotonic time of the last message from the process (heartbeat).
+    var lastHeard = 0.0
+    /// Monotonic time of the last heartbeat query sent.
+    var lastAsked = 0.0
     /// Monotonic time at which to start it again after a failure.
     var restartAt: Double?
     /// Monotonic times of recent unexpected exits (for back-off and giving up).
@@ -44,6 +48,8 @@ final class PluginProcess {
         socket = mine
         state = .starting
         startedAt = wallClock()
+        lastHeard = monotonic()
+        lastAsked = lastHeard
         report = nil
     }
 

@@ -222,6 +222,27 @@ public final class Supervisor {
 
     var nextRestart: Double? { devices.values.compactMap { $0.plugin?.restartAt }.min() }
 
+    /// Heartbeat: every `heartbeatInterval` each live plugin is asked for a
+    /// report; one that says nothing for `heartbeatTimeout` (hung, stopped,
+    /// stuck in a loop) is killed and restarted like a crashed one.
+    static let heartbeatInterval = 5.0
+    static let heartbeatTimeout = 20.0
+
+    func checkHeartbeats() {
+        let now = monotonic()
+        for d in devices.values {
+            guard let p = d.plugin, let child = p.child, let socket = p.socket, p.state != .stopping else { continue }
+            if now - p.lastHeard > Self.heartbeatTimeout {
+                kill(child.pid, SIGKILL)
+                _ = try? child.wait()
+                pluginFailed(d, why: "plugin missed its heartbeat (silent for \(Int(now - p.lastHeard)) s); killed")
+            } else if now - p.lastAsked >= Self.heartbeatInterval {
+                p.lastAsked = now
+                try? socket.send(PluginMessage(kind: .query).encoded())
+            }
+        }
+    }
+
     /// Stop the plugin, close the device's fds and, if `giveBack`, hand it to the kernel again.
     func release(_ d: ManagedDevice, giveBack: Bool) {
         guard d.claimed != nil || d.plugin != nil else { return }
@@ -264,6 +285,7 @@ public final class Supervisor {
     func pluginMessage(_ d: ManagedDevice) {
         guard let p = d.plugin, let socket = p.socket else { return }
         let received = try? socket.receive()
+        p.lastHeard = monotonic()
         for f in received?.fds ?? [] { try? f.close() }
         guard let bytes = received?.bytes, !bytes.isEmpty else {
             // Hung up: the process is gone or going; reap it.

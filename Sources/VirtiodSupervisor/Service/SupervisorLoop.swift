@@ -33,7 +33,9 @@ extension Supervisor {
                 nextPing = now + watchdog / 2
             }
             restartDuePlugins()
-            let deadlines = [watchdog != nil ? nextPing : nil, nextRestart].compactMap { $0 }
+            checkHeartbeats()
+            let heartbeat = devices.values.contains { $0.plugin?.child != nil } ? monotonic() + 1 : nil
+            let deadlines = [watchdog != nil ? nextPing : nil, nextRestart, heartbeat].compactMap { $0 }
             let timeout = deadlines.min().map { Int32(max(0, min(60_000, ($0 - monotonic()) * 1000)).rounded(.up)) } ?? -1
 
             var watched: [FileDescriptor] = [signals.fd, control.fd]
