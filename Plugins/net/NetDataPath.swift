@@ -25,7 +25,8 @@ final class NetDataPath: DataPath {
     private var pairs: [QueuePair] = []
     /// Position of the control queue in `DeviceDriver.queues`, if set up.
     private var controlPosition: Int?
-    private var iovecs = [iovec](repeating: iovec(), count: 64)
+    /// Most buffers one received packet may span (num_buffers is checked against it).
+    static let maxBuffersPerPacket = 64
 
     struct Counters {
         var packets: UInt64 = 0, bytes: UInt64 = 0, drops: UInt64 = 0, errors: UInt64 = 0, kicks: UInt64 = 0
@@ -159,7 +160,7 @@ final class NetDataPath: DataPath {
         // A batch per wake-up, then publish once (one kick at most for the batch).
         while added < Self.batch, q.queue.freeDescriptors > 0, let slot = p.txPoolState.take() {
             let s = p.txPoolState.slice(slot)
-            let n = read(p.tap.fd.rawValue, region.pointer(s), s.length)
+            let n = p.tap.readFrame(into: region, s)
             if n < 0 {
                 p.txPoolState.give(slot)
                 if errno != EAGAIN && errno != EINTR { p.tx.errors &+= 1 }
@@ -171,7 +172,7 @@ final class NetDataPath: DataPath {
                 continue
             }
             // num_buffers is the device's field on receive; zero it on transmit (§5.1.6.2).
-            region.pointer(s).storeBytes(of: 0, toByteOffset: 10, as: UInt16.self)
+            region.storeLE16(0, s, at: NetHeader.numBuffersOffset)
             try q.queue.add([.readable(region.deviceAddress(s), n)], token: UInt64(slot))
             p.tx.packets &+= 1
             p.tx.bytes &+= UInt64(n - NetHeader.size)
@@ -227,9 +228,10 @@ final class NetDataPath: DataPath {
                     continue
                 }
                 if p.partialNeeded == 0 {
-                    let h = driver.device.region.pointer(p.rxPoolState.slice(piece.slot))
-                    let count = mergeable ? Int(UInt16(littleEndian: h.load(fromByteOffset: 10, as: UInt16.self))) : 1
-                    guard piece.length >= NetHeader.size, count >= 1, count <= min(rx.size, iovecs.count) else {
+                    // num_buffers is device-written: only a count the ring can hold is believed.
+                    let s = p.rxPoolState.slice(piece.slot)
+                    let count = mergeable ? Int(driver.device.region.loadLE16(s, at: NetHeader.numBuffersOffset)) : 1
+                    guard piece.length >= NetHeader.size, count >= 1, count <= min(rx.size, Self.maxBuffersPerPacket) else {
                         p.rx.malformed &+= 1
                         p.rx.drops &+= 1
                         p.rxPoolState.give(piece.slot)
@@ -255,21 +257,14 @@ final class NetDataPath: DataPath {
         let region = driver.device.region
         defer { dropPartial(p) }
         let total = p.partial.reduce(0) { $0 + $1.length }
-        let h = region.pointer(p.rxPoolState.slice(p.partial[0].slot))
-        let ok = NetHeader.isAcceptable(
-            flags: h.load(fromByteOffset: 0, as: UInt8.self), gsoType: h.load(fromByteOffset: 1, as: UInt8.self),
-            csumStart: UInt16(littleEndian: h.load(fromByteOffset: 6, as: UInt16.self)),
-            csumOffset: UInt16(littleEndian: h.load(fromByteOffset: 8, as: UInt16.self)),
-            frameLength: total - NetHeader.size, negotiated: negotiated)
-        guard ok, total > NetHeader.size else {
+        let slices = p.partial.map { p.rxPoolState.slice($0.slot) }
+        guard total > NetHeader.size,
+              NetHeader.isAcceptable(in: region, slices[0], frameLength: total - NetHeader.size, negotiated: negotiated) else {
             p.rx.malformed &+= 1
             p.rx.drops &+= 1
             return
         }
-        for (i, x) in p.partial.enumerated() {
-            iovecs[i] = iovec(iov_base: region.pointer(p.rxPoolState.slice(x.slot)), iov_len: x.length)
-        }
-        let n = iovecs.withUnsafeBufferPointer { writev(p.tap.fd.rawValue, $0.baseAddress, Int32(p.partial.count)) }
+        let n = p.tap.writeFrame(from: region, slices, lengths: p.partial.map(\.length))
         if n == total {
             p.rx.packets &+= 1
             p.rx.bytes &+= UInt64(total - NetHeader.size)

@@ -116,7 +116,6 @@ int cvirtio_spawnattr_default_signals(posix_spawnattr_t *attr) {
 }
 
 int cvirtio_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }
-int cvirtio_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0); }
 
 int cvirtio_tap_open(const char *name, int multi_queue, char *out_name) {
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);

@@ -96,7 +96,7 @@ public final class VirtioPCITransport: Transport {
         set32(CommonConfig.driverFeature, UInt32(truncatingIfNeeded: features >> 32))
     }
 
-    /// Bounded: a device claiming more than the spec's 65535 queues is not believed.
+    /// num_queues as the device states it (a u16); queue indices are checked against it.
     public var queueCount: Int { Int(c16(CommonConfig.numQueues)) }
 
     private func select(_ index: Int) throws {

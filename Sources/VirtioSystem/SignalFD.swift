@@ -23,18 +23,3 @@ public struct SignalFD: Sendable {
         return s == 0 ? nil : (s, pid)
     }
 }
-
-/// poll(2) over a set of fds: the supervisor's and the plugins' event loops.
-public enum Poll {
-    /// Wait until one of `fds` is readable (or hung up) or `timeoutMS` passes
-    /// (-1: forever). Returns the fds that are ready.
-    public static func readable(_ fds: [FileDescriptor], timeoutMS: Int32) throws -> [FileDescriptor] {
-        var entries = fds.map { pollfd(fd: $0.rawValue, events: Int16(POLLIN), revents: 0) }
-        let n = entries.withUnsafeMutableBufferPointer { Glibc.poll($0.baseAddress, nfds_t($0.count), timeoutMS) }
-        if n < 0 {
-            if errno == EINTR { return [] }
-            throw SystemCallError("poll")
-        }
-        return entries.filter { $0.revents != 0 }.map { FileDescriptor(rawValue: $0.fd) }
-    }
-}

@@ -49,24 +49,28 @@ public struct ChildProcess: Sendable {
         return ChildProcess(pid: pid)
     }
 
-    /// Wait for the child; returns its exit status, or 128+signal if killed.
     /// Reap the child if it has exited: its status as `wait()` reports it, nil if still running.
     public func poll() throws -> Int32? {
         var status: Int32 = 0
         let rc = waitpid(pid, &status, WNOHANG)
         if rc == 0 { return nil }
         guard rc == pid else { throw SystemCallError("waitpid") }
-        if status & 0x7f == 0 { return (status >> 8) & 0xff }
-        return 128 + (status & 0x7f)
+        return Self.exitStatus(status)
     }
+
+    /// Wait for the child; returns its exit status, or 128+signal if killed.
 
     public func wait() throws -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {
             guard errno == EINTR else { throw SystemCallError("waitpid") }
         }
-        if status & 0x7f == 0 { return (status >> 8) & 0xff }
-        return 128 + (status & 0x7f)
+        return Self.exitStatus(status)
+    }
+
+    /// A wait status as a shell reports it: the exit code, or 128 + signal.
+    static func exitStatus(_ status: Int32) -> Int32 {
+        status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
     }
 }
 

@@ -1,6 +1,7 @@
 import CVirtioShim
 import Glibc
 import SystemPackage
+import VirtioCore
 
 /// A TAP interface with virtio-net headers (IFF_TAP | IFF_NO_PI |
 /// IFF_VNET_HDR): every frame read or written is preceded by a
@@ -43,6 +44,24 @@ public struct TAPInterface: Sendable {
     public func setMACAddress(_ mac: [UInt8]) throws {
         precondition(mac.count == 6)
         guard cvirtio_if_set_hwaddr(name, mac) == 0 else { throw SystemCallError("SIOCSIFHWADDR \(name)") }
+    }
+
+    /// Read one frame (vnet header + packet) straight into `slice` of DMA
+    /// memory; its length, or -1 with errno (EAGAIN when none is queued).
+    public func readFrame(into region: DMARegion, _ slice: DMASlice) -> Int {
+        // SAFETY: `region.pointer` checks the slice lies inside the mapping,
+        // and read(2) writes at most `slice.length` bytes there.
+        Glibc.read(fd.rawValue, region.pointer(slice), slice.length)
+    }
+
+    /// Write one frame gathered from the first `lengths[i]` bytes of each
+    /// slice (a packet in mergeable receive buffers); bytes written or -1.
+    public func writeFrame(from region: DMARegion, _ slices: [DMASlice], lengths: [Int]) -> Int {
+        precondition(slices.count == lengths.count && zip(slices, lengths).allSatisfy { $1 >= 0 && $1 <= $0.length })
+        // SAFETY: each iovec points into a slice `region.pointer` checked, for
+        // at most that slice's length; the array outlives the writev call.
+        let iov = zip(slices, lengths).map { iovec(iov_base: region.pointer($0), iov_len: $1) }
+        return iov.withUnsafeBufferPointer { writev(fd.rawValue, $0.baseAddress, Int32($0.count)) }
     }
 
     public func setMTU(_ mtu: Int) throws {

@@ -42,16 +42,15 @@ extension DeviceDriver {
         let input = try device.allocator.allocate(readable.count, alignment: 16)
         let output = try device.allocator.allocate(writable, alignment: 16)
         let region = device.region
-        readable.withUnsafeBytes { region.pointer(input).copyMemory(from: $0.baseAddress!, byteCount: readable.count) }
+        region.copy(readable, into: input)
         try q.queue.add([.readable(region.deviceAddress(input), readable.count),
                          .writable(region.deviceAddress(output), writable)], token: 1)
         if q.queue.publish() { transport.notify(q.index) }
         let vector = q.vector == noMSIXVector ? nil : device.vectors[Int(q.vector)]
         for _ in 0..<500 {
             if let used = try q.queue.popUsed() {
-                let n = Int(used.length)
-                let p = region.pointer(output)
-                return (0..<n).map { p.load(fromByteOffset: $0, as: UInt8.self) }
+                // The queue core checked used.length against the writable bytes.
+                return region.bytes(output, count: Int(used.length))
             }
             if let vector {
                 if try !Poll.readable([vector.fd], timeoutMS: 10).isEmpty {

@@ -42,6 +42,11 @@ struct GlobalOptions: ParsableArguments {
         return response
     }
 
+    /// What a changing verb did: the response as JSON, or virtiod's sentence.
+    func show(_ r: ControlResponse, done: String) {
+        if json { Output.json(r) } else { print(r.message ?? done) }
+    }
+
     func fail(_ e: CLIError) -> Never {
         FileHandleShim.stderr("virtioctl: \(e)\n")
         Glibc.exit(e.exitCode)
@@ -160,8 +165,7 @@ struct Claim: ParsableCommand {
 
     func run() throws {
         let r = try global.call(.claim, device: device, force: force ? true : nil)
-        if global.json { return Output.json(r) }
-        print(r.message ?? "claimed")
+        global.show(r, done: "claimed")
     }
 }
 
@@ -172,8 +176,7 @@ struct Release: ParsableCommand {
 
     func run() throws {
         let r = try global.call(.release, device: device)
-        if global.json { return Output.json(r) }
-        print(r.message ?? "released")
+        global.show(r, done: "released")
     }
 }
 
@@ -186,8 +189,7 @@ struct Unload: ParsableCommand {
 
     func run() throws {
         let r = try global.call(.unload, plugin: plugin, release: release ? true : nil)
-        if global.json { return Output.json(r) }
-        print(r.message ?? "unloaded")
+        global.show(r, done: "unloaded")
     }
 }
 
@@ -198,7 +200,6 @@ struct Load: ParsableCommand {
 
     func run() throws {
         let r = try global.call(.load, plugin: plugin)
-        if global.json { return Output.json(r) }
-        print(r.message ?? "loaded")
+        global.show(r, done: "loaded")
     }
 }

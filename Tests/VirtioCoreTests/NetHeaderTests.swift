@@ -33,3 +33,20 @@ import VirtioCore
         #expect(!ok(NetHeader.flagNeedsCsum, 0, start: 1500, offset: 16, frame: 1514, all))
     }
 }
+
+/// The same checks read from DMA memory, as the net plugin does.
+@Suite struct NetHeaderInMemoryTests {
+    @Test func readsTheHeaderFromTheBufferAndRefusesShortOnes() {
+        let region = DMARegion(anonymousSize: 4096)
+        let buffer = DMASlice(offset: 128, length: 64)
+        // flags NEEDS_CSUM, gso TCPv4, csum_start 34, csum_offset 16, num_buffers 3
+        region.copy([1, 1, 0, 0, 0, 0, 34, 0, 16, 0, 3, 0], into: buffer)
+        #expect(region.loadLE16(buffer, at: NetHeader.numBuffersOffset) == 3)
+        #expect(NetHeader.isAcceptable(in: region, buffer, frameLength: 9000, negotiated: [.guestCsum, .guestTSO4]))
+        #expect(!NetHeader.isAcceptable(in: region, buffer, frameLength: 9000, negotiated: [.guestCsum]))
+        #expect(!NetHeader.isAcceptable(in: region, DMASlice(offset: 128, length: 8), frameLength: 9000,
+                                        negotiated: [.guestCsum, .guestTSO4]), "a buffer shorter than a header")
+        region.storeLE16(0, buffer, at: NetHeader.numBuffersOffset)
+        #expect(region.bytes(buffer, count: 12).suffix(2) == [0, 0])
+    }
+}

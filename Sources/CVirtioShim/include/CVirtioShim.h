@@ -42,8 +42,6 @@ int cvirtio_signalfd_read(int fd, int *pid);
 int cvirtio_spawnattr_default_signals(posix_spawnattr_t *attr);
 /// prctl(PR_SET_NO_NEW_PRIVS, 1): this process and its children can never gain privilege.
 int cvirtio_no_new_privs(void);
-/// prctl(PR_SET_PDEATHSIG, sig): get `sig` when the parent dies.
-int cvirtio_parent_death_signal(int sig);
 
 // TAP (Documentation/networking/tuntap.rst). Open /dev/net/tun and attach
 // a TAP interface named `name` (a template such as "vtnet%d" is allowed)

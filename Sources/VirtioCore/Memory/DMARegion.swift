@@ -81,6 +81,37 @@ public final class DMARegion: @unchecked Sendable {
     @inline(__always)
     public func deviceAddress(_ slice: DMASlice) -> UInt64 { deviceBase + UInt64(slice.offset) }
 
+    // Byte access inside a driver-made slice, so data paths need no raw
+    // pointers of their own: every access is checked against the slice
+    // (and `pointer` checks the slice against the region).
+
+    /// Copy `bytes` to the start of `slice`.
+    public func copy(_ bytes: [UInt8], into slice: DMASlice) {
+        precondition(bytes.count <= slice.length, "\(bytes.count) bytes do not fit in \(slice)")
+        bytes.withUnsafeBytes { pointer(slice).copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+    }
+
+    /// The first `count` bytes of `slice`.
+    public func bytes(_ slice: DMASlice, count: Int) -> [UInt8] {
+        precondition(count >= 0 && count <= slice.length, "\(count) bytes read from \(slice)")
+        return [UInt8](UnsafeRawBufferPointer(start: pointer(slice), count: count))
+    }
+
+    public func load8(_ slice: DMASlice, at offset: Int) -> UInt8 {
+        precondition(offset >= 0 && offset + 1 <= slice.length, "byte \(offset) outside \(slice)")
+        return pointer(slice).load(fromByteOffset: offset, as: UInt8.self)
+    }
+
+    public func loadLE16(_ slice: DMASlice, at offset: Int) -> UInt16 {
+        precondition(offset >= 0 && offset + 2 <= slice.length, "le16 at \(offset) outside \(slice)")
+        return UInt16(littleEndian: pointer(slice).loadUnaligned(fromByteOffset: offset, as: UInt16.self))
+    }
+
+    public func storeLE16(_ value: UInt16, _ slice: DMASlice, at offset: Int) {
+        precondition(offset >= 0 && offset + 2 <= slice.length, "le16 at \(offset) outside \(slice)")
+        pointer(slice).storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt16.self)
+    }
+
     /// Translate a device address and length coming from untrusted memory
     /// (a descriptor) into a slice; nil if any byte falls outside the region.
     @inline(__always)

@@ -8,6 +8,19 @@ public enum NetHeader {
     public static let gsoNone: UInt8 = 0, gsoTCPv4: UInt8 = 1, gsoUDP: UInt8 = 3, gsoTCPv6: UInt8 = 4, gsoUDPL4: UInt8 = 5
     public static let gsoECN: UInt8 = 0x80
 
+    /// Where num_buffers sits (the device's count of merged receive buffers).
+    public static let numBuffersOffset = 10
+
+    /// Check the header the device wrote at the start of `slice` (read once,
+    /// field by field) for a frame of `frameLength` bytes after it.
+    public static func isAcceptable(in region: DMARegion, _ slice: DMASlice, frameLength: Int,
+                                    negotiated: NetFeatures) -> Bool {
+        guard slice.length >= size else { return false }
+        return isAcceptable(flags: region.load8(slice, at: 0), gsoType: region.load8(slice, at: 1),
+                            csumStart: region.loadLE16(slice, at: 6), csumOffset: region.loadLE16(slice, at: 8),
+                            frameLength: frameLength, negotiated: negotiated)
+    }
+
     /// Whether a header the device wrote asks only for what was negotiated
     /// (§5.1.6.3/§5.1.6.4): a partial checksum needs GUEST_CSUM, each GSO
     /// type its GUEST_ feature, and csum_start + csum_offset must lie in the frame.

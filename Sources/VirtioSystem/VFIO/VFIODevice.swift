@@ -61,6 +61,9 @@ public struct VFIODevice: Sendable {
     /// interrupts start..<start+count to them (ACTION_TRIGGER, DATA_EVENTFD);
     /// with none and `action` TRIGGER, disable the index; UNMASK unmasks.
     func setIRQs(index: UInt32, action: Int32 = VFIO_IRQ_SET_ACTION_TRIGGER, eventfds: [EventFD]?, count: Int = 0) throws {
+        // SAFETY: struct vfio_irq_set ends in a flexible `data[]` array; the
+        // buffer holds the header and one 4-byte fd per eventfd, argsz says
+        // so, and every store is within the buffer. The kernel reads argsz bytes.
         let header = MemoryLayout<vfio_irq_set>.size
         let fds = eventfds ?? []
         var buf = [UInt8](repeating: 0, count: header + 4 * fds.count)

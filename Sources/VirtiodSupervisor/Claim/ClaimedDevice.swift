@@ -131,7 +131,13 @@ public final class ClaimedDevice {
                 try t.setMACAddress(tapMAC!)
             }
             if offeredFeatures & NetFeatures.mtu.rawValue != 0, transport.configSize >= 12 {
-                try t.setMTU(Int(try transport.readConfig(UInt16.self, at: 10)))
+                // Device-written: only an MTU an Ethernet interface can have is used.
+                let mtu = Int(try transport.readConfig(UInt16.self, at: 10))
+                if (68...65535).contains(mtu) {
+                    try t.setMTU(mtu)
+                } else {
+                    Log.warning("device reports MTU \(mtu); keeping the TAP's default", device: address)
+                }
             }
         } catch {
             try? t.fd.close()

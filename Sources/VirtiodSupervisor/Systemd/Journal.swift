@@ -30,6 +30,8 @@ public enum Log {
         var fields = ["MESSAGE=\(text)", "PRIORITY=\(p.rawValue)", "SYSLOG_IDENTIFIER=virtiod"]
         if let device { fields.append("VIRTIO_DEVICE=\(device)") }
         if let plugin { fields.append("VIRTIO_PLUGIN=\(plugin)") }
+        // SAFETY: the iovecs point into C copies of the fields that live until
+        // the `defer` frees them, after sd_journal_sendv has returned.
         let copies = fields.map { strdup($0)! }
         defer { copies.forEach { free($0) } }
         var iov = copies.map { iovec(iov_base: UnsafeMutableRawPointer($0), iov_len: strlen($0)) }

@@ -95,6 +95,18 @@ twin_and_local() {
     wait_for "ip -n twin -o link show $twin | grep -q 'state UP'" 10 || fail "twin did not come up"
 }
 
+# Start virtiod claiming the NIC 52:54:00:12:34:01 as vtnet0; sets $net to
+# its PCI address once its plugin runs.
+start_virtiod_with_nic() {
+    start_virtiod "[Device]
+MACAddress=52:54:00:12:34:01
+Claim=yes
+InterfaceName=vtnet0"
+    net=$(claimed_nic)
+    [ -n "$net" ] || fail "the NIC was not claimed: $(virtioctl list --json | jq -c '.[] | select(.type == "net") | {address, state, reason}')"
+    wait_state "$net" running 60
+}
+
 # The address of the NIC virtiod holds (type net, bound to vfio-pci).
 claimed_nic() {
     virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernelDriver == "vfio-pci") | .address'

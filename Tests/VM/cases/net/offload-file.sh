@@ -4,13 +4,7 @@
 source /payload/cases/lib.sh
 cleanup() { ip netns del twin 2>/dev/null || true; stop_virtiod; rm -f /tmp/send /tmp/recv-*; }
 trap cleanup EXIT
-start_virtiod "[Device]
-MACAddress=52:54:00:12:34:01
-Claim=yes
-InterfaceName=vtnet0"
-net=$(claimed_nic)
-[ -n "$net" ] || fail "the NIC was not claimed"
-wait_state "$net" running 60
+start_virtiod_with_nic
 s=$(virtioctl status "$net" --json)
 echo "$s" | jq -e '.driver.negotiated.names | index("HOST_TSO4") and index("CSUM") and index("GUEST_TSO4") and index("MRG_RXBUF")' >/dev/null \
     || fail "offloads not negotiated: $(echo "$s" | jq -c .driver.negotiated.names)"

@@ -5,13 +5,7 @@
 source /payload/cases/lib.sh
 cleanup() { ip netns del twin 2>/dev/null || true; stop_virtiod; }
 trap cleanup EXIT
-start_virtiod "[Device]
-MACAddress=52:54:00:12:34:01
-Claim=yes
-InterfaceName=vtnet0"
-net=$(claimed_nic)
-[ -n "$net" ] || fail "the NIC was not claimed: $(virtioctl list --json | jq -c '.[] | select(.type == "net") | {address, state, reason}')"
-wait_state "$net" running 60
+start_virtiod_with_nic
 ip link show vtnet0 >/dev/null 2>&1 || fail "no vtnet0 interface"
 [ "$(cat /sys/class/net/vtnet0/address)" = 52:54:00:12:34:01 ] || fail "vtnet0 MAC $(cat /sys/class/net/vtnet0/address)"
 virtioctl list | grep "$net" | grep -q vtnet0 || fail "virtioctl list does not show vtnet0: $(virtioctl list | grep "$net")"
