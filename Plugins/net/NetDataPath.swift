@@ -1,3 +1,4 @@
+import FoundationEssentials
 import Glibc
 import SystemPackage
 import VirtioCore
@@ -28,7 +29,7 @@ final class NetDataPath: DataPath {
     /// Most buffers one received packet may span (num_buffers is checked against it).
     static let maxBuffersPerPacket = 64
 
-    struct Counters {
+    struct Counters: Codable {
         var packets: UInt64 = 0, bytes: UInt64 = 0, drops: UInt64 = 0, errors: UInt64 = 0, kicks: UInt64 = 0
         var malformed: UInt64 = 0
         var dictionary: [String: UInt64] {
@@ -272,6 +273,105 @@ final class NetDataPath: DataPath {
             // The kernel refused the frame (interface down, bad GSO): count it, go on.
             p.rx.errors &+= 1
         }
+    }
+
+    // MARK: hand-over
+
+    /// Version 1: per pair, where its buffer pools lie and its counters.
+    /// Which buffers the device holds is in the queue states (token = slot).
+    var stateVersion: Int { 1 }
+
+    struct SavedState: Codable {
+        struct Pair: Codable {
+            var rxPosition: Int, txPosition: Int
+            var rxOffset: Int, rxLength: Int, rxBufferSize: Int
+            var txOffset: Int, txLength: Int, txBufferSize: Int
+            var rx: Counters, tx: Counters
+        }
+        var pairs: [Pair]
+        var controlPosition: Int?
+    }
+
+    /// Collect what the device already returned (transmit completions,
+    /// received packets go to the TAP); frames not yet read from the TAP stay
+    /// in its queue for the successor. A half-returned mergeable packet is dropped.
+    func quiesce(_ driver: DeviceDriver) throws {
+        for p in pairs {
+            try reclaimTransmit(p, driver)
+            try receive(p, driver)
+            if !p.partial.isEmpty { p.rx.drops &+= 1; dropPartial(p) }
+        }
+    }
+
+    func saveState() throws -> Data {
+        let saved = SavedState(pairs: pairs.map {
+            .init(rxPosition: $0.rxPosition, txPosition: $0.txPosition,
+                  rxOffset: $0.rxPoolState.area.offset, rxLength: $0.rxPoolState.area.length, rxBufferSize: $0.rxPoolState.bufferSize,
+                  txOffset: $0.txPoolState.area.offset, txLength: $0.txPoolState.area.length, txBufferSize: $0.txPoolState.bufferSize,
+                  rx: $0.rx, tx: $0.tx)
+        }, controlPosition: controlPosition)
+        return try JSONEncoder().encode(saved)
+    }
+
+    func resume(_ driver: DeviceDriver, state: Data, version: Int) throws {
+        guard version == 1 else { throw PluginError("net state version \(version) unknown (this plugin reads 1)") }
+        let saved = try JSONDecoder().decode(SavedState.self, from: state)
+        guard !saved.pairs.isEmpty, saved.pairs.count <= taps.count else {
+            throw PluginError("\(saved.pairs.count) queue pair(s) in the record, \(taps.count) TAP queue(s) here")
+        }
+        func pool(_ offset: Int, _ length: Int, _ size: Int, _ queue: Virtqueue, _ what: String) throws -> DMABufferPool {
+            // Buffers must lie in the allocated part of the region, clear of
+            // every ring; every in-flight token must be one of them, once.
+            let area = DMASlice(offset: offset, length: length)
+            let clear = driver.queues.allSatisfy { q in
+                let a = q.queue.state.area
+                return offset + length <= a.offset || a.offset + a.length <= offset
+            }
+            guard offset >= 0, length >= 0, offset + length <= driver.device.allocator.cursor, clear,
+                  let p = DMABufferPool(area: area, bufferSize: size,
+                                        inUse: queue.state.chains.filter(\.inFlight).map { Int(clamping: $0.token) }) else {
+                throw PluginError("\(what) buffer pool in the record does not fit the queue or the DMA region")
+            }
+            return p
+        }
+        var restored: [QueuePair] = []
+        for (i, s) in saved.pairs.enumerated() {
+            guard s.rxPosition == 2 * i, s.txPosition == 2 * i + 1, s.txPosition < driver.queues.count,
+                  driver.queues[s.rxPosition].name == "receiveq\(i)", driver.queues[s.txPosition].name == "transmitq\(i)" else {
+                throw PluginError("queue pair \(i) in the record does not match the restored queues")
+            }
+            let rx = try pool(s.rxOffset, s.rxLength, s.rxBufferSize, driver.queues[s.rxPosition].queue, "receiveq\(i)")
+            let tx = try pool(s.txOffset, s.txLength, s.txBufferSize, driver.queues[s.txPosition].queue, "transmitq\(i)")
+            guard tx.bufferSize > NetHeader.size, rx.bufferSize > NetHeader.size else { throw PluginError("buffers too small") }
+            let p = QueuePair(tap: taps[i], rxPosition: s.rxPosition, txPosition: s.txPosition, rxPool: rx, txPool: tx)
+            p.rx = s.rx
+            p.tx = s.tx
+            restored.append(p)
+        }
+        if let c = saved.controlPosition {
+            guard c < driver.queues.count, driver.queues[c].name == "controlq", driver.queues[c].queue.inFlight == 0 else {
+                throw PluginError("control queue in the record does not match")
+            }
+        }
+        negotiated = NetFeatures(rawValue: driver.negotiated)
+        controlPosition = saved.controlPosition
+        pairs = restored
+    }
+
+    func continueAfterHandover(_ driver: DeviceDriver) throws {
+        try taps[0].setOffload(TAPOffloads.flags(negotiated))
+        for p in pairs {
+            let tx = driver.queues[p.txPosition].queue
+            p.txBlocked = false
+            tx.disableInterrupts()
+            try reclaimTransmit(p, driver)
+            if p.txPoolState.freeCount == 0 || tx.freeDescriptors == 0 {
+                p.txBlocked = true
+                if tx.enableInterrupts() { try reclaimTransmit(p, driver) }
+            }
+            try receive(p, driver)
+        }
+        configChanged(driver)
     }
 
     /// Link state → TAP carrier (VIRTIO_NET_F_STATUS, §5.1.4).

@@ -131,6 +131,36 @@ public final class VirtioPCITransport: Transport {
         notifyOffsets[index] = off
     }
 
+    /// Take over queue `index` that another process set up and the device
+    /// is still running (hot reload): nothing is written; the device's
+    /// registers must show the queue enabled with exactly this size, these
+    /// ring addresses and this vector, or the hand-over is refused.
+    public func adoptQueue(_ index: Int, size: Int, addresses: QueueAddresses, msixVector: UInt16) throws {
+        try select(index)
+        func c64(_ o: Int) -> UInt64 { UInt64(c32(o)) | UInt64(c32(o + 4)) << 32 }
+        let found = (enabled: c16(CommonConfig.queueEnable), size: Int(c16(CommonConfig.queueSize)),
+                     vector: c16(CommonConfig.queueMSIXVector),
+                     addresses: QueueAddresses(descriptors: c64(CommonConfig.queueDesc), driverArea: c64(CommonConfig.queueDriver),
+                                               deviceArea: c64(CommonConfig.queueDevice)))
+        guard found.enabled == 1, found.size == size, found.addresses == addresses, found.vector == msixVector else {
+            throw TransportError.io("queue \(index) on the device (enabled \(found.enabled), size \(found.size), vector \(found.vector), "
+                + "rings \(found.addresses)) is not the queue in the hand-over record (size \(size), vector \(msixVector), rings \(addresses))")
+        }
+        let off = Int(c16(CommonConfig.queueNotifyOff)) * Int(capabilities.notifyOffsetMultiplier)
+        guard off + 2 <= notifyWindow.length else {
+            throw TransportError.io("queue \(index) notify offset \(off) beyond notify structure of \(notifyWindow.length) bytes")
+        }
+        notifyOffsets[index] = off
+    }
+
+    /// The features the driver wrote (what the device runs with).
+    public func readDriverFeatures() -> UInt64 {
+        set32(CommonConfig.driverFeatureSelect, 0)
+        let low = UInt64(c32(CommonConfig.driverFeature))
+        set32(CommonConfig.driverFeatureSelect, 1)
+        return UInt64(c32(CommonConfig.driverFeature)) << 32 | low
+    }
+
     public func resetQueue(_ index: Int) throws {
         guard common.length >= CommonConfig.queueReset + 2 else {
             throw TransportError.io("device has no queue_reset register (VIRTIO_F_RING_RESET)")

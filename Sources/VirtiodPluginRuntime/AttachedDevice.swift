@@ -12,6 +12,10 @@ public final class AttachedDevice {
     public let memory: SharedMemory
     public let region: DMARegion
     public var allocator: DMAAllocator
+    /// The hand-over area in the state memfd (the supervisor keeps it, so a
+    /// record written here outlives this process).
+    public let handover: HandoverArea
+    private let stateMemory: SharedMemory
     /// eventfd per MSI-X vector (vector 0 = configuration changes).
     public let vectors: [EventFD]
     /// INTx eventfd when the device has no MSI-X.
@@ -21,10 +25,11 @@ public final class AttachedDevice {
     public let taps: [TAPInterface]
     public var tap: TAPInterface? { taps.first }
 
-    /// Takes ownership of `fds` (VFIO device, memfd, eventfds, in that order).
+    /// Takes ownership of `fds` (VFIO device, DMA memfd, state memfd,
+    /// eventfds, TAP fds, in that order).
     init(info: AttachInfo, fds: [FileDescriptor], deviceType: DeviceType) throws {
         let tapCount = info.tapInterface != nil ? max(1, info.tapQueues) : 0
-        let expected = 2 + info.vectors + (info.intx ? 1 : 0) + tapCount
+        let expected = 3 + info.vectors + (info.intx ? 1 : 0) + tapCount
         guard fds.count == expected else {
             for f in fds { try? f.close() }
             throw PluginError("attach carried \(fds.count) fds, expected \(expected)")
@@ -33,8 +38,10 @@ public final class AttachedDevice {
         memory = try SharedMemory(mapping: fds[1], size: info.dmaSize, ownsFD: true)
         region = memory.region(deviceBase: info.iovaBase)
         allocator = DMAAllocator(regionSize: info.dmaSize)
-        vectors = fds[2..<(2 + info.vectors)].map { EventFD(fd: $0) }
-        intx = info.intx ? EventFD(fd: fds[2 + info.vectors]) : nil
+        stateMemory = try SharedMemory(mapping: fds[2], size: info.stateSize, ownsFD: true)
+        handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
+        vectors = fds[3..<(3 + info.vectors)].map { EventFD(fd: $0) }
+        intx = info.intx ? EventFD(fd: fds[3 + info.vectors]) : nil
         taps = info.tapInterface.map { name in fds.suffix(tapCount).map { TAPInterface(fd: $0, name: name) } } ?? []
         transport = try VirtioPCITransport(vfio: VFIODevice(fd: fds[0]), deviceType: deviceType)
     }

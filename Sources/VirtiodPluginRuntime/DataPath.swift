@@ -1,3 +1,4 @@
+import FoundationEssentials
 import SystemPackage
 import VirtioCore
 
@@ -19,6 +20,22 @@ public protocol DataPath: AnyObject {
     func counters(queue index: Int) -> [String: UInt64]
     /// Data-path facts for the report's config section (e.g. the interface).
     var facts: [String: ConfigValue] { get }
+
+    // Hand-over (hot reload, restart of virtiod): docs/architecture.md.
+
+    /// The layout version of what `saveState` writes.
+    var stateVersion: Int { get }
+    /// Stop moving data: finish what the device already returned; afterwards
+    /// nothing touches the queues until `resume` (roll-back) or exit.
+    func quiesce(_ driver: DeviceDriver) throws
+    /// Buffer ownership and counters, for the successor.
+    func saveState() throws -> Data
+    /// Instead of `start`: continue from a predecessor's state (its queues
+    /// are already restored in `driver.queues`). Throws, touching nothing,
+    /// if the state is of an unknown version or does not fit.
+    func resume(_ driver: DeviceDriver, state: Data, version: Int) throws
+    /// After `resume` succeeded everywhere: pick up what arrived during the pause.
+    func continueAfterHandover(_ driver: DeviceDriver) throws
 }
 
 /// Makes a plugin's data path once the device is attached.

@@ -1,3 +1,4 @@
+import FoundationEssentials
 import Glibc
 import SystemPackage
 import VirtioCore
@@ -25,12 +26,15 @@ public final class DeviceDriver {
     private var intxInterrupts: UInt64 = 0
     private var intxConfigChanges: UInt64 = 0
     public private(set) var config: [String: ConfigValue] = [:]
+    /// SIGTERM/SIGINT as events: a plugin told to stop by systemd hands over.
+    let signals: SignalFD?
 
     init(profile: PluginProfile, device: AttachedDevice, socket: UnixSocket, privileges: String) throws {
         self.profile = profile
         self.device = device
         self.socket = socket
         self.privileges = privileges
+        signals = try? SignalFD([SIGTERM, SIGINT])
         interrupts = Array(repeating: 0, count: device.info.vectors)
         dataPath = try profile.dataPath?(device)
     }
@@ -61,6 +65,8 @@ public final class DeviceDriver {
             if device.info.vectors > 0 { try transport.setConfigVector(0) }
             config = try DeviceConfigReader.read(transport, negotiated: negotiated)
         }
+        // Driven live from now on: a crash leaves no record, so the device gets reset.
+        device.handover.markLive()
         if let probe = profile.identify { identify(probe) }
         try dataPath?.start(self)
         PluginLog.info("\(profile.name) \(device.info.address): DRIVER_OK, features "
@@ -95,31 +101,52 @@ public final class DeviceDriver {
         try socket.send(PluginMessage(kind: .status, status: report(), reply: reply).encoded())
     }
 
-    /// Serve until stop or until the supervisor hangs up.
+    /// Serve until stop, until the supervisor hangs up, or until SIGTERM
+    /// (the last two leave a hand-over record and the device running).
     func serve() throws {
-        let fds = [socket.fd] + device.vectors.map(\.fd) + (device.intx.map { [$0.fd] } ?? []) + (dataPath?.pollFDs ?? [])
         while true {
+            let fds = [socket.fd] + (signals.map { [$0.fd] } ?? []) + device.vectors.map(\.fd)
+                + (device.intx.map { [$0.fd] } ?? []) + (dataPath?.pollFDs ?? [])
             for ready in try Poll.readable(fds, timeoutMS: -1) {
                 if ready == socket.fd {
                     let (bytes, extra) = try socket.receive()
                     for f in extra { try? f.close() }
                     if bytes.isEmpty {
-                        PluginLog.info("\(profile.name) \(device.info.address): supervisor closed the socket; exiting")
+                        _ = handOver(reason: "supervisor gone")
+                        PluginLog.info("\(profile.name) \(device.info.address): supervisor closed the socket; exiting, device left running")
                         return
                     }
                     let message = try PluginMessage.decode(bytes)
                     switch message.kind {
                     case .stop:
                         try? transport.reset()
+                        device.handover.markLive()
                         PluginLog.info("\(profile.name) \(device.info.address): stopped, device reset")
                         return
                     case .query:
                         // A config change whose interrupt was not (yet) seen still shows.
                         refreshConfig()
                         try sendStatus(reply: true)
+                    case .quiesce:
+                        guard let summary = handOver(reason: "reload") else {
+                            try socket.send(PluginMessage(kind: .error, message: "cannot hand over: the state is not trustworthy (see the journal); keeping the device").encoded())
+                            continue
+                        }
+                        try socket.send(PluginMessage(kind: .quiesced, message: summary).encoded())
+                        guard try waitWhileQuiesced() else { return }
+                        // Rolled back: the successor did not take over; continue.
+                        device.handover.markLive()
+                        try dataPath?.continueAfterHandover(self)
+                        PluginLog.notice("\(profile.name) \(device.info.address): hand-over rolled back; continuing")
+                        try sendStatus()
                     default:
                         PluginLog.warning("\(profile.name): ignoring unexpected \(message.kind) message")
                     }
+                } else if let signals, ready == signals.fd {
+                    let sig = (try? signals.next())??.signal ?? SIGTERM
+                    _ = handOver(reason: sig == SIGINT ? "SIGINT" : "SIGTERM")
+                    PluginLog.info("\(profile.name) \(device.info.address): signal \(sig); exiting, device left running")
+                    return
                 } else if let intx = device.intx, ready == intx.fd {
                     _ = try? intx.consume()
                     // Reading the ISR acknowledges the device and lowers the line (§4.1.4.5).
@@ -150,6 +177,118 @@ public final class DeviceDriver {
                 }
             }
         }
+    }
+
+    // MARK: hand-over (docs/architecture.md "Hand-over")
+
+    /// Quiesce the data path and write the hand-over record; nil (and no
+    /// record) if the state cannot be trusted, e.g. a queue the device broke.
+    func handOver(reason: String) -> String? {
+        if let broken = queues.first(where: { $0.queue.isBroken }) {
+            PluginLog.warning("\(profile.name) \(device.info.address): no hand-over: \(broken.name) is broken (\(broken.queue.brokenReason!))")
+            device.handover.markLive()
+            return nil
+        }
+        do {
+            try dataPath?.quiesce(self)
+            let record = HandoverRecord(
+                plugin: profile.name, pluginVersion: PluginMain.version, address: device.info.address,
+                negotiated: negotiated, allocatorCursor: device.allocator.cursor,
+                queues: queues.map {
+                    .init(index: $0.index, name: $0.name, maxSize: $0.maxSize, vector: $0.vector,
+                          state: Data(QueueStateCodec.encode($0.queue.state)))
+                },
+                identity: identity, stateVersion: dataPath?.stateVersion ?? 0, data: try dataPath?.saveState(),
+                reason: reason, savedAt: Self.now())
+            try device.handover.save(record)
+            let inFlight = queues.reduce(0) { $0 + $1.queue.inFlight }
+            let summary = "\(queues.count) queue(s), \(inFlight) buffer(s) in flight, state version \(record.stateVersion)"
+            PluginLog.info("\(profile.name) \(device.info.address): hand-over record written (\(reason)): \(summary)")
+            return summary
+        } catch {
+            PluginLog.warning("\(profile.name) \(device.info.address): no hand-over: \(error)")
+            device.handover.markLive()
+            return nil
+        }
+    }
+
+    /// Quiesced: touch nothing until the supervisor says `exit` (false: the
+    /// successor runs) or `resume` (true: roll back). A hang-up or SIGTERM
+    /// also ends it, leaving the record for whoever comes next.
+    func waitWhileQuiesced() throws -> Bool {
+        let fds = [socket.fd] + (signals.map { [$0.fd] } ?? [])
+        while true {
+            for ready in try Poll.readable(fds, timeoutMS: -1) {
+                if ready != socket.fd { return false }
+                let (bytes, extra) = try socket.receive()
+                for f in extra { try? f.close() }
+                guard !bytes.isEmpty, let message = try? PluginMessage.decode(bytes) else { return false }
+                switch message.kind {
+                case .exit, .stop: return false
+                case .resume: return true
+                case .query: try sendStatus(reply: true)
+                default: break
+                }
+            }
+        }
+    }
+
+    /// Continue a device another process drove, from its hand-over record:
+    /// no reset, no feature negotiation, queues restored where they stood.
+    /// Every field is checked against the device and this plugin first; on
+    /// any mismatch it throws before touching the device.
+    func adopt(_ r: HandoverRecord) throws {
+        let name = "\(profile.name) \(device.info.address)"
+        guard r.plugin == profile.name, r.address == device.info.address else {
+            throw PluginError("hand-over record is for \(r.plugin) on \(r.address), not \(name)")
+        }
+        let known = profile.fullRequest.required | profile.fullRequest.wanted
+        guard r.negotiated & ~known == 0 else {
+            throw PluginError("the device runs with features this plugin does not know: "
+                + featureNames(r.negotiated & ~known, deviceType: profile.deviceType).joined(separator: " "))
+        }
+        let status = transport.readStatus()
+        guard status.contains(.driverOK), !status.contains(.failed), !status.contains(.deviceNeedsReset) else {
+            throw PluginError("device status is \(status.names.joined(separator: " ")), not a running device")
+        }
+        guard transport.readDriverFeatures() == r.negotiated else {
+            throw PluginError("the device's driver features differ from the hand-over record")
+        }
+        if let dataPath {
+            guard r.stateVersion <= dataPath.stateVersion, r.data != nil else {
+                throw PluginError("data path state version \(r.stateVersion) is newer than this plugin reads (\(dataPath.stateVersion))")
+            }
+        }
+        var restored: [(queue: Virtqueue, name: String, maxSize: Int, vector: UInt16, index: Int)] = []
+        for q in r.queues {
+            let queue = try Virtqueue(restoring: try QueueStateCodec.decode(q.state), region: device.region)
+            guard q.vector == device.vector(forQueue: q.index) else {
+                throw PluginError("\(q.name): vector \(q.vector) in the record, \(device.vector(forQueue: q.index)) here")
+            }
+            try transport.adoptQueue(q.index, size: queue.size, addresses: queue.addresses, msixVector: q.vector)
+            restored.append((queue, q.name, q.maxSize, q.vector, q.index))
+        }
+        guard r.allocatorCursor >= 0, r.allocatorCursor <= device.info.dmaSize else {
+            throw PluginError("allocator cursor \(r.allocatorCursor) outside the DMA region")
+        }
+        offered = transport.readDeviceFeatures()
+        negotiated = r.negotiated
+        queues = restored
+        identity = r.identity
+        device.allocator = DMAAllocator(regionSize: device.info.dmaSize, start: r.allocatorCursor)
+        if let dataPath, let data = r.data { try dataPath.resume(self, state: data, version: r.stateVersion) }
+        config = (try? DeviceConfigReader.read(transport, negotiated: negotiated)) ?? [:]
+        device.handover.markLive()
+        try dataPath?.continueAfterHandover(self)
+        PluginLog.info("\(name): took over from \(r.plugin) \(r.pluginVersion) (\(r.reason)) without a device reset: "
+            + "\(queues.count) queue(s), running as \(privileges)")
+        try sendStatus()
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
     private func refreshConfig() {

@@ -4,6 +4,7 @@ import Glibc
 /// the journal (through the supervisor's stderr) turns into PRIORITY=.
 public enum PluginLog {
     public static func info(_ message: String) { write(6, message) }
+    public static func notice(_ message: String) { write(5, message) }
     public static func warning(_ message: String) { write(4, message) }
     public static func error(_ message: String) { write(3, message) }
 

@@ -8,8 +8,10 @@ import VirtiodProtocol
 /// The life of a plugin process: wait for `attach` on fd 3, bring the device
 /// up with the profile's features and queues (virtio 1.2 §3.1.1), report it,
 /// then serve interrupts and supervisor messages until `stop` (reset the
-/// device, exit 0) or until the supervisor goes away (exit 0, the device is
-/// left to the supervisor, which owns its fds).
+/// device, exit 0) or until the supervisor goes away or SIGTERM comes (write
+/// a hand-over record, exit 0, the device keeps running for a successor).
+/// With `standby`/`adopt` it takes over a running device instead (hot reload,
+/// restart of virtiod).
 public enum PluginMain {
     public static let version = "0.4.0"
 
@@ -41,7 +43,30 @@ public enum PluginMain {
         let device = try AttachedDevice(info: info, fds: fds, deviceType: profile.deviceType)
         let privileges = Privileges.drop()
         let driver = try DeviceDriver(profile: profile, device: device, socket: socket, privileges: privileges)
-        try driver.bringUp()
+        switch info.mode ?? .fresh {
+        case .fresh:
+            try driver.bringUp()
+        case .adopt:
+            try driver.adopt(try device.handover.load())
+        case .standby:
+            // Hot reload: the old plugin still drives the device. Say we are
+            // ready, then take over only when told; anything else means the
+            // reload was called off, and we leave without touching the device.
+            try socket.send(PluginMessage(kind: .ready).encoded())
+            let wait = [socket.fd] + (driver.signals.map { [$0.fd] } ?? [])
+            while true {
+                guard let ready = try Poll.readable(wait, timeoutMS: -1).first else { continue }
+                let (bytes, extra) = ready == socket.fd ? try socket.receive() : ([], [])
+                for f in extra { try? f.close() }
+                guard !bytes.isEmpty, let m = try? PluginMessage.decode(bytes), m.kind == .resume || m.kind == .query else {
+                    PluginLog.info("\(profile.name) \(info.address): reload called off; leaving without touching the device")
+                    exit(0)
+                }
+                if m.kind == .resume { break }
+                try socket.send(PluginMessage(kind: .ready).encoded())
+            }
+            try driver.adopt(try device.handover.load())
+        }
         return driver
     }
 }

@@ -11,7 +11,7 @@ public enum ControlProtocol {
 }
 
 public enum ControlVerb: String, Codable, Sendable, CaseIterable {
-    case list, status, plugins, claim, release, unload, load
+    case list, status, plugins, claim, release, unload, load, reload
 }
 
 public struct ControlRequest: Codable, Sendable {
@@ -21,7 +21,7 @@ public struct ControlRequest: Codable, Sendable {
     public var device: String?
     /// claim: take it even if it backs a mounted filesystem or the default route.
     public var force: Bool?
-    /// unload, load: a plugin name (net, block, console, balloon, 9p).
+    /// unload, load, reload: a plugin name (net, block, console, balloon, 9p).
     public var plugin: String?
     /// unload: also give the plugin's devices back to the kernel.
     public var release: Bool?
@@ -111,8 +111,12 @@ public struct PluginProcessReport: Codable, Sendable {
     public var uptimeSeconds: Double?
     public var restarts: Int
     public var lastExit: String?
+    /// Hot reloads (`virtioctl reload`) that replaced the process without a device reset.
+    public var reloads: Int?
+    /// Traffic pause of the last reload: quiesce sent → successor running, in ms.
+    public var lastReloadPauseMS: Double?
     public init(name: String, executable: String, pid: Int32?, state: PluginState, startedAt: Double?,
-                uptimeSeconds: Double?, restarts: Int, lastExit: String?) {
+                uptimeSeconds: Double?, restarts: Int, lastExit: String?, reloads: Int? = nil, lastReloadPauseMS: Double? = nil) {
         self.name = name
         self.executable = executable
         self.pid = pid
@@ -121,6 +125,8 @@ public struct PluginProcessReport: Codable, Sendable {
         self.uptimeSeconds = uptimeSeconds
         self.restarts = restarts
         self.lastExit = lastExit
+        self.reloads = reloads
+        self.lastReloadPauseMS = lastReloadPauseMS
     }
 }
 

@@ -15,6 +15,19 @@ public struct PluginMessage: Codable, Sendable {
         case stop
         /// supervisor → plugin: send a fresh status.
         case query
+        /// plugin → supervisor: a `standby` plugin holds the device's fds and
+        /// waits for `resume` (hot reload, docs/architecture.md "Hand-over").
+        case ready
+        /// supervisor → plugin: stop moving data, write the hand-over record
+        /// into the state area, answer `quiesced`, then wait for `exit` or `resume`.
+        case quiesce
+        /// plugin → supervisor: the hand-over record is written (message: a summary).
+        case quiesced
+        /// supervisor → plugin: a standby plugin takes over from the record;
+        /// a quiesced one continues as before (the reload was rolled back).
+        case resume
+        /// supervisor → plugin: leave without touching the device (after a hand-over).
+        case exit
     }
     public var version: Int
     public var kind: Kind
@@ -46,8 +59,21 @@ public enum PluginProtocol {
     public static let socketFD: Int32 = 3
 }
 
+/// How a plugin takes its device.
+public enum AttachMode: String, Codable, Sendable {
+    /// Reset and initialise it (virtio 1.2 §3.1.1).
+    case fresh
+    /// Map everything, answer `ready`, and take over from the hand-over
+    /// record only when `resume` comes (hot reload: the old plugin still runs).
+    case standby
+    /// Take over from the hand-over record at once (virtiod restarted while
+    /// the device kept running). A record it cannot use is an error.
+    case adopt
+}
+
 /// What a plugin needs to drive one device. The fds attached to the message
-/// are, in order: VFIO device, DMA memfd, one eventfd per MSI-X vector, then
+/// are, in order: VFIO device, DMA memfd, state memfd (the hand-over area,
+/// `stateSize` bytes), one eventfd per MSI-X vector, then
 /// the INTx eventfd when `intx` (devices without MSI-X), then `tapQueues`
 /// TAP fds (one per queue of a multi-queue TAP) when `tapInterface` is set.
 public struct AttachInfo: Codable, Sendable {
@@ -65,9 +91,13 @@ public struct AttachInfo: Codable, Sendable {
     public var tapQueues: Int = 0
     public var options: [String: String]
     public var interfaceName: String?
+    /// Size of the state memfd (the hand-over area).
+    public var stateSize: Int
+    /// nil means `.fresh`.
+    public var mode: AttachMode?
 
     public init(address: String, type: String, dmaSize: Int, iovaBase: UInt64, vectors: Int, intx: Bool,
-                options: [String: String], interfaceName: String?) {
+                options: [String: String], interfaceName: String?, stateSize: Int, mode: AttachMode = .fresh) {
         self.address = address
         self.type = type
         self.dmaSize = dmaSize
@@ -77,5 +107,7 @@ public struct AttachInfo: Codable, Sendable {
         self.tapInterface = nil
         self.options = options
         self.interfaceName = interfaceName
+        self.stateSize = stateSize
+        self.mode = mode
     }
 }

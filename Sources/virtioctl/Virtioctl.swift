@@ -13,7 +13,7 @@ struct Virtioctl: ParsableCommand {
             5 permission denied (changing verbs need root), 6 virtiod refused the request, \
             64 usage error.
             """,
-        subcommands: [List.self, Status.self, Plugins.self, Claim.self, Release.self, Unload.self, Load.self])
+        subcommands: [List.self, Status.self, Plugins.self, Claim.self, Release.self, Unload.self, Load.self, Reload.self])
 
     /// No verb: `list`, as `networkctl` does.
     func run() throws {
@@ -109,6 +109,9 @@ struct Status: ParsableCommand {
             if let pid = p.pid { s += ", pid \(pid)" }
             if let up = p.uptimeSeconds { s += ", up \(Output.duration(up))" }
             s += ", \(p.restarts) restart\(p.restarts == 1 ? "" : "s")"
+            if let n = p.reloads, n > 0 {
+                s += ", \(n) reload\(n == 1 ? "" : "s")" + (p.lastReloadPauseMS.map { " (last pause \(($0 * 10).rounded() / 10) ms)" } ?? "")
+            }
             lines.append(("Plugin", s))
             if let e = p.lastExit { lines.append(("Last exit", e)) }
         }
@@ -190,6 +193,25 @@ struct Unload: ParsableCommand {
     func run() throws {
         let r = try global.call(.unload, plugin: plugin, release: release ? true : nil)
         global.show(r, done: "unloaded")
+    }
+}
+
+struct Reload: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Replace a plugin's processes by fresh ones (e.g. after an upgrade) without resetting the devices (root).",
+        discussion: """
+            The new process starts beside the old one; the old one pauses, hands over its queue state, \
+            and the new one continues. If the new one fails to start or refuses the state, the old one \
+            continues (roll-back) and the command fails.
+            """)
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "A plugin name (net, block, console, balloon, 9p: all its devices) or a device (PCI address or unique suffix).")
+    var target: String
+
+    func run() throws {
+        let byPlugin = ["net", "block", "console", "balloon", "9p"].contains(target)
+        let r = try global.call(.reload, device: byPlugin ? nil : target, plugin: byPlugin ? target : nil)
+        global.show(r, done: "reloaded")
     }
 }
 

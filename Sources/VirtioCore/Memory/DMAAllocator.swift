@@ -54,6 +54,20 @@ public struct DMABufferPool: Sendable {
         self.init(area: area, bufferSize: bufferSize)
     }
 
+    /// A pool taken over from another process: the buffers in `inUse` are
+    /// the device's (in flight), the rest are free. nil if an index is out of
+    /// range or listed twice (the list comes from a hand-over record).
+    public init?(area: DMASlice, bufferSize: Int, inUse: [Int]) {
+        guard bufferSize > 0, area.offset >= 0, area.length >= bufferSize else { return nil }
+        self.init(area: area, bufferSize: bufferSize)
+        var taken = [Bool](repeating: false, count: count)
+        for i in inUse {
+            guard i >= 0, i < count, !taken[i] else { return nil }
+            taken[i] = true
+        }
+        freeStack = (0..<Int32(count)).reversed().filter { !taken[Int($0)] }
+    }
+
     public var freeCount: Int { freeStack.count }
 
     @inline(__always)

@@ -97,7 +97,7 @@ public enum QueueStateCodec {
         return s
     }
 
-    static func fnv1a(_ bytes: [UInt8]) -> UInt32 {
+    public static func fnv1a(_ bytes: [UInt8]) -> UInt32 {
         var h: UInt32 = 0x811c_9dc5
         for b in bytes { h = (h ^ UInt32(b)) &* 0x0100_0193 }
         return h

@@ -3,6 +3,7 @@ import SystemPackage
 import VirtioCore
 import VirtioPCI
 import VirtioSystem
+import VirtiodProtocol
 
 /// Everything the supervisor holds for a device it claimed: the VFIO
 /// container, group and device fds, the DMA memfd mapped for the IOMMU, the
@@ -23,6 +24,11 @@ public final class ClaimedDevice {
     public let vfio: VFIODevice
     public let transport: VirtioPCITransport
     public let memory: SharedMemory
+    /// The hand-over area (virtiod's own memfd, not DMA-mapped): where a
+    /// plugin that stops without a reset leaves its record for the next.
+    public let stateMemory: SharedMemory
+    public let handover: HandoverArea
+    public static let stateSize = 1 << 20
     public let vectors: [EventFD]
     /// The INTx eventfd of a device without MSI-X.
     public let intx: EventFD?
@@ -66,6 +72,8 @@ public final class ClaimedDevice {
             var size = dmaSize
             if type == .network { size = max(size, Self.netDMASizePerPair * Self.queuePairs(type, offeredFeatures, transport) + (1 << 20)) }
             memory = try SharedMemory(name: "virtiod-dma-\(address)", size: size)
+            stateMemory = try SharedMemory(name: "virtiod-state-\(address)", size: Self.stateSize)
+            handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
             try container.mapDMA(vaddr: memory.base, iova: Self.iovaBase, size: size)
             try vfio.enableBusMaster()
             let table = try vfio.msixVectorCount()
@@ -149,7 +157,9 @@ public final class ClaimedDevice {
     }
 
     /// Reset the device (status 0): used before a fresh plugin takes over.
+    /// Any hand-over record is void afterwards.
     public func resetDevice() {
+        handover.markLive()
         do { try transport.reset() } catch { Log.warning("device reset failed: \(error)", device: address) }
     }
 

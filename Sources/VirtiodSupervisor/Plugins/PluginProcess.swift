@@ -25,6 +25,11 @@ final class PluginProcess {
     var restartAt: Double?
     /// Monotonic times of recent unexpected exits (for back-off and giving up).
     var failures: [Double] = []
+    /// How the current process took its device.
+    var mode: AttachMode = .fresh
+    /// Hot reloads done, and the pause of the last one (quiesce sent → successor running).
+    var reloads = 0
+    var lastReloadPauseMS: Double?
 
     init(name: String, executable: String) {
         self.name = name
@@ -46,6 +51,7 @@ final class PluginProcess {
             throw error
         }
         socket = mine
+        mode = attach.mode ?? .fresh
         state = .starting
         startedAt = wallClock()
         lastHeard = monotonic()
@@ -90,7 +96,7 @@ final class PluginProcess {
     func processReport(now: Double) -> PluginProcessReport {
         PluginProcessReport(name: name, executable: executable, pid: child?.pid, state: state, startedAt: startedAt,
                             uptimeSeconds: child != nil ? startedAt.map { max(0, wallClock() - $0) } : nil,
-                            restarts: restarts, lastExit: lastExit)
+                            restarts: restarts, lastExit: lastExit, reloads: reloads, lastReloadPauseMS: lastReloadPauseMS)
     }
 }
 

@@ -159,19 +159,31 @@ public final class Supervisor {
         }
     }
 
-    /// Spawn the device's plugin and attach it; failures schedule a restart.
-    func startPlugin(_ d: ManagedDevice) {
-        guard let c = d.claimed, let p = d.plugin else { return }
+    /// What a plugin for `d` is attached with (fds in `AttachInfo` order).
+    func attachment(_ d: ManagedDevice, _ c: ClaimedDevice, name: String, mode: AttachMode) -> (AttachInfo, [FileDescriptor]) {
         let rule = d.rule
-        var info = AttachInfo(address: d.address, type: p.name, dmaSize: c.memory.size, iovaBase: ClaimedDevice.iovaBase,
-                              vectors: c.vectors.count, intx: c.intx != nil, options: rule?.options ?? [:], interfaceName: rule?.interfaceName)
+        var info = AttachInfo(address: d.address, type: name, dmaSize: c.memory.size, iovaBase: ClaimedDevice.iovaBase,
+                              vectors: c.vectors.count, intx: c.intx != nil, options: rule?.options ?? [:],
+                              interfaceName: rule?.interfaceName, stateSize: c.stateMemory.size, mode: mode)
         info.tapInterface = c.tap?.name
         info.tapQueues = c.taps.count
+        let fds = [c.vfio.fd, c.memory.fd, c.stateMemory.fd] + c.vectors.map(\.fd) + (c.intx.map { [$0.fd] } ?? []) + c.taps.map(\.fd)
+        return (info, fds)
+    }
+
+    /// Spawn the device's plugin and attach it; failures schedule a restart.
+    /// A device whose last plugin left a hand-over record (it stopped on
+    /// SIGTERM, or virtiod restarted) is adopted without a reset.
+    func startPlugin(_ d: ManagedDevice) {
+        guard let c = d.claimed, let p = d.plugin else { return }
+        let mode: AttachMode = c.handover.isSaved ? .adopt : .fresh
+        let (info, fds) = attachment(d, c, name: p.name, mode: mode)
         do {
-            try p.start(attach: info, fds: [c.vfio.fd, c.memory.fd] + c.vectors.map(\.fd) + (c.intx.map { [$0.fd] } ?? []) + c.taps.map(\.fd), address: d.address)
+            try p.start(attach: info, fds: fds, address: d.address)
             d.state = .starting
             d.reason = nil
-            Log.info("plugin started (pid \(p.child!.pid))", device: d.address, plugin: p.name)
+            Log.info("plugin started (pid \(p.child!.pid))\(mode == .adopt ? ", taking over the running device" : "")",
+                     device: d.address, plugin: p.name)
         } catch {
             pluginFailed(d, why: "could not start \(p.executable): \(error)")
         }
@@ -190,6 +202,7 @@ public final class Supervisor {
     /// within a minute.
     func pluginFailed(_ d: ManagedDevice, why: String) {
         guard let p = d.plugin else { return }
+        let hadTakenOver = p.state == .running || p.mode != .adopt
         p.detach()
         p.state = .failed
         p.lastExit = why
@@ -197,7 +210,15 @@ public final class Supervisor {
         d.reason = why
         let now = monotonic()
         p.failures = p.failures.filter { now - $0 < 60 } + [now]
-        d.claimed?.resetDevice()
+        // A plugin that stopped cleanly (SIGTERM) left a hand-over record:
+        // its successor continues the device. Otherwise (crash, kill -9, a
+        // record the successor refused) the device's state cannot be
+        // trusted: reset it, and the next plugin starts afresh.
+        if let c = d.claimed, c.handover.isSaved, hadTakenOver {
+            Log.info("the plugin left a hand-over record; its successor takes over without a reset", device: d.address, plugin: p.name)
+        } else {
+            d.claimed?.resetDevice()
+        }
         if p.failures.count >= 5 {
             p.restartAt = nil
             d.reason = "\(why); \(p.failures.count) failures within a minute, not restarting (virtioctl release / claim to retry)"
@@ -442,6 +463,20 @@ public final class Supervisor {
                 }
                 updateStatus()
                 return ControlResponse(devices: users.map { $0.report() }, message: "\(name) loaded on \(users.count) device(s)")
+            case .reload:
+                let targets: [ManagedDevice]
+                if let plugin = request.plugin {
+                    let name = try pluginName(plugin)
+                    targets = devices.values.filter { $0.plugin?.name == name }.sorted { $0.address < $1.address }
+                    guard !targets.isEmpty else { throw ControlError(.badRequest, "no claimed device uses the \(name) plugin") }
+                } else {
+                    targets = [try find(request.device)]
+                }
+                let results = targets.map { reload($0) }
+                let message = results.map(\.message).joined(separator: "\n")
+                let ok = results.allSatisfy(\.ok)
+                return ControlResponse(ok: ok, error: ok ? nil : ControlError(.failed, message),
+                                       devices: targets.map { $0.report() }, message: message)
             case .release:
                 let d = try find(request.device)
                 guard d.claimed != nil else {
