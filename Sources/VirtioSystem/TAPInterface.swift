@@ -27,6 +27,22 @@ public struct TAPInterface: Sendable {
         self.name = name
     }
 
+    /// The interface a TAP fd is attached to (from /proc/self/fdinfo, "iff:"),
+    /// for fds taken back from systemd's fd store.
+    public static func name(of fd: FileDescriptor) throws -> String {
+        guard let f = fopen("/proc/self/fdinfo/\(fd.rawValue)", "r") else { throw SystemCallError("open fdinfo") }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 256)
+        while fgets(&line, Int32(line.count), f) != nil {
+            let text = String(cString: line)
+            if text.hasPrefix("iff:") {
+                let name = String(text.dropFirst(4).filter { !$0.isWhitespace })
+                if !name.isEmpty { return name }
+            }
+        }
+        throw SystemCallError("fd \(fd.rawValue) is not attached to a TAP interface", .invalidArgument)
+    }
+
     /// virtio-net header size on this fd (12 for VERSION_1 devices).
     public func setVnetHeaderSize(_ size: Int) throws {
         guard cvirtio_tap_set_vnet_header_size(fd.rawValue, CInt(size)) == 0 else { throw SystemCallError("TUNSETVNETHDRSZ") }

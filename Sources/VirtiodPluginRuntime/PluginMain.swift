@@ -47,7 +47,7 @@ public enum PluginMain {
         case .fresh:
             try driver.bringUp()
         case .adopt:
-            try driver.adopt(try device.handover.load())
+            try driver.adopt(try handoverRecord(device))
         case .standby:
             // Hot reload: the old plugin still drives the device. Say we are
             // ready, then take over only when told; anything else means the
@@ -65,8 +65,18 @@ public enum PluginMain {
                 if m.kind == .resume { break }
                 try socket.send(PluginMessage(kind: .ready).encoded())
             }
-            try driver.adopt(try device.handover.load())
+            try driver.adopt(try handoverRecord(device))
         }
         return driver
+    }
+
+    /// The record to take over from. VIRTIOD_PLUGIN_FAULT=refuse-handover
+    /// makes a plugin refuse it (fault injection for the roll-back test,
+    /// Tests/VM/cases/reload/rollback.sh; never set by virtiod).
+    static func handoverRecord(_ device: AttachedDevice) throws -> HandoverRecord {
+        if let fault = getenv("VIRTIOD_PLUGIN_FAULT"), String(cString: fault) == "refuse-handover" {
+            throw PluginError("refusing the hand-over record (VIRTIOD_PLUGIN_FAULT=refuse-handover)")
+        }
+        return try device.handover.load()
     }
 }

@@ -25,6 +25,13 @@ public final class VFIOContainer: @unchecked Sendable {
         }
     }
 
+    /// A container opened by an earlier virtiod (from systemd's fd store):
+    /// its group and IOMMU mappings are still in place.
+    public init(adopting fd: FileDescriptor, mappings: [(iova: UInt64, size: UInt64)]) {
+        self.fd = fd
+        self.mappings = mappings
+    }
+
     /// Choose the IOMMU model; call after the first group joined.
     public func setIOMMU() throws {
         _ = try vfioIoctl(fd, .setIOMMU, value: VFIO_TYPE1v2_IOMMU)
@@ -73,6 +80,12 @@ public final class VFIOGroup: @unchecked Sendable {
             try? fd.close()
             throw SystemCallError("IOMMU group \(number) is not viable (a member is not bound to vfio-pci)", .resourceBusy)
         }
+    }
+
+    /// A group fd kept open across a restart of virtiod (fd store).
+    public init(adopting fd: FileDescriptor, number: Int) {
+        self.fd = fd
+        self.number = number
     }
 
     public func attach(to container: VFIOContainer) throws {

@@ -101,6 +101,84 @@ public final class ClaimedDevice {
         }
     }
 
+    // MARK: across restarts of virtiod (systemd's fd store)
+
+    /// Prefix of this device's fd names in the store ("0000-00-03.0"; ':' is not allowed there).
+    static func storeSlug(_ address: String) -> String { String(address.map { $0 == ":" ? "-" : $0 }) }
+
+    /// Every fd the device needs to survive a restart of virtiod, named.
+    var storeEntries: [(name: String, fd: FileDescriptor)] {
+        let slug = Self.storeSlug(address)
+        var e: [(String, FileDescriptor)] = [("container", container.fd), ("group.\(group.number)", group.fd),
+                                              ("device", vfio.fd), ("dma", memory.fd), ("state", stateMemory.fd)]
+        e += vectors.enumerated().map { ("msix.\($0)", $1.fd) }
+        if let intx { e.append(("intx", intx.fd)) }
+        if let request { e.append(("req", request.fd)) }
+        e += taps.enumerated().map { ("tap.\($0)", $1.fd) }
+        return e.map { ("\(slug)/\($0.0)", $0.1) }
+    }
+
+    /// Park every fd of the device in the store.
+    func storeFDs() {
+        guard FDStore.available else { return }
+        do {
+            for (name, fd) in storeEntries { try FDStore.store(fd, name: name) }
+        } catch {
+            Log.warning("fd store: \(error); a restart of virtiod will reset this device", device: address)
+        }
+    }
+
+    /// Take the store's copies out (before the device is given back).
+    func removeStoredFDs() { FDStore.remove(names: storeEntries.map(\.name)) }
+
+    /// Take back a device an earlier virtiod claimed, from its stored fds
+    /// (keys without the slug): nothing is reset or reprogrammed — the IOMMU
+    /// mapping, MSI-X eventfds and bus mastering are as they were left, and
+    /// the plugin adopts the running queues from the hand-over record.
+    init(restoring address: String, type: DeviceType, fds: [String: FileDescriptor]) throws {
+        func need(_ key: String) throws -> FileDescriptor {
+            guard let fd = fds[key] else { throw ClaimError.setup("fd store holds no \(key) fd for \(address)") }
+            return fd
+        }
+        self.address = address
+        self.type = type
+        guard let groupKey = fds.keys.first(where: { $0.hasPrefix("group.") }), let number = Int(groupKey.dropFirst(6)) else {
+            throw ClaimError.setup("fd store holds no VFIO group fd for \(address)")
+        }
+        func size(_ fd: FileDescriptor) -> Int {
+            var st = stat()
+            return fstat(fd.rawValue, &st) == 0 ? Int(st.st_size) : 0
+        }
+        let dma = try need("dma"), state = try need("state")
+        container = VFIOContainer(adopting: try need("container"), mappings: [(Self.iovaBase, UInt64(size(dma)))])
+        group = VFIOGroup(adopting: fds[groupKey]!, number: number)
+        vfio = VFIODevice(fd: try need("device"))
+        transport = try VirtioPCITransport(vfio: vfio, deviceType: type)
+        offeredFeatures = transport.readDeviceFeatures()
+        memory = try SharedMemory(mapping: dma, size: size(dma), ownsFD: true)
+        stateMemory = try SharedMemory(mapping: state, size: size(state), ownsFD: true)
+        handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
+        /// "msix.0", "msix.1", … in index order.
+        func indexed(_ prefix: String) -> [FileDescriptor] {
+            var found: [(Int, FileDescriptor)] = []
+            for (key, fd) in fds where key.hasPrefix(prefix) {
+                if let i = Int(key.dropFirst(prefix.count)) { found.append((i, fd)) }
+            }
+            return found.sorted { $0.0 < $1.0 }.map(\.1)
+        }
+        vectors = indexed("msix.").map { EventFD(fd: $0) }
+        intx = fds["intx"].map { EventFD(fd: $0) }
+        request = fds["req"].map { EventFD(fd: $0) }
+        let tapFDs = indexed("tap.")
+        if let first = tapFDs.first {
+            let name = try TAPInterface.name(of: first)
+            taps = tapFDs.map { TAPInterface(fd: $0, name: name) }
+            if offeredFeatures & NetFeatures.mac.rawValue != 0, transport.configSize >= 6 {
+                tapMAC = try? transport.readConfig(offset: 0, length: 6)
+            }
+        }
+    }
+
     /// Open /dev/vfio/N, waiting up to 5 s for the node to appear after the bind.
     static func openGroup(_ number: Int) throws -> VFIOGroup {
         var attempts = 0
@@ -179,5 +257,9 @@ public final class ClaimedDevice {
         try? vfio.fd.close()
     }
 
-    deinit { close() }
+    /// Set when virtiod exits for a restart: the device keeps running (its
+    /// fds live on in systemd's store), so nothing is reset or closed here.
+    var leaveRunning = false
+
+    deinit { if !leaveRunning { close() } }
 }

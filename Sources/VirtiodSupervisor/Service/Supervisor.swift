@@ -149,6 +149,7 @@ public final class Supervisor {
                 throw .setup("could not create the TAP interface: \(error)")
             }
         }
+        d.claimed!.storeFDs()
         d.plugin = PluginProcess(name: name, executable: pluginPath(name))
         if unloadedPlugins.contains(name) {
             d.state = .unloaded
@@ -270,6 +271,7 @@ public final class Supervisor {
         d.state = .stopping
         d.plugin?.stop()
         d.plugin?.restartAt = nil
+        d.claimed?.removeStoredFDs()
         d.claimed?.close()
         d.claimed = nil
         if giveBack {
@@ -290,6 +292,7 @@ public final class Supervisor {
     func drop(_ d: ManagedDevice) {
         if let p = d.plugin, let child = p.child { kill(child.pid, SIGKILL); _ = try? child.wait() }
         d.plugin?.detach()
+        d.claimed?.removeStoredFDs()
         d.claimed?.close()
         d.claimed = nil
         d.plugin = nil

@@ -20,6 +20,7 @@ extension Supervisor {
         do { monitor = try DeviceMonitor() } catch {
             Log.warning("no udev monitor (\(error)): devices added or removed later are not noticed")
         }
+        restoreFromStore()
         reconcile()
         let watchdog = ServiceNotifier.watchdogInterval()
         var nextPing = monotonic()
@@ -50,6 +51,12 @@ extension Supervisor {
                     while let (sig, _) = try signals.next() {
                         switch sig {
                         case SIGTERM, SIGINT:
+                            // A restart keeps the devices; a stop gives them back.
+                            if sig == SIGTERM, FDStore.available, FDStore.pendingJob() == "restart" {
+                                ServiceNotifier.send("STOPPING=1\nSTATUS=Restarting: devices stay claimed and running")
+                                exitForRestart()
+                                return
+                            }
                             Log.notice("stopping: giving devices back to their kernel drivers")
                             ServiceNotifier.stopping()
                             shutdown()

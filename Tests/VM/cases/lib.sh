@@ -111,3 +111,59 @@ InterfaceName=vtnet0"
 claimed_nic() {
     virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernelDriver == "vfio-pci") | .address'
 }
+
+# Longest gap in ms between consecutive replies in `ping -D` output file $1.
+longest_reply_gap() {
+    awk -F'[][]' '/bytes from/ { t = $2 + 0; if (last) { g = (t - last) * 1000; if (g > max) max = g }; last = t }
+                  END { printf "%d\n", max }' "$1"
+}
+
+# Ping statistics of file $1 as "transmitted received".
+ping_counts() {
+    awk '/packets transmitted/ { print $1, $4 }' "$1"
+}
+
+# TCP resets seen by the kernel in namespace $1 ("" = this one) since `nstat -n`.
+tcp_resets() {
+    local ns=()
+    [ -n "$1" ] && ns=(ip netns exec "$1")
+    "${ns[@]}" nstat -az TcpEstabResets TcpExtTCPAbortOnData TcpExtTCPAbortOnClose 2>/dev/null \
+        | awk 'NR > 1 && $1 !~ /^#/ { s += $2 } END { print s + 0 }'
+}
+
+# While a TCP stream runs from this side to the twin and the twin pings
+# 10.77.0.1 at 100 pps, run command $1 after 3 s; then check 0 TCP resets and
+# 0 lost pings and print the longest gap between replies. $2 names the event.
+under_traffic() {
+    local what=$2
+    ip netns exec twin iperf3 -s -D -1 -p 5301 >/dev/null
+    nstat -n; ip netns exec twin nstat -n
+    sleep 0.5
+    iperf3 -c 10.77.0.2 -p 5301 -t 12 -b 100M -J > /tmp/traffic-iperf.json 2>&1 &
+    local iperf=$!
+    ip netns exec twin ping -D -n -i 0.01 -c 1000 -W 5 10.77.0.1 > /tmp/traffic-ping 2>&1 &
+    local pinger=$!
+    sleep 3
+    eval "$1" || { kill $iperf $pinger 2>/dev/null; fail "$what failed"; }
+    wait $pinger || true
+    wait $iperf || true
+    read -r sent got < <(ping_counts /tmp/traffic-ping)
+    local gap resets
+    gap=$(longest_reply_gap /tmp/traffic-ping)
+    resets=$(( $(tcp_resets "") + $(tcp_resets twin) ))
+    echo "$what under traffic: $got/$sent pings answered, longest gap between replies $gap ms, TCP resets $resets," \
+         "stream $(jq '.end.sum_received.bits_per_second / 1e6 | floor' /tmp/traffic-iperf.json 2>/dev/null) Mbit/s"
+    [ "${sent:-0}" -ge 900 ] || fail "$what: ping sent only ${sent:-0} packets: $(tail -n 3 /tmp/traffic-ping)"
+    [ "$got" = "$sent" ] || fail "$what: $((sent - got)) of $sent pings lost (longest gap $gap ms)"
+    [ "$resets" = 0 ] || fail "$what: $resets TCP resets"
+    jq -e '.error == null and .end.sum_received.bytes > 1000000' /tmp/traffic-iperf.json >/dev/null \
+        || fail "$what: the TCP stream broke: $(jq -r '.error // "too few bytes"' /tmp/traffic-iperf.json 2>/dev/null || tail -n 2 /tmp/traffic-iperf.json)"
+}
+
+# Device-side used index of queue $2 of the QEMU device with id $1, read
+# over QMP (x-query-virtio-queue-status): it only goes back to 0 when the
+# device is reset, so it shows whether a restart reset the device.
+device_used_idx() {
+    host_step x-query-virtio-queue-status "{\"path\": \"/machine/peripheral/$1/virtio-backend\", \"queue\": $2}" \
+        | jq '."used-idx"'
+}

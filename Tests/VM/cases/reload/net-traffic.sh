@@ -1,0 +1,28 @@
+# `virtioctl reload net` while a TCP stream runs and the twin pings the
+# virtiod NIC at 100 pps: a new plugin process takes over the running device
+# (no reset), with 0 TCP resets and 0 lost pings; the longest gap between
+# replies is printed. vtnet0 keeps its addresses; counters carry over.
+source /payload/cases/lib.sh
+cleanup() { ip netns del twin 2>/dev/null || true; stop_virtiod; }
+trap cleanup EXIT
+t0=$(date +%s)
+start_virtiod_with_nic
+twin_and_local vtnet0
+ping -c 2 -W 3 10.77.0.2 >/dev/null || fail "no ping before the reload"
+old=$(virtioctl status "$net" --json | jq .plugin.pid)
+before=$(virtioctl status "$net" --json | jq '.driver.queues[0].counters.packets')
+
+under_traffic 'virtioctl reload net > /tmp/reload-out 2>&1' "reload net"
+cat /tmp/reload-out
+s=$(virtioctl status "$net" --json)
+new=$(echo "$s" | jq .plugin.pid)
+[ "$new" != "$old" ] && [ "$new" != null ] || fail "plugin pid did not change ($old → $new)"
+! kill -0 "$old" 2>/dev/null || fail "old plugin $old still runs"
+echo "$s" | jq -e '.state == "running" and .plugin.reloads == 1 and .plugin.restarts == 0' >/dev/null \
+    || fail "after reload: $(echo "$s" | jq -c '{state, plugin}')"
+[ "$(echo "$s" | jq '.driver.queues[0].counters.packets')" -gt "$before" ] || fail "receive counters did not carry over"
+ip -o addr show dev vtnet0 | grep -q 10.77.0.1/24 || fail "vtnet0 lost its address"
+journalctl -u virtiod --since "@$t0" --no-pager -o cat > /tmp/reload-journal
+grep -q "took over from net .* without a device reset" /tmp/reload-journal || fail "no take-over line in the journal"
+! grep "reset" /tmp/reload-journal | grep -qv "without a device reset" || fail "the journal shows a reset: $(grep reset /tmp/reload-journal | grep -v 'without a device reset' | head -n1)"
+echo "reload: $(grep -o 'pause [0-9.]* ms' /tmp/reload-out)"

@@ -1,0 +1,46 @@
+# `systemctl restart virtiod` keeps the NIC running: the devices' fds wait in
+# systemd's fd store, the net plugin writes its hand-over record on SIGTERM
+# and the new virtiod's plugin adopts the running queues. With a TCP stream
+# and the twin pinging at 100 pps: 0 TCP resets, 0 lost pings; the longest
+# gap between replies is printed. Device-side, QEMU's used index of the
+# receive queue continues (a reset would start it again from 0).
+source /payload/cases/lib.sh
+cleanup() { ip netns del twin 2>/dev/null || true; stop_virtiod; }
+trap cleanup EXIT
+t0=$(date +%s)
+start_virtiod_with_nic
+twin_and_local vtnet0
+ping -c 2 -W 3 10.77.0.2 >/dev/null || fail "no ping before the restart"
+main0=$(systemctl show -P MainPID virtiod)
+plugin0=$(virtioctl status "$net" --json | jq .plugin.pid)
+
+restart() {
+    local s=$(date +%s%N)
+    systemctl restart virtiod || return 1
+    wait_state "$net" running 30
+    echo "systemctl restart + plugin running again: $(( ($(date +%s%N) - s) / 1000000 )) ms"
+}
+under_traffic restart "systemctl restart virtiod"
+[ "$(systemctl show -P MainPID virtiod)" != "$main0" ] || fail "virtiod was not restarted"
+[ "$(virtioctl status "$net" --json | jq .plugin.pid)" != "$plugin0" ] || fail "the plugin was not replaced"
+[ "$(driver_of "$net")" = vfio-pci ] || fail "the NIC went back to $(driver_of "$net")"
+ip -o addr show dev vtnet0 | grep -q 10.77.0.1/24 || fail "vtnet0 lost its address"
+journalctl -u virtiod --since "@$t0" --no-pager -o cat > /tmp/restart-journal
+grep -q "taken back after a restart of virtiod.*no reset" /tmp/restart-journal || fail "no fd-store take-back in the journal"
+grep -q "took over from net .* without a device reset" /tmp/restart-journal || fail "no take-over line in the journal"
+! grep "reset" /tmp/restart-journal | grep -v "without a device reset\|no reset" | grep -q . \
+    || fail "the journal shows a reset: $(grep reset /tmp/restart-journal | grep -v 'without a device reset\|no reset' | head -n1)"
+
+# Device side, in a quiet moment: the receive queue's used index goes on.
+ping -c 50 -i 0.02 -q 10.77.0.2 >/dev/null
+u1=$(device_used_idx nic0 0) || fail "QMP: $u1"
+systemctl restart virtiod
+wait_state "$net" running 30
+u2=$(device_used_idx nic0 0) || fail "QMP: $u2"
+echo "device-side receive used index across a quiet restart: $u1 → $u2"
+[ "$u1" -ge 50 ] && [ $(( (u2 - u1 + 65536) % 65536 )) -lt 200 ] || fail "used index $u1 → $u2: the device was reset"
+ping -c 2 -W 3 10.77.0.2 >/dev/null || fail "no traffic after the restarts"
+
+# A stop still gives the NIC back to the kernel (the fd store is emptied).
+systemctl stop virtiod
+wait_for "[ \$(driver_of $net) = virtio-pci ]" 20 || fail "after stop the NIC is on $(driver_of "$net")"
