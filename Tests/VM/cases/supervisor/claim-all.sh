@@ -90,6 +90,17 @@ wait_state "$con" running 60
 [ "$(virtioctl status "$con" --json | jq .plugin.pid)" != "$old" ] || fail "same pid after restart"
 virtioctl status "$con" --json | jq -r .plugin.lastExit | grep -q "signal 9" || fail "last exit not reported: $(virtioctl status "$con" --json | jq -c .plugin)"
 
+# Every plugin can be reloaded without a device reset (the stubs too; the
+# balloon on INTx): a new pid, the same device state, the serial still known.
+for f in $blk $bal $con $nine; do
+    p0=$(virtioctl status "$f" --json | jq .plugin.pid)
+    virtioctl reload "$f" > /tmp/reload-stub 2>&1 || fail "reload $f failed: $(cat /tmp/reload-stub)"
+    s=$(virtioctl status "$f" --json)
+    echo "$s" | jq -e --argjson p0 "$p0" '.state == "running" and .plugin.pid != $p0 and .plugin.reloads == 1' >/dev/null         || fail "after reload of $f: $(echo "$s" | jq -c '{state, plugin}')"
+done
+[ "$(virtioctl status "$blk" --json | jq -r .driver.config.serial)" = virtiod-blk0 ] || fail "reloaded block plugin lost the serial"
+[ "$(virtioctl status "$bal" --json | jq .driver.config.num_pages)" -eq 131072 ] || fail "reloaded balloon plugin lost the target"
+
 # systemctl stop returns everything.
 systemctl stop virtiod
 for f in $net $blk $bal $con $nine; do
