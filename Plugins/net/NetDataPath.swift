@@ -26,6 +26,8 @@ final class NetDataPath: DataPath {
     private var pairs: [QueuePair] = []
     /// Position of the control queue in `DeviceDriver.queues`, if set up.
     private var controlPosition: Int?
+    /// Receive filter, MAC and announcements over the control queue.
+    let control: NetControl
     /// Most buffers one received packet may span (num_buffers is checked against it).
     static let maxBuffersPerPacket = 64
 
@@ -63,6 +65,7 @@ final class NetDataPath: DataPath {
     init(device: AttachedDevice) throws {
         guard !device.taps.isEmpty else { throw PluginError("the net plugin needs a TAP interface from the supervisor") }
         taps = device.taps
+        control = NetControl(interface: device.taps[0].name)
     }
 
     /// rx0, tx0, rx1, tx1, … for as many pairs as both the device and the TAP
@@ -80,11 +83,14 @@ final class NetDataPath: DataPath {
         return plan
     }
 
-    var pollFDs: [FileDescriptor] { pairs.filter { !$0.txBlocked }.map(\.tap.fd) }
+    var pollFDs: [FileDescriptor] {
+        pairs.filter { !$0.txBlocked }.map(\.tap.fd) + (control.monitor.map { [$0.fd] } ?? [])
+    }
 
     var facts: [String: ConfigValue] {
         ["interface": .text(taps[0].name), "queue_pairs": .number(UInt64(pairs.count)),
-         "tap_offloads": .text(Self.offloadNames(TAPOffloads.flags(negotiated)))]
+         "tap_offloads": .text(Self.offloadNames(TAPOffloads.flags(negotiated))),
+         "rx_filter": .text(control.filterDescription), "announcements": .number(control.announcements)]
     }
 
     static func offloadNames(_ f: UInt32) -> String {
@@ -122,6 +128,7 @@ final class NetDataPath: DataPath {
             let ack = try driver.request(queue: controlPosition, readable: [4, 0, UInt8(n & 0xff), UInt8(n >> 8)], writable: 1)
             guard ack.first == 0 else { throw PluginError("device refused \(n) queue pairs (ack \(ack.first.map(String.init) ?? "none"))") }
         }
+        if let controlPosition { control.sync(driver, controlPosition, negotiated) }
         for p in pairs {
             // Transmit completions are collected on the next TAP read;
             // interrupts for them only while transmit is blocked.
@@ -153,6 +160,10 @@ final class NetDataPath: DataPath {
     }
 
     func ready(_ fd: FileDescriptor, _ driver: DeviceDriver) throws {
+        if let monitor = control.monitor, fd == monitor.fd {
+            if monitor.events() != nil, let controlPosition { control.sync(driver, controlPosition, negotiated) }
+            return
+        }
         guard let p = pairs.first(where: { $0.tap.fd == fd }) else { return }
         try reclaimTransmit(p, driver)
         let q = driver.queues[p.txPosition]
@@ -360,6 +371,8 @@ final class NetDataPath: DataPath {
 
     func continueAfterHandover(_ driver: DeviceDriver) throws {
         try taps[0].setOffload(TAPOffloads.flags(negotiated))
+        control.forget()
+        if let controlPosition { control.sync(driver, controlPosition, negotiated) }
         for p in pairs {
             let tx = driver.queues[p.txPosition].queue
             p.txBlocked = false
@@ -374,11 +387,46 @@ final class NetDataPath: DataPath {
         configChanged(driver)
     }
 
-    /// Link state → TAP carrier (VIRTIO_NET_F_STATUS, §5.1.4).
+    /// Link state → TAP carrier (VIRTIO_NET_F_STATUS, §5.1.4); an
+    /// announcement request (VIRTIO_NET_S_ANNOUNCE) → gratuitous frames + ack.
     func configChanged(_ driver: DeviceDriver) {
-        guard case .text(let link)? = driver.config["link"] else { return }
-        do { try taps[0].setCarrier(link == "up") } catch {
-            PluginLog.warning("net \(driver.device.info.address): carrier: \(error)")
+        if case .text(let link)? = driver.config["link"] {
+            do { try taps[0].setCarrier(link == "up") } catch {
+                PluginLog.warning("net \(driver.device.info.address): carrier: \(error)")
+            }
         }
+        if case .number(let status)? = driver.config["status"], status & 2 != 0,
+           negotiated.contains(.guestAnnounce), let controlPosition, let p = pairs.first {
+            control.announce(driver, controlPosition) { frames in transmit(frames, on: p, driver) }
+        }
+    }
+
+    /// Queue frames this plugin made (announcements) on pair `p`'s transmit
+    /// queue, each behind an all-zero vnet header; returns how many went.
+    private func transmit(_ frames: [[UInt8]], on p: QueuePair, _ driver: DeviceDriver) -> Int {
+        let q = driver.queues[p.txPosition]
+        let region = driver.device.region
+        try? reclaimTransmit(p, driver)
+        var sent = 0
+        for frame in frames {
+            guard q.queue.freeDescriptors > 0, let slot = p.txPoolState.take() else { p.tx.drops &+= 1; continue }
+            let s = p.txPoolState.slice(slot)
+            let bytes = [UInt8](repeating: 0, count: NetHeader.size) + frame
+            guard bytes.count <= s.length else { p.txPoolState.give(slot); continue }
+            region.copy(bytes, into: s)
+            do { try q.queue.add([.readable(region.deviceAddress(s), bytes.count)], token: UInt64(slot)) } catch {
+                p.txPoolState.give(slot)
+                p.tx.errors &+= 1
+                continue
+            }
+            p.tx.packets &+= 1
+            p.tx.bytes &+= UInt64(frame.count)
+            sent += 1
+        }
+        if sent > 0, q.queue.publish() {
+            driver.transport.notify(q.index)
+            p.tx.kicks &+= 1
+        }
+        return sent
     }
 }

@@ -1,11 +1,13 @@
 // virtiod-net: the network device (virtio 1.2 §5.1) on a TAP interface the
-// supervisor made. Frames move on the first queue pair with checksum and
-// TSO offloads passed through the vnet header; link status becomes the TAP
-// carrier.
+// supervisor made. Frames move on every queue pair (one TAP queue each) with
+// checksum and TSO offloads passed through the vnet header; link status
+// becomes the TAP carrier; the control queue mirrors the interface's
+// promiscuous mode and MAC and answers announce requests.
 import VirtioCore
 import VirtiodPluginRuntime
 
 let wanted: NetFeatures = [.mac, .status, .mtu, .speedDuplex, .mergeableRxBuffers, .controlVirtqueue, .multiqueue,
+                           .controlRx, .controlMACAddress, .guestAnnounce,
                            .csum, .hostTSO4, .hostTSO6, .hostECN,
                            .guestCsum, .guestTSO4, .guestTSO6, .guestECN]
 var profile = PluginProfile(

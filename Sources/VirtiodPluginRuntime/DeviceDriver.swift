@@ -26,6 +26,8 @@ public final class DeviceDriver {
     private var intxInterrupts: UInt64 = 0
     private var intxConfigChanges: UInt64 = 0
     public private(set) var config: [String: ConfigValue] = [:]
+    /// The page `request` uses (allocated on first use, handed over).
+    var scratch: DMASlice?
     /// SIGTERM/SIGINT as events: a plugin told to stop by systemd hands over.
     let signals: SignalFD?
 
@@ -191,7 +193,7 @@ public final class DeviceDriver {
         }
         do {
             try dataPath?.quiesce(self)
-            let record = HandoverRecord(
+            var record = HandoverRecord(
                 plugin: profile.name, pluginVersion: PluginMain.version, address: device.info.address,
                 negotiated: negotiated, allocatorCursor: device.allocator.cursor,
                 queues: queues.map {
@@ -200,6 +202,7 @@ public final class DeviceDriver {
                 },
                 identity: identity, stateVersion: dataPath?.stateVersion ?? 0, data: try dataPath?.saveState(),
                 reason: reason, savedAt: Self.now())
+            record.scratch = scratch?.offset
             try device.handover.save(record)
             let inFlight = queues.reduce(0) { $0 + $1.queue.inFlight }
             let summary = "\(queues.count) queue(s), \(inFlight) buffer(s) in flight, state version \(record.stateVersion)"
@@ -276,6 +279,13 @@ public final class DeviceDriver {
         queues = restored
         identity = r.identity
         device.allocator = DMAAllocator(regionSize: device.info.dmaSize, start: r.allocatorCursor)
+        if let page = r.scratch {
+            guard page >= 0, page + Self.scratchSize <= r.allocatorCursor,
+                  restored.allSatisfy({ $0.queue.state.area.offset >= page + Self.scratchSize || $0.queue.state.area.offset + $0.queue.state.area.length <= page }) else {
+                throw PluginError("scratch page in the record overlaps a ring or lies outside the allocated memory")
+            }
+            scratch = DMASlice(offset: page, length: Self.scratchSize)
+        }
         if let dataPath, let data = r.data { try dataPath.resume(self, state: data, version: r.stateVersion) }
         config = (try? DeviceConfigReader.read(transport, negotiated: negotiated)) ?? [:]
         device.handover.markLive()

@@ -34,13 +34,18 @@ extension DeviceDriver {
     /// Send one chain (readable bytes, then `writable` device-writable bytes)
     /// on the queue at position `index` of `queues` and wait up to 5 s for
     /// it; returns what the device wrote, bounded by the used length the
-    /// queue core already checked. (Allocates its buffers once per call from
-    /// the bump allocator: for bring-up and rare control commands.)
+    /// queue core already checked. One request at a time, in a scratch page
+    /// of DMA memory allocated once (and handed over with the device): for
+    /// bring-up and control commands.
     public func request(queue index: Int, readable: [UInt8], writable: Int) throws -> [UInt8] {
         guard index < queues.count else { throw PluginError("queue \(index) is not set up") }
+        guard readable.count <= Self.scratchSize / 2, writable <= Self.scratchSize / 2 else {
+            throw PluginError("request of \(readable.count)+\(writable) bytes is larger than the scratch page")
+        }
         let q = queues[index]
-        let input = try device.allocator.allocate(readable.count, alignment: 16)
-        let output = try device.allocator.allocate(writable, alignment: 16)
+        let page = try scratchPage()
+        let input = DMASlice(offset: page.offset, length: readable.count)
+        let output = DMASlice(offset: page.offset + Self.scratchSize / 2, length: writable)
         let region = device.region
         region.copy(readable, into: input)
         try q.queue.add([.readable(region.deviceAddress(input), readable.count),
@@ -61,5 +66,14 @@ extension DeviceDriver {
             }
         }
         throw PluginError("no answer from the device within 5 s")
+    }
+
+    static let scratchSize = 4096
+
+    func scratchPage() throws -> DMASlice {
+        if let scratch { return scratch }
+        let page = try device.allocator.allocate(Self.scratchSize, alignment: 4096)
+        scratch = page
+        return page
     }
 }

@@ -34,8 +34,10 @@ public struct HandoverRecord: Codable, Sendable {
     public var pluginVersion: String
     public var address: String
     public var negotiated: UInt64
-    /// DMA allocator cursor after the queues were set up.
+    /// DMA allocator cursor when the record was written (everything below is in use).
     public var allocatorCursor: Int
+    /// Offset of the driver's request scratch page, if it has one.
+    public var scratch: Int?
     public var queues: [Queue]
     /// Facts learned once (e.g. a disk's serial) that a successor reports without asking again.
     public var identity: [String: ConfigValue]

@@ -8,6 +8,7 @@
 #     --mode-script F  run script F in the guest instead of test cases (make demo)
 #     --timeout S      whole-run limit in seconds (default 900)
 #     --keep           keep the run folder (serial log, QMP socket) for inspection
+#     --smp N          virtual CPUs (default 1; TCG runs one host thread per vCPU)
 #     --net hub|tap    NIC backend (default tap): two TAPs on a bridge inside a
 #                      network namespace made for the run (nothing else on it),
 #                      so QEMU offers checksum/TSO offloads; hub: QEMU's own hub
@@ -19,7 +20,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-variant=default image_flags=() shell=0 mode_script="" timeout=900 keep=0 cases=() net=tap
+variant=default image_flags=() shell=0 mode_script="" timeout=900 keep=0 cases=() net=tap smp=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --variant) variant=$2; shift 2 ;;
@@ -29,7 +30,8 @@ while [ $# -gt 0 ]; do
         --timeout) timeout=$2; shift 2 ;;
         --keep) keep=1; shift ;;
         --net) net=$2; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --smp) smp=$2; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) cases+=("$1"); shift ;;
     esac
@@ -138,7 +140,7 @@ cmdline="console=ttyS0,115200 root=LABEL=root rw intel_iommu=on loglevel=4 syste
 # In test mode nothing else may own ttyS0: a getty would vhangup() the runner off it.
 [ $shell = 1 ] || cmdline="$cmdline virtiod.run systemd.mask=serial-getty@ttyS0.service"
 qemu=(qemu-system-x86_64 -nodefaults -no-user-config
-    -machine q35,kernel-irqchip=split -accel tcg,thread=multi,tb-size=256 -cpu max -smp 1 -m 1024
+    -machine q35,kernel-irqchip=split -accel tcg,thread=multi,tb-size=256 -cpu max -smp "$smp" -m 1024
     -device intel-iommu,intremap=on,caching-mode=on
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" -append "$cmdline"
     -drive "file=$image/root.img,if=none,id=root,format=raw,snapshot=on" -device ide-hd,drive=root,bus=ide.0

@@ -123,11 +123,18 @@ ping_counts() {
     awk '/packets transmitted/ { print $1, $4 }' "$1"
 }
 
-# TCP resets seen by the kernel in namespace $1 ("" = this one) since `nstat -n`.
-tcp_resets() {
+# TCP resets counters in namespace $1 ("" = this one) since `tcp_counters_reset $1`
+# (each namespace keeps its own nstat history: the counters differ per namespace).
+tcp_nstat() {
     local ns=()
     [ -n "$1" ] && ns=(ip netns exec "$1")
-    "${ns[@]}" nstat -az TcpEstabResets TcpExtTCPAbortOnData TcpExtTCPAbortOnClose 2>/dev/null \
+    shift
+    NSTAT_HISTORY=/tmp/nstat.${ns[3]:-main} "${ns[@]}" nstat "$@"
+}
+tcp_counters_reset() { tcp_nstat "$1" -n; }
+tcp_reset_counters() { tcp_nstat "$1" -saz TcpEstabResets TcpExtTCPAbortOnData TcpExtTCPAbortOnClose TcpOutRsts | awk '$1 !~ /^#/ && $2 > 0 { printf "%s=%s ", $1, $2 }'; }
+tcp_resets() {
+    tcp_nstat "$1" -saz TcpEstabResets TcpExtTCPAbortOnData TcpExtTCPAbortOnClose 2>/dev/null \
         | awk 'NR > 1 && $1 !~ /^#/ { s += $2 } END { print s + 0 }'
 }
 
@@ -137,7 +144,7 @@ tcp_resets() {
 under_traffic() {
     local what=$2
     ip netns exec twin iperf3 -s -D -1 -p 5301 >/dev/null
-    nstat -n; ip netns exec twin nstat -n
+    tcp_counters_reset ""; tcp_counters_reset twin
     sleep 0.5
     iperf3 -c 10.77.0.2 -p 5301 -t 12 -b 100M -J > /tmp/traffic-iperf.json 2>&1 &
     local iperf=$!
@@ -155,7 +162,7 @@ under_traffic() {
          "stream $(jq '.end.sum_received.bits_per_second / 1e6 | floor' /tmp/traffic-iperf.json 2>/dev/null) Mbit/s"
     [ "${sent:-0}" -ge 900 ] || fail "$what: ping sent only ${sent:-0} packets: $(tail -n 3 /tmp/traffic-ping)"
     [ "$got" = "$sent" ] || fail "$what: $((sent - got)) of $sent pings lost (longest gap $gap ms)"
-    [ "$resets" = 0 ] || fail "$what: $resets TCP resets"
+    [ "$resets" = 0 ] || fail "$what: $resets TCP resets (here: $(tcp_reset_counters ""); twin: $(tcp_reset_counters twin))"
     jq -e '.error == null and .end.sum_received.bytes > 1000000' /tmp/traffic-iperf.json >/dev/null \
         || fail "$what: the TCP stream broke: $(jq -r '.error // "too few bytes"' /tmp/traffic-iperf.json 2>/dev/null || tail -n 2 /tmp/traffic-iperf.json)"
 }
