@@ -226,6 +226,7 @@ final class NetDataPath: DataPath {
     private func receive(_ p: QueuePair, _ driver: DeviceDriver) throws {
         let rx = driver.queues[p.rxPosition].queue
         let mergeable = negotiated.contains(.mergeableRxBuffers)
+        var delivered = false
         repeat {
             while let used = try rx.popUsed() {
                 // The queue core checked used.length <= the buffer's size, or flagged it.
@@ -252,10 +253,17 @@ final class NetDataPath: DataPath {
                     p.partialNeeded = count
                 }
                 p.partial.append(piece)
-                if p.partial.count == p.partialNeeded { deliver(p, driver) }
+                if p.partial.count == p.partialNeeded {
+                    deliver(p, driver)
+                    delivered = true
+                }
             }
             try refillReceive(p, driver)
         } while rx.enableInterrupts()
+        // A TAP write runs the kernel's receive path to the end: replies (a
+        // ping's, a TCP ACK) are often queued on the TAP already. Sending
+        // them now saves a trip through poll() on the latency path.
+        if delivered, !p.txBlocked { try ready(p.tap.fd, driver) }
     }
 
     private func dropPartial(_ p: QueuePair) {

@@ -19,11 +19,11 @@ measure() { # $1 = interface, $2 = label; sets tput_out tput_in rtt
     wait_for "ping -c 1 -W 1 10.77.0.2" 20 || { say "$2: no ping"; exit 1; }
     tput_out=$(iperf3 -c 10.77.0.2 -p 5201 -t "$secs" -J | jq '.end.sum_received.bits_per_second / 1e6')
     tput_in=$(iperf3 -c 10.77.0.2 -p 5201 -t "$secs" -R -J | jq '.end.sum_received.bits_per_second / 1e6')
-    rtt=$(ping -c 20 -i 0.2 -q 10.77.0.2 | awk -F/ '/^rtt/ {print $5}')
+    rtt=$(ping -c 50 -i 0.1 -q 10.77.0.2 | awk -F/ '/^rtt/ {print $5}')
     say "$(printf '%-8s  out %8.1f Mbit/s   in %8.1f Mbit/s   ping avg %7.3f ms' "$2" "$tput_out" "$tput_in" "$rtt")"
 }
 
-say "TCP (iperf3, ${secs} s each way) and ping RTT (20 pings) to the kernel twin"
+say "TCP (iperf3, ${secs} s each way) and ping RTT (50 pings) to the kernel twin, $(nproc) vCPU(s)"
 measure "$nic" kernel
 k_out=$tput_out k_in=$tput_in k_rtt=$rtt
 ip addr flush dev "$nic"
