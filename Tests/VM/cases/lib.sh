@@ -123,7 +123,7 @@ ping_counts() {
     awk '/packets transmitted/ { print $1, $4 }' "$1"
 }
 
-# TCP resets counters in namespace $1 ("" = this one) since `tcp_counters_reset $1`
+# TCP reset counters in namespace $1 ("" = this one) since `tcp_counters_reset $1`
 # (each namespace keeps its own nstat history: the counters differ per namespace).
 tcp_nstat() {
     local ns=()
@@ -133,10 +133,6 @@ tcp_nstat() {
 }
 tcp_counters_reset() { tcp_nstat "$1" -n; }
 tcp_reset_counters() { tcp_nstat "$1" -saz TcpEstabResets TcpExtTCPAbortOnData TcpExtTCPAbortOnClose TcpOutRsts | awk '$1 !~ /^#/ && $2 > 0 { printf "%s=%s ", $1, $2 }'; }
-tcp_resets() {
-    tcp_nstat "$1" -saz TcpEstabResets TcpExtTCPAbortOnData TcpExtTCPAbortOnClose 2>/dev/null \
-        | awk 'NR > 1 && $1 !~ /^#/ { s += $2 } END { print s + 0 }'
-}
 
 # While a TCP stream runs from this side to the twin and the twin pings
 # 10.77.0.1 at 100 pps, run command $1 after 3 s; then check 0 TCP resets and
@@ -145,24 +141,39 @@ under_traffic() {
     local what=$2
     ip netns exec twin iperf3 -s -D -1 -p 5301 >/dev/null
     tcp_counters_reset ""; tcp_counters_reset twin
+    # Every RST on the wire, with its time, to tell a reset from teardown noise.
+    tcpdump -n -l -tt -i vtnet0 'tcp[tcpflags] & tcp-rst != 0' > /tmp/traffic-rst 2>/dev/null &
+    local dump=$!
     sleep 0.5
+    echo "start $(date +%s.%N)" > /tmp/traffic-times
     iperf3 -c 10.77.0.2 -p 5301 -t 12 -b 100M -J > /tmp/traffic-iperf.json 2>&1 &
     local iperf=$!
     ip netns exec twin ping -D -n -i 0.01 -c 1000 -W 5 10.77.0.1 > /tmp/traffic-ping 2>&1 &
     local pinger=$!
     sleep 3
-    eval "$1" || { kill $iperf $pinger 2>/dev/null; fail "$what failed"; }
+    echo "event $(date +%s.%N)" >> /tmp/traffic-times
+    eval "$1" || { kill $iperf $pinger $dump 2>/dev/null; fail "$what failed"; }
+    echo "event-done $(date +%s.%N)" >> /tmp/traffic-times
     wait $pinger || true
     wait $iperf || true
+    echo "iperf-end $(date +%s.%N)" >> /tmp/traffic-times
+    sleep 1
+    kill $dump 2>/dev/null || true
     read -r sent got < <(ping_counts /tmp/traffic-ping)
     local gap resets
     gap=$(longest_reply_gap /tmp/traffic-ping)
-    resets=$(( $(tcp_resets "") + $(tcp_resets twin) ))
+    # Resets of the stream under test: RST segments of its connections (port
+    # 5301) on the wire. The namespace-wide counters are shown as well; they
+    # may also count leftovers of earlier cases.
+    resets=$(grep -c '\.5301[ :]' /tmp/traffic-rst || true)
+    local counters
+    counters="here: $(tcp_reset_counters "")twin: $(tcp_reset_counters twin)"
     echo "$what under traffic: $got/$sent pings answered, longest gap between replies $gap ms, TCP resets $resets," \
-         "stream $(jq '.end.sum_received.bits_per_second / 1e6 | floor' /tmp/traffic-iperf.json 2>/dev/null) Mbit/s"
+         "stream $(jq '.end.sum_received.bits_per_second / 1e6 | floor' /tmp/traffic-iperf.json 2>/dev/null) Mbit/s" \
+         "(reset counters $counters)"
     [ "${sent:-0}" -ge 900 ] || fail "$what: ping sent only ${sent:-0} packets: $(tail -n 3 /tmp/traffic-ping)"
     [ "$got" = "$sent" ] || fail "$what: $((sent - got)) of $sent pings lost (longest gap $gap ms)"
-    [ "$resets" = 0 ] || fail "$what: $resets TCP resets (here: $(tcp_reset_counters ""); twin: $(tcp_reset_counters twin))"
+    [ "$resets" = 0 ] || fail "$what: $resets TCP resets of the stream: $(grep '\.5301[ :]' /tmp/traffic-rst | head -n 3 | tr '\n' ';') (times: $(tr '\n' ' ' < /tmp/traffic-times))"
     jq -e '.error == null and .end.sum_received.bytes > 1000000' /tmp/traffic-iperf.json >/dev/null \
         || fail "$what: the TCP stream broke: $(jq -r '.error // "too few bytes"' /tmp/traffic-iperf.json 2>/dev/null || tail -n 2 /tmp/traffic-iperf.json)"
 }
