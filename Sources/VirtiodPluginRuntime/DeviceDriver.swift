@@ -89,7 +89,8 @@ public final class DeviceDriver {
                                    layout: q.queue.layout.description,
                                    msixVector: q.vector == noMSIXVector ? nil : Int(q.vector),
                                    interrupts: q.vector == noMSIXVector ? intxInterrupts : interrupts[Int(q.vector)],
-                                   counters: dataPath?.counters(queue: i))
+                                   counters: dataPath?.counters(queue: i),
+                                   ringOffsets: Self.offsets(q.queue.addresses, base: device.info.iovaBase))
             },
             msixVectors: device.info.vectors,
             interruptMode: device.intx != nil ? "intx" : device.info.vectors > 0 ? "msix" : "none",
@@ -127,7 +128,7 @@ public final class DeviceDriver {
                         return
                     case .query:
                         // A config change whose interrupt was not (yet) seen still shows.
-                        refreshConfig()
+                        try refreshConfig()
                         try sendStatus(reply: true)
                     case .quiesce:
                         guard let summary = handOver(reason: "reload") else {
@@ -157,7 +158,7 @@ public final class DeviceDriver {
                     try? transport.vfio.unmaskINTx()
                     if isr.contains(.configChange) {
                         intxConfigChanges &+= 1
-                        refreshConfig()
+                        try refreshConfig()
                         dataPath?.configChanged(self)
                         try sendStatus()
                     }
@@ -167,7 +168,7 @@ public final class DeviceDriver {
                 } else if let v = device.vectors.firstIndex(where: { $0.fd == ready }) {
                     interrupts[v] &+= (try? device.vectors[v].consume()) ?? 0
                     if v == 0 {
-                        refreshConfig()
+                        try refreshConfig()
                         dataPath?.configChanged(self)
                         try sendStatus()
                     }
@@ -186,6 +187,11 @@ public final class DeviceDriver {
     /// Quiesce the data path and write the hand-over record; nil (and no
     /// record) if the state cannot be trusted, e.g. a queue the device broke.
     func handOver(reason: String) -> String? {
+        if transport.readStatus().contains(.deviceNeedsReset) {
+            PluginLog.warning("\(profile.name) \(device.info.address): no hand-over: the device needs a reset")
+            device.handover.markLive()
+            return nil
+        }
         if let broken = queues.first(where: { $0.queue.isBroken }) {
             PluginLog.warning("\(profile.name) \(device.info.address): no hand-over: \(broken.name) is broken (\(broken.queue.brokenReason!))")
             device.handover.markLive()
@@ -295,13 +301,24 @@ public final class DeviceDriver {
         try sendStatus()
     }
 
+    static func offsets(_ a: QueueAddresses, base: UInt64) -> [String: Int] {
+        ["descriptors": Int(a.descriptors - base), "driver": Int(a.driverArea - base), "device": Int(a.deviceArea - base)]
+    }
+
     static func now() -> Double {
         var ts = timespec()
         clock_gettime(CLOCK_REALTIME, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
 
-    private func refreshConfig() {
+    /// Re-read the device config (after a config interrupt or for a report).
+    /// A device that set DEVICE_NEEDS_RESET (virtio 1.2 §2.1.2, e.g. QEMU
+    /// after it saw the driver break the ring rules) ends this process: the
+    /// supervisor then resets the device and starts a fresh plugin.
+    private func refreshConfig() throws {
+        if transport.readStatus().contains(.deviceNeedsReset) {
+            throw PluginError("the device set DEVICE_NEEDS_RESET (virtio 1.2 §2.1.2): it hit an error it cannot recover from and needs a reset")
+        }
         do {
             config = try DeviceConfigReader.read(transport, negotiated: negotiated)
         } catch {

@@ -24,8 +24,11 @@ public struct DriverReport: Codable, Sendable {
         public var interrupts: UInt64
         /// Data-path counters (packets, bytes, drops, errors, kicks), absent for stubs.
         public var counters: [String: UInt64]?
+        /// Where the rings lie in the DMA memfd (byte offsets of the
+        /// descriptor table, driver area, device area), for debugging.
+        public var ringOffsets: [String: Int]?
         public init(index: Int, name: String, size: Int, maxSize: Int, layout: String, msixVector: Int?, interrupts: UInt64,
-                    counters: [String: UInt64]? = nil) {
+                    counters: [String: UInt64]? = nil, ringOffsets: [String: Int]? = nil) {
             self.index = index
             self.name = name
             self.size = size
@@ -34,6 +37,7 @@ public struct DriverReport: Codable, Sendable {
             self.msixVector = msixVector
             self.interrupts = interrupts
             self.counters = counters
+            self.ringOffsets = ringOffsets
         }
     }
 
