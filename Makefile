@@ -74,7 +74,7 @@ VM_STAGE := .build-vm-root
 # The whole suite on the default devices, then the device-facing cases again
 # on the packed-ring and multiqueue variants (VM_VARIANTS= to skip those).
 VM_VARIANTS ?= packed mq
-VM_VARIANT_CASES := net supervisor/claim-all.sh reload/net-traffic.sh
+VM_VARIANT_CASES := net/traffic.sh net/offload-file.sh net/control.sh supervisor/claim-all.sh reload/net-traffic.sh
 test-vm:
 	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
 	VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh $(VM_FLAGS)
