@@ -40,6 +40,8 @@ public final class LinkMonitor {
         var address = [UInt8](repeating: 0, count: 12)
         withUnsafeBytes(of: UInt16(AF_NETLINK)) { address.replaceSubrange(0..<2, with: $0) }
         withUnsafeBytes(of: groups) { address.replaceSubrange(8..<12, with: $0) }
+        // SAFETY: the 12 bytes are a complete struct sockaddr_nl, laid out by
+        // hand above; bind reads exactly the length given and keeps no pointer.
         let rc = address.withUnsafeBytes { bind(raw, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), 12) }
         guard rc == 0 else {
             let e = SystemCallError("bind(AF_NETLINK)")

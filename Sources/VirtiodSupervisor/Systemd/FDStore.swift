@@ -33,6 +33,9 @@ public enum FDStore {
     /// The fds systemd handed back at start, with their names (once; the
     /// environment is cleared). They stay in the store as well.
     static func takeAll() -> [(name: String, fd: FileDescriptor)] {
+        // SAFETY: on success libsystemd hands over a malloc'd array of `n`
+        // malloc'd C strings; each is copied into a String and freed once
+        // below, and the array itself last.
         var names: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
         let n = sd_listen_fds_with_names(1, &names)
         guard n > 0 else { return [] }

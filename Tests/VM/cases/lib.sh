@@ -107,6 +107,15 @@ InterfaceName=vtnet0"
     wait_state "$net" running 60
 }
 
+# The usual start of a NIC case: virtiod with the NIC as vtnet0, the twin in
+# its netns, a first ping; the twin and virtiod go away when the case exits.
+start_nic_with_twin() {
+    trap 'ip netns del twin 2>/dev/null || true; stop_virtiod' EXIT
+    start_virtiod_with_nic
+    twin_and_local vtnet0
+    ping -c 2 -W 3 10.77.0.2 >/dev/null || fail "no ping through vtnet0 at start"
+}
+
 # The address of the NIC virtiod holds (type net, bound to vfio-pci).
 claimed_nic() {
     virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernelDriver == "vfio-pci") | .address'

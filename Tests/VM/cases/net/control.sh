@@ -3,12 +3,8 @@
 # vtnet0 is set on the device (and traffic to it passes the filter), and a
 # QMP announce-self makes the plugin send a gratuitous ARP and ack it.
 source /payload/cases/lib.sh
-cleanup() { ip netns del twin 2>/dev/null || true; stop_virtiod; }
-trap cleanup EXIT
-start_virtiod_with_nic
-twin_and_local vtnet0
+start_nic_with_twin
 twin=$(ip -n twin -o link | awk '/52:54:00:12:34:02/ { sub(":", "", $2); sub("@.*", "", $2); print $2 }')
-ping -c 2 -W 3 10.77.0.2 >/dev/null || fail "no ping at start"
 s=$(virtioctl status "$net" --json)
 for f in CTRL_RX CTRL_MAC_ADDR GUEST_ANNOUNCE; do
     echo "$s" | jq -e --arg f "$f" '.driver.negotiated.names | index($f)' >/dev/null || fail "$f not negotiated: $(echo "$s" | jq -c .driver.negotiated.names)"

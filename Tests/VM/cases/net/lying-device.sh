@@ -11,11 +11,7 @@
 # on the next packet. Either must be logged, the device reset, the plugin
 # restarted, and traffic must come back.
 source /payload/cases/lib.sh
-cleanup() { ip netns del twin 2>/dev/null || true; stop_virtiod; }
-trap cleanup EXIT
-start_virtiod_with_nic
-twin_and_local vtnet0
-ping -c 2 -W 3 10.77.0.2 >/dev/null || fail "no ping at start"
+start_nic_with_twin
 
 main=$(systemctl show -P MainPID virtiod)
 memfd=""

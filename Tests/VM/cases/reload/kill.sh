@@ -4,11 +4,7 @@
 # it, the plugins (told by systemd) hand over, and the device is not reset:
 # QEMU's receive used index continues.
 source /payload/cases/lib.sh
-cleanup() { ip netns del twin 2>/dev/null || true; stop_virtiod; }
-trap cleanup EXIT
-start_virtiod_with_nic
-twin_and_local vtnet0
-ping -c 2 -W 3 10.77.0.2 >/dev/null || fail "no ping at start"
+start_nic_with_twin
 
 # kill -9 of the plugin, while the twin pings at 50 pps.
 ip netns exec twin ping -D -n -i 0.02 -c 500 -W 2 10.77.0.1 > /tmp/kill-ping 2>&1 &
