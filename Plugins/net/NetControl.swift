@@ -21,6 +21,9 @@ import VirtiodPluginRuntime
 final class NetControl {
     enum Class: UInt8 { case rx = 0, mac = 1, announce = 3, mq = 4 }
     static let rxPromisc: UInt8 = 0, rxAllMulti: UInt8 = 1, macAddressSet: UInt8 = 1, announceAck: UInt8 = 0
+    static let mqPairsSet: UInt8 = 0
+    /// VIRTIO_NET_S_ANNOUNCE in the config's status field (§5.1.4).
+    static let statusAnnounce: UInt64 = 2
 
     let interface: String
     let monitor: LinkMonitor?

@@ -125,8 +125,9 @@ final class NetDataPath: DataPath {
         // Multiqueue: the device starts with one pair until told (VIRTIO_NET_CTRL_MQ, §5.1.6.5.5).
         if negotiated.contains(.multiqueue), let controlPosition {
             let n = UInt16(pairs.count)
-            let ack = try driver.request(queue: controlPosition, readable: [4, 0, UInt8(n & 0xff), UInt8(n >> 8)], writable: 1)
-            guard ack.first == 0 else { throw PluginError("device refused \(n) queue pairs (ack \(ack.first.map(String.init) ?? "none"))") }
+            guard control.command(driver, controlPosition, .mq, NetControl.mqPairsSet, [UInt8(n & 0xff), UInt8(n >> 8)]) else {
+                throw PluginError("device refused \(n) queue pairs")
+            }
         }
         if let controlPosition { control.sync(driver, controlPosition, negotiated) }
         for p in pairs {
@@ -153,15 +154,44 @@ final class NetDataPath: DataPath {
             }
             added = true
         }
-        if added, q.queue.publish() {
+        if added { publish(p.rxPosition, &p.rx, driver) }
+    }
+
+    /// Make what was added to queue `position` visible; kick the device if
+    /// it asks to be notified (counted).
+    private func publish(_ position: Int, _ counters: inout Counters, _ driver: DeviceDriver) {
+        let q = driver.queues[position]
+        if q.queue.publish() {
             driver.transport.notify(q.index)
-            p.rx.kicks &+= 1
+            counters.kicks &+= 1
         }
+    }
+
+    /// Hand transmit buffer `slot` (vnet header + frame, `length` bytes in
+    /// all) to the device; visible after `publish`.
+    private func queueTransmit(_ p: QueuePair, slot: Int, length: Int, _ driver: DeviceDriver) throws {
+        let region = driver.device.region
+        let s = p.txPoolState.slice(slot)
+        // num_buffers is the device's field on receive; zero it on transmit (§5.1.6.2).
+        region.storeLE16(0, s, at: NetHeader.numBuffersOffset)
+        try driver.queues[p.txPosition].queue.add([.readable(region.deviceAddress(s), length)], token: UInt64(slot))
+        p.tx.packets &+= 1
+        p.tx.bytes &+= UInt64(length - NetHeader.size)
+    }
+
+    /// While no transmit buffer or descriptor is free, stop reading this TAP
+    /// queue until the device returns some: ask for an interrupt (and check
+    /// once more: they may be back already).
+    private func blockTransmitIfFull(_ p: QueuePair, _ driver: DeviceDriver) throws {
+        let tx = driver.queues[p.txPosition].queue
+        guard p.txPoolState.freeCount == 0 || tx.freeDescriptors == 0 else { return }
+        p.txBlocked = true
+        if tx.enableInterrupts() { try reclaimTransmit(p, driver) }
     }
 
     func ready(_ fd: FileDescriptor, _ driver: DeviceDriver) throws {
         if let monitor = control.monitor, fd == monitor.fd {
-            if monitor.events() != nil, let controlPosition { control.sync(driver, controlPosition, negotiated) }
+            if monitor.events(), let controlPosition { control.sync(driver, controlPosition, negotiated) }
             return
         }
         guard let p = pairs.first(where: { $0.tap.fd == fd }) else { return }
@@ -183,23 +213,11 @@ final class NetDataPath: DataPath {
                 p.tx.drops &+= 1
                 continue
             }
-            // num_buffers is the device's field on receive; zero it on transmit (§5.1.6.2).
-            region.storeLE16(0, s, at: NetHeader.numBuffersOffset)
-            try q.queue.add([.readable(region.deviceAddress(s), n)], token: UInt64(slot))
-            p.tx.packets &+= 1
-            p.tx.bytes &+= UInt64(n - NetHeader.size)
+            try queueTransmit(p, slot: slot, length: n, driver)
             added += 1
         }
-        if added > 0, q.queue.publish() {
-            driver.transport.notify(q.index)
-            p.tx.kicks &+= 1
-        }
-        if p.txPoolState.freeCount == 0 || q.queue.freeDescriptors == 0 {
-            // Stop reading this TAP queue until the device returns buffers; ask
-            // for an interrupt (and check once more: they may be back already).
-            p.txBlocked = true
-            if q.queue.enableInterrupts() { try reclaimTransmit(p, driver) }
-        }
+        if added > 0 { publish(p.txPosition, &p.tx, driver) }
+        try blockTransmitIfFull(p, driver)
     }
 
     private func reclaimTransmit(_ p: QueuePair, _ driver: DeviceDriver) throws {
@@ -339,17 +357,13 @@ final class NetDataPath: DataPath {
             throw PluginError("\(saved.pairs.count) queue pair(s) in the record, \(taps.count) TAP queue(s) here")
         }
         func pool(_ offset: Int, _ length: Int, _ size: Int, _ queue: Virtqueue, _ what: String) throws -> DMABufferPool {
-            // Buffers must lie in the allocated part of the region, clear of
-            // every ring; every in-flight token must be one of them, once.
+            // Clear of rings, scratch page and the other pools; every
+            // in-flight token must be one of its buffers, once.
             let area = DMASlice(offset: offset, length: length)
-            let clear = driver.queues.allSatisfy { q in
-                let a = q.queue.state.area
-                return offset + length <= a.offset || a.offset + a.length <= offset
-            }
-            guard offset >= 0, length >= 0, offset + length <= driver.device.allocator.cursor, clear,
-                  let p = DMABufferPool(area: area, bufferSize: size,
+            try driver.claimRestoredArea(area, "the \(what) buffer pool")
+            guard let p = DMABufferPool(area: area, bufferSize: size,
                                         inUse: queue.state.chains.filter(\.inFlight).map { Int(clamping: $0.token) }) else {
-                throw PluginError("\(what) buffer pool in the record does not fit the queue or the DMA region")
+                throw PluginError("the \(what) buffer pool in the record does not fit the queue's buffers in flight")
             }
             return p
         }
@@ -382,14 +396,10 @@ final class NetDataPath: DataPath {
         control.forget()
         if let controlPosition { control.sync(driver, controlPosition, negotiated) }
         for p in pairs {
-            let tx = driver.queues[p.txPosition].queue
             p.txBlocked = false
-            tx.disableInterrupts()
+            driver.queues[p.txPosition].queue.disableInterrupts()
             try reclaimTransmit(p, driver)
-            if p.txPoolState.freeCount == 0 || tx.freeDescriptors == 0 {
-                p.txBlocked = true
-                if tx.enableInterrupts() { try reclaimTransmit(p, driver) }
-            }
+            try blockTransmitIfFull(p, driver)
             try receive(p, driver)
         }
         configChanged(driver)
@@ -403,7 +413,7 @@ final class NetDataPath: DataPath {
                 PluginLog.warning("net \(driver.device.info.address): carrier: \(error)")
             }
         }
-        if case .number(let status)? = driver.config["status"], status & 2 != 0,
+        if case .number(let status)? = driver.config["status"], status & NetControl.statusAnnounce != 0,
            negotiated.contains(.guestAnnounce), let controlPosition, let p = pairs.first {
             control.announce(driver, controlPosition) { frames in transmit(frames, on: p, driver) }
         }
@@ -413,28 +423,21 @@ final class NetDataPath: DataPath {
     /// queue, each behind an all-zero vnet header; returns how many went.
     private func transmit(_ frames: [[UInt8]], on p: QueuePair, _ driver: DeviceDriver) -> Int {
         let q = driver.queues[p.txPosition]
-        let region = driver.device.region
         try? reclaimTransmit(p, driver)
         var sent = 0
         for frame in frames {
             guard q.queue.freeDescriptors > 0, let slot = p.txPoolState.take() else { p.tx.drops &+= 1; continue }
-            let s = p.txPoolState.slice(slot)
             let bytes = [UInt8](repeating: 0, count: NetHeader.size) + frame
-            guard bytes.count <= s.length else { p.txPoolState.give(slot); continue }
-            region.copy(bytes, into: s)
-            do { try q.queue.add([.readable(region.deviceAddress(s), bytes.count)], token: UInt64(slot)) } catch {
+            guard bytes.count <= p.txPoolState.bufferSize else { p.txPoolState.give(slot); continue }
+            driver.device.region.copy(bytes, into: p.txPoolState.slice(slot))
+            do { try queueTransmit(p, slot: slot, length: bytes.count, driver) } catch {
                 p.txPoolState.give(slot)
                 p.tx.errors &+= 1
                 continue
             }
-            p.tx.packets &+= 1
-            p.tx.bytes &+= UInt64(frame.count)
             sent += 1
         }
-        if sent > 0, q.queue.publish() {
-            driver.transport.notify(q.index)
-            p.tx.kicks &+= 1
-        }
+        if sent > 0 { publish(p.txPosition, &p.tx, driver) }
         return sent
     }
 }

@@ -82,11 +82,20 @@ public final class VirtioPCITransport: Transport {
     public func writeStatus(_ status: DeviceStatus) { set8(CommonConfig.deviceStatus, status.rawValue) }
 
     public func readDeviceFeatures() -> UInt64 {
-        set32(CommonConfig.deviceFeatureSelect, 0)
-        let low = UInt64(c32(CommonConfig.deviceFeature))
-        set32(CommonConfig.deviceFeatureSelect, 1)
-        let high = UInt64(c32(CommonConfig.deviceFeature))
-        return high << 32 | low
+        readFeatures(select: CommonConfig.deviceFeatureSelect, value: CommonConfig.deviceFeature)
+    }
+
+    /// The features the driver wrote (what the device runs with).
+    public func readDriverFeatures() -> UInt64 {
+        readFeatures(select: CommonConfig.driverFeatureSelect, value: CommonConfig.driverFeature)
+    }
+
+    /// A 64-bit feature word through its 32-bit select/value window (§4.1.4.3).
+    private func readFeatures(select: Int, value: Int) -> UInt64 {
+        set32(select, 0)
+        let low = UInt64(c32(value))
+        set32(select, 1)
+        return UInt64(c32(value)) << 32 | low
     }
 
     public func writeDriverFeatures(_ features: UInt64) {
@@ -114,10 +123,7 @@ public final class VirtioPCITransport: Transport {
         try select(index)
         let maximum = Int(c16(CommonConfig.queueSize))
         guard size > 0, size <= maximum else { throw TransportError.queueSizeUnsupported(requested: size, maximum: maximum) }
-        let off = Int(c16(CommonConfig.queueNotifyOff)) * Int(capabilities.notifyOffsetMultiplier)
-        guard off + 2 <= notifyWindow.length else {
-            throw TransportError.io("queue \(index) notify offset \(off) beyond notify structure of \(notifyWindow.length) bytes")
-        }
+        let off = try notifyOffset(index)
         set16(CommonConfig.queueSize, UInt16(size))
         set16(CommonConfig.queueMSIXVector, msixVector)
         // §4.1.4.3.1: the device answers NO_VECTOR when it cannot take the vector.
@@ -146,19 +152,18 @@ public final class VirtioPCITransport: Transport {
             throw TransportError.io("queue \(index) on the device (enabled \(found.enabled), size \(found.size), vector \(found.vector), "
                 + "rings \(found.addresses)) is not the queue in the hand-over record (size \(size), vector \(msixVector), rings \(addresses))")
         }
+        notifyOffsets[index] = try notifyOffset(index)
+    }
+
+    /// Where the selected queue `index` is notified: queue_notify_off ×
+    /// notify_off_multiplier (§4.1.4.4), device-stated, so checked against
+    /// the notify structure before it is ever used.
+    private func notifyOffset(_ index: Int) throws -> Int {
         let off = Int(c16(CommonConfig.queueNotifyOff)) * Int(capabilities.notifyOffsetMultiplier)
         guard off + 2 <= notifyWindow.length else {
             throw TransportError.io("queue \(index) notify offset \(off) beyond notify structure of \(notifyWindow.length) bytes")
         }
-        notifyOffsets[index] = off
-    }
-
-    /// The features the driver wrote (what the device runs with).
-    public func readDriverFeatures() -> UInt64 {
-        set32(CommonConfig.driverFeatureSelect, 0)
-        let low = UInt64(c32(CommonConfig.driverFeature))
-        set32(CommonConfig.driverFeatureSelect, 1)
-        return UInt64(c32(CommonConfig.driverFeature)) << 32 | low
+        return off
     }
 
     public func resetQueue(_ index: Int) throws {

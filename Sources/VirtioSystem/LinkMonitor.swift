@@ -1,5 +1,6 @@
 import Glibc
 import SystemPackage
+import VirtioCore
 
 /// rtnetlink (NETLINK_ROUTE) for one network interface: change events
 /// (RTMGRP_LINK: flags such as IFF_PROMISC, the MAC address) and a dump of
@@ -37,9 +38,9 @@ public final class LinkMonitor {
         let raw = socket(AF_NETLINK, type, 0 /* NETLINK_ROUTE */)
         guard raw >= 0 else { throw SystemCallError("socket(AF_NETLINK)") }
         // struct sockaddr_nl: family u16, pad u16, pid u32, groups u32.
-        var address = [UInt8](repeating: 0, count: 12)
-        withUnsafeBytes(of: UInt16(AF_NETLINK)) { address.replaceSubrange(0..<2, with: $0) }
-        withUnsafeBytes(of: groups) { address.replaceSubrange(8..<12, with: $0) }
+        var w = ByteWriter()
+        w.u16(UInt16(AF_NETLINK)); w.u16(0); w.u32(0); w.u32(groups)
+        let address = w.bytes
         // SAFETY: the 12 bytes are a complete struct sockaddr_nl, laid out by
         // hand above; bind reads exactly the length given and keeps no pointer.
         let rc = address.withUnsafeBytes { bind(raw, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), 12) }
@@ -51,16 +52,20 @@ public final class LinkMonitor {
         return FileDescriptor(rawValue: raw)
     }
 
-    /// Drain pending events; the latest state of this interface, if it changed.
-    public func events() -> LinkState? {
-        var latest: LinkState?
+    /// Drain pending events; true if this interface may have changed (a
+    /// link message for it, or an overrun that lost some): then read its
+    /// state with `current`.
+    public func events() -> Bool {
+        var changed = false
         var buffer = [UInt8](repeating: 0, count: 16384)
         while true {
             let n = buffer.withUnsafeMutableBytes { recv(fd.rawValue, $0.baseAddress, $0.count, 0) }
-            guard n > 0 else { return latest }
+            if n < 0, errno == ENOBUFS { changed = true; continue }
+            guard n > 0 else { return changed }
             Self.forEachMessage(buffer[0..<n]) { type, body in
-                guard type == Self.rtmNewLink, let s = Self.parseLink(body, ifindex: ifindex) else { return }
-                latest = s
+                // ifinfomsg: family u8, pad u8, type u16, index i32, …
+                if type == Self.rtmNewLink, body.count >= 8,
+                   Int32(bitPattern: Self.le32(body, at: body.startIndex + 4)) == ifindex { changed = true }
             }
         }
     }
@@ -69,10 +74,10 @@ public final class LinkMonitor {
     public func addresses() throws -> (v4: [[UInt8]], v6: [[UInt8]]) {
         let s = try Self.openSocket(groups: 0, blocking: true)
         defer { try? s.close() }
-        // nlmsghdr (16) + ifaddrmsg (8): RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP.
-        var request = [UInt8](repeating: 0, count: 24)
-        func put<T>(_ v: T, at offset: Int) { withUnsafeBytes(of: v) { request.replaceSubrange(offset..<offset + $0.count, with: $0) } }
-        put(UInt32(24), at: 0); put(Self.rtmGetAddr, at: 4); put(UInt16(0x301), at: 6); put(UInt32(1), at: 8)
+        // nlmsghdr (length, type, flags NLM_F_REQUEST | NLM_F_DUMP, seq, pid) + ifaddrmsg (8 bytes, all families).
+        var w = ByteWriter()
+        w.u32(24); w.u16(Self.rtmGetAddr); w.u16(0x301); w.u32(1); w.u32(0); w.zeros(8)
+        let request = w.bytes
         guard request.withUnsafeBytes({ send(s.rawValue, $0.baseAddress, $0.count, 0) }) == 24 else {
             throw SystemCallError("send RTM_GETADDR")
         }
@@ -104,52 +109,37 @@ public final class LinkMonitor {
 
     static func le16(_ b: ArraySlice<UInt8>, at i: Int) -> UInt16 { UInt16(b[i]) | UInt16(b[i + 1]) << 8 }
 
-    /// Each netlink message (type, body after the 16-byte header); stops at
-    /// a length that does not fit.
+    /// Each netlink message (type, body after the 16-byte nlmsghdr: length
+    /// u32, type u16, …); stops at a length that does not fit.
     static func forEachMessage(_ data: ArraySlice<UInt8>, _ body: (UInt16, ArraySlice<UInt8>) -> Void) {
-        var at = data.startIndex
-        while data.endIndex - at >= 16 {
-            let length = Int(le32(data, at: at))
-            guard length >= 16, length <= data.endIndex - at else { return }
-            body(le16(data, at: at + 4), data[(at + 16)..<(at + length)])
-            at += (length + 3) & ~3
-        }
+        forEachRecord(data, header: 16, length: { le32(data, at: $0) }, typeAt: 4, body)
     }
 
-    /// Each rtattr (type, value); stops at a length that does not fit.
+    /// Each rtattr (type, value after the 4-byte header: length u16, type u16);
+    /// stops at a length that does not fit.
     static func forEachAttribute(_ data: ArraySlice<UInt8>, _ body: (UInt16, ArraySlice<UInt8>) -> Void) {
+        forEachRecord(data, header: 4, length: { UInt32(le16(data, at: $0)) }, typeAt: 2, body)
+    }
+
+    /// The length-prefixed, 4-byte-aligned records both formats are made
+    /// of: every length is checked against what is left before it is used.
+    private static func forEachRecord(_ data: ArraySlice<UInt8>, header: Int, length: (Int) -> UInt32, typeAt: Int,
+                                      _ body: (UInt16, ArraySlice<UInt8>) -> Void) {
         var at = data.startIndex
-        while data.endIndex - at >= 4 {
-            let length = Int(le16(data, at: at))
-            guard length >= 4, length <= data.endIndex - at else { return }
-            body(le16(data, at: at + 2), data[(at + 4)..<(at + length)])
-            at += (length + 3) & ~3
+        while data.endIndex - at >= header {
+            let n = Int(length(at))
+            guard n >= header, n <= data.endIndex - at else { return }
+            body(le16(data, at: at + typeAt), data[(at + header)..<(at + n)])
+            at += (n + 3) & ~3
         }
     }
 
-    /// ifinfomsg (16 bytes: family, pad, type u16, index i32, flags u32, change u32) + IFLA_ADDRESS (1).
-    static func parseLink(_ body: ArraySlice<UInt8>, ifindex: Int32) -> LinkState? {
-        guard body.count >= 16 else { return nil }
-        let s = body.startIndex
-        guard Int32(bitPattern: le32(body, at: s + 4)) == ifindex else { return nil }
-        var state = LinkState(flags: le32(body, at: s + 8), mac: nil)
-        forEachAttribute(body.dropFirst(16)) { kind, value in
-            if kind == 1, value.count == 6 { state.mac = Array(value) }
-        }
-        return state
-    }
-
-    /// The interface's state now (flags and MAC from sysfs).
+    /// The interface's state now, from sysfs: its flags are the kernel's own
+    /// (they include promiscuity a bridge asked for, which netlink's do not).
     public static func current(_ name: String) -> LinkState? {
-        func read(_ file: String) -> String? {
-            guard let f = fopen("/sys/class/net/\(name)/\(file)", "r") else { return nil }
-            defer { fclose(f) }
-            var line = [CChar](repeating: 0, count: 64)
-            guard fgets(&line, 64, f) != nil else { return nil }
-            return String(cString: line).filter { !$0.isWhitespace }
-        }
-        guard let flagsText = read("flags"), let flags = UInt32(flagsText.dropFirst(2), radix: 16) else { return nil }
-        let mac = read("address").map { $0.split(separator: ":").compactMap { UInt8($0, radix: 16) } }
+        guard let flagsText = TextFile.read("/sys/class/net/\(name)/flags"), flagsText.hasPrefix("0x"),
+              let flags = UInt32(flagsText.dropFirst(2), radix: 16) else { return nil }
+        let mac = TextFile.read("/sys/class/net/\(name)/address").map { $0.split(separator: ":").compactMap { UInt8($0, radix: 16) } }
         return LinkState(flags: flags, mac: mac?.count == 6 ? mac : nil)
     }
 }

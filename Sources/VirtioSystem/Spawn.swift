@@ -59,7 +59,6 @@ public struct ChildProcess: Sendable {
     }
 
     /// Wait for the child; returns its exit status, or 128+signal if killed.
-
     public func wait() throws -> Int32 {
         var status: Int32 = 0
         while waitpid(pid, &status, 0) < 0 {

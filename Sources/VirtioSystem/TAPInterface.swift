@@ -30,17 +30,10 @@ public struct TAPInterface: Sendable {
     /// The interface a TAP fd is attached to (from /proc/self/fdinfo, "iff:"),
     /// for fds taken back from systemd's fd store.
     public static func name(of fd: FileDescriptor) throws -> String {
-        guard let f = fopen("/proc/self/fdinfo/\(fd.rawValue)", "r") else { throw SystemCallError("open fdinfo") }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 256)
-        while fgets(&line, Int32(line.count), f) != nil {
-            let text = String(cString: line)
-            if text.hasPrefix("iff:") {
-                let name = String(text.dropFirst(4).filter { !$0.isWhitespace })
-                if !name.isEmpty { return name }
-            }
+        guard let name = TextFile.field("iff", in: "/proc/self/fdinfo/\(fd.rawValue)") else {
+            throw SystemCallError("fd \(fd.rawValue) is not attached to a TAP interface", .invalidArgument)
         }
-        throw SystemCallError("fd \(fd.rawValue) is not attached to a TAP interface", .invalidArgument)
+        return name
     }
 
     /// virtio-net header size on this fd (12 for VERSION_1 devices).

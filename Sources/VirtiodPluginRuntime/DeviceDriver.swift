@@ -207,7 +207,7 @@ public final class DeviceDriver {
                           state: Data(QueueStateCodec.encode($0.queue.state)))
                 },
                 identity: identity, stateVersion: dataPath?.stateVersion ?? 0, data: try dataPath?.saveState(),
-                reason: reason, savedAt: Self.now())
+                reason: reason, savedAt: wallClock())
             record.scratch = scratch?.offset
             try device.handover.save(record)
             let inFlight = queues.reduce(0) { $0 + $1.queue.inFlight }
@@ -264,9 +264,10 @@ public final class DeviceDriver {
             throw PluginError("the device's driver features differ from the hand-over record")
         }
         if let dataPath {
-            guard r.stateVersion <= dataPath.stateVersion, r.data != nil else {
+            guard r.stateVersion <= dataPath.stateVersion else {
                 throw PluginError("data path state version \(r.stateVersion) is newer than this plugin reads (\(dataPath.stateVersion))")
             }
+            guard r.data != nil else { throw PluginError("the hand-over record carries no data path state") }
         }
         var restored: [(queue: Virtqueue, name: String, maxSize: Int, vector: UInt16, index: Int)] = []
         for q in r.queues {
@@ -286,11 +287,9 @@ public final class DeviceDriver {
         identity = r.identity
         device.allocator = DMAAllocator(regionSize: device.info.dmaSize, start: r.allocatorCursor)
         if let page = r.scratch {
-            guard page >= 0, page + Self.scratchSize <= r.allocatorCursor,
-                  restored.allSatisfy({ $0.queue.state.area.offset >= page + Self.scratchSize || $0.queue.state.area.offset + $0.queue.state.area.length <= page }) else {
-                throw PluginError("scratch page in the record overlaps a ring or lies outside the allocated memory")
-            }
-            scratch = DMASlice(offset: page, length: Self.scratchSize)
+            let slice = DMASlice(offset: page, length: Self.scratchSize)
+            try claimRestoredArea(slice, "the request scratch page")
+            scratch = slice
         }
         if let dataPath, let data = r.data { try dataPath.resume(self, state: data, version: r.stateVersion) }
         config = (try? DeviceConfigReader.read(transport, negotiated: negotiated)) ?? [:]
@@ -301,14 +300,24 @@ public final class DeviceDriver {
         try sendStatus()
     }
 
-    static func offsets(_ a: QueueAddresses, base: UInt64) -> [String: Int] {
-        ["descriptors": Int(a.descriptors - base), "driver": Int(a.driverArea - base), "device": Int(a.deviceArea - base)]
+    /// DMA memory a hand-over record says is in use: the rings, the scratch
+    /// page, and what the data path restored so far.
+    private(set) var restoredAreas: [DMASlice] = []
+
+    /// Accept an area named by a hand-over record (shared memory, so not
+    /// trusted): it must lie in the allocated part of the region and share
+    /// no byte with any ring or area accepted before.
+    public func claimRestoredArea(_ area: DMASlice, _ what: String) throws {
+        let rings = queues.map { $0.queue.state.area }
+        guard area.offset >= 0, area.length > 0, area.offset + area.length <= device.allocator.cursor,
+              !(rings + restoredAreas).contains(where: { $0.overlaps(area) }) else {
+            throw PluginError("\(what) in the hand-over record (\(area)) overlaps other DMA memory or lies outside the allocated part")
+        }
+        restoredAreas.append(area)
     }
 
-    static func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_REALTIME, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    static func offsets(_ a: QueueAddresses, base: UInt64) -> [String: Int] {
+        ["descriptors": Int(a.descriptors - base), "driver": Int(a.driverArea - base), "device": Int(a.deviceArea - base)]
     }
 
     /// Re-read the device config (after a config interrupt or for a report).

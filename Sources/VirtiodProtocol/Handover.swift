@@ -100,11 +100,9 @@ public struct HandoverArea: Sendable {
 
     public func save(_ record: HandoverRecord) throws {
         let json = Array(try JSONEncoder().encode(record))
-        var bytes: [UInt8] = []
-        for v in [Self.magic, UInt32(json.count), QueueStateCodec.fnv1a(json), 0] {
-            withUnsafeBytes(of: v.littleEndian) { bytes += $0 }
-        }
-        try area.store(bytes + json, word: Self.saved)
+        var w = ByteWriter()
+        w.u32(Self.magic); w.u32(UInt32(json.count)); w.u32(QueueStateCodec.fnv1a(json)); w.u32(0)
+        try area.store(w.bytes + json, word: Self.saved)
     }
 
     /// The waiting record; throws if there is none or it cannot be trusted.
@@ -112,12 +110,13 @@ public struct HandoverArea: Sendable {
         let (bytes, word) = try area.load()
         guard word == Self.saved else { throw HandoverError.empty }
         guard bytes.count >= 16 else { throw HandoverError.corrupt("\(bytes.count) bytes") }
-        func u32(_ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(bytes[at + $1]) << (8 * $1) } }
-        guard u32(0) == Self.magic else { throw HandoverError.corrupt("bad magic") }
-        let length = Int(u32(4))
+        var header = ByteReader(bytes: bytes)
+        guard header.u32() == Self.magic else { throw HandoverError.corrupt("bad magic") }
+        let length = Int(header.u32())
+        let sum = header.u32()
         guard length == bytes.count - 16 else { throw HandoverError.corrupt("length \(length) of \(bytes.count - 16)") }
         let json = Array(bytes[16...])
-        guard QueueStateCodec.fnv1a(json) == u32(8) else { throw HandoverError.corrupt("checksum mismatch") }
+        guard QueueStateCodec.fnv1a(json) == sum else { throw HandoverError.corrupt("checksum mismatch") }
         // The format first: a newer envelope is refused by number, not misread.
         struct Envelope: Decodable { var format: Int }
         guard let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(json)) else {

@@ -57,6 +57,9 @@ public enum PluginProtocol {
     public static let version = 1
     /// The plugin's end of its socket.
     public static let socketFD: Int32 = 3
+    /// The plugins virtiod knows (executables virtiod-NAME), as `unload`,
+    /// `load` and `reload` name them.
+    public static let pluginNames = ["net", "block", "console", "balloon", "9p"]
 }
 
 /// How a plugin takes its device.

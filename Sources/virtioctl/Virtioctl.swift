@@ -209,7 +209,7 @@ struct Reload: ParsableCommand {
     var target: String
 
     func run() throws {
-        let byPlugin = ["net", "block", "console", "balloon", "9p"].contains(target)
+        let byPlugin = PluginProtocol.pluginNames.contains(target)
         let r = try global.call(.reload, device: byPlugin ? nil : target, plugin: byPlugin ? target : nil)
         global.show(r, done: "reloaded")
     }

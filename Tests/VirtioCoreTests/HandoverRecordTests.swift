@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import VirtioCore
-import VirtioSystem
+@testable import VirtioSystem
 import VirtiodProtocol
 
 /// The hand-over area in the state memfd: what a plugin leaves for its
@@ -66,5 +66,42 @@ import VirtiodProtocol
         #expect(free == [0, 2, 3, 4, 7])
         #expect(DMABufferPool(area: area, bufferSize: 512, inUse: [8]) == nil)
         #expect(DMABufferPool(area: area, bufferSize: 512, inUse: [2, 2]) == nil)
+    }
+}
+
+@Suite struct SmallHelperTests {
+    @Test func slicesOverlapOnlyWhenTheyShareAByte() {
+        let a = DMASlice(offset: 4096, length: 4096)
+        #expect(a.overlaps(DMASlice(offset: 8191, length: 1)))
+        #expect(a.overlaps(DMASlice(offset: 0, length: 4097)))
+        #expect(!a.overlaps(DMASlice(offset: 8192, length: 10)))
+        #expect(!a.overlaps(DMASlice(offset: 0, length: 4096)))
+    }
+
+    @Test func textFilesAreReadTrimmedAndByField() throws {
+        let path = "/tmp/virtiod-textfile-\(getpid())"
+        defer { unlink(path) }
+        try "pos:\t0\nflags:\t02004002\niff:\tvtnet0\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(TextFile.field("iff", in: path) == "vtnet0")
+        #expect(TextFile.field("missing", in: path) == nil)
+        try "  0x1003\n".write(toFile: path, atomically: true, encoding: .utf8)
+        #expect(TextFile.read(path) == "0x1003")
+        #expect(TextFile.read(path + ".absent") == nil)
+    }
+
+    @Test func netlinkRecordsStopAtALengthThatDoesNotFit() {
+        // Two rtattrs (IFA_ADDRESS, 4-byte value; then one claiming 64 bytes of 8 left).
+        var w = ByteWriter()
+        w.u16(8); w.u16(1); w.u8(10); w.u8(77); w.u8(0); w.u8(1)
+        w.u16(64); w.u16(2); w.u32(0)
+        var seen: [(UInt16, [UInt8])] = []
+        LinkMonitor.forEachAttribute(w.bytes[...]) { seen.append(($0, Array($1))) }
+        #expect(seen.count == 1 && seen[0].0 == 1 && seen[0].1 == [10, 77, 0, 1])
+        // A netlink message whose length is below its own header is not read.
+        var m = ByteWriter()
+        m.u32(8); m.u16(16); m.zeros(10)
+        var messages = 0
+        LinkMonitor.forEachMessage(m.bytes[...]) { _, _ in messages += 1 }
+        #expect(messages == 0)
     }
 }

@@ -14,6 +14,11 @@ public struct DMASlice: Sendable, Hashable, Codable {
         self.length = length
     }
 
+    /// Whether the two share a byte.
+    public func overlaps(_ other: DMASlice) -> Bool {
+        offset < other.offset + other.length && other.offset < offset + length
+    }
+
     /// The one rule for untrusted addresses: the slice a device address and
     /// length name in a region, or nil if any byte (or the sum) falls outside.
     @inline(__always)

@@ -22,7 +22,7 @@ public enum QueueStateError: Error, Sendable, Hashable, CustomStringConvertible 
 ///     magic "VQS1" u32 | version u32 | payload length u32 | FNV-1a-32 of payload u32
 ///     payload: layout u8, avail wrap u8, used wrap u8, interrupts u8,
 ///              size u32, area offset u64, area length u64,
-///              event idx u8, pad u8×3, indirect capacity u32,
+///              event idx u8, tolerate oversized length u8, pad u8×2, indirect capacity u32,
 ///              next avail u16, added u16, next used u16, free head u16,
 ///              free descriptors u32, in-flight chains u32,
 ///              links u16×size,
@@ -102,22 +102,4 @@ public enum QueueStateCodec {
         for b in bytes { h = (h ^ UInt32(b)) &* 0x0100_0193 }
         return h
     }
-}
-
-struct ByteWriter {
-    var bytes: [UInt8] = []
-    mutating func u8(_ v: UInt8) { bytes.append(v) }
-    mutating func u16(_ v: UInt16) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-    mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
-}
-
-/// Reads fields in order; the caller checked the total length first.
-struct ByteReader {
-    let bytes: [UInt8]
-    var at = 0
-    mutating func u8() -> UInt8 { defer { at += 1 }; return bytes[at] }
-    mutating func u16() -> UInt16 { UInt16(u8()) | UInt16(u8()) << 8 }
-    mutating func u32() -> UInt32 { UInt32(u16()) | UInt32(u16()) << 16 }
-    mutating func u64() -> UInt64 { UInt64(u32()) | UInt64(u32()) << 32 }
 }

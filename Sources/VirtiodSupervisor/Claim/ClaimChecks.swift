@@ -1,6 +1,7 @@
 import FoundationEssentials
 import Glibc
 import VirtioCore
+import VirtioSystem
 
 /// The checks before virtiod takes a device from the kernel: each returns a
 /// refusal that says why and what to do, or nil.
@@ -76,7 +77,5 @@ public struct ClaimChecks: Sendable {
             + "this machine off the network. Move the route first, or set Force=yes (virtioctl claim --force)"
     }
 
-    private func read(_ path: String) -> String? {
-        FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self).trimmingWhitespace() }
-    }
+    private func read(_ path: String) -> String? { TextFile.read(path) }
 }

@@ -135,13 +135,15 @@ public final class ClaimedDevice {
     /// (keys without the slug): nothing is reset or reprogrammed — the IOMMU
     /// mapping, MSI-X eventfds and bus mastering are as they were left, and
     /// the plugin adopts the running queues from the hand-over record.
+    ///
+    /// Everything that can fail comes before anything takes an fd: when it
+    /// throws, the caller still owns every fd (and closes them); when it
+    /// returns, this object owns the ones it knows.
     init(restoring address: String, type: DeviceType, fds: [String: FileDescriptor]) throws {
         func need(_ key: String) throws -> FileDescriptor {
             guard let fd = fds[key] else { throw ClaimError.setup("fd store holds no \(key) fd for \(address)") }
             return fd
         }
-        self.address = address
-        self.type = type
         guard let groupKey = fds.keys.first(where: { $0.hasPrefix("group.") }), let number = Int(groupKey.dropFirst(6)) else {
             throw ClaimError.setup("fd store holds no VFIO group fd for \(address)")
         }
@@ -149,15 +151,8 @@ public final class ClaimedDevice {
             var st = stat()
             return fstat(fd.rawValue, &st) == 0 ? Int(st.st_size) : 0
         }
+        let containerFD = try need("container"), deviceFD = try need("device")
         let dma = try need("dma"), state = try need("state")
-        container = VFIOContainer(adopting: try need("container"), mappings: [(Self.iovaBase, UInt64(size(dma)))])
-        group = VFIOGroup(adopting: fds[groupKey]!, number: number)
-        vfio = VFIODevice(fd: try need("device"))
-        transport = try VirtioPCITransport(vfio: vfio, deviceType: type)
-        offeredFeatures = transport.readDeviceFeatures()
-        memory = try SharedMemory(mapping: dma, size: size(dma), ownsFD: true)
-        stateMemory = try SharedMemory(mapping: state, size: size(state), ownsFD: true)
-        handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
         /// "msix.0", "msix.1", … in index order.
         func indexed(_ prefix: String) -> [FileDescriptor] {
             var found: [(Int, FileDescriptor)] = []
@@ -166,18 +161,39 @@ public final class ClaimedDevice {
             }
             return found.sorted { $0.0 < $1.0 }.map(\.1)
         }
+        let tapFDs = indexed("tap.")
+        let tapName = try tapFDs.first.map { try TAPInterface.name(of: $0) }
+        // These own no fd (the memfds are mapped without taking them).
+        let vfio = VFIODevice(fd: deviceFD)
+        let transport = try VirtioPCITransport(vfio: vfio, deviceType: type)
+        let memory = try SharedMemory(mapping: dma, size: size(dma), ownsFD: false)
+        let stateMemory = try SharedMemory(mapping: state, size: size(state), ownsFD: false)
+        // Nothing throws from here on.
+        self.address = address
+        self.type = type
+        self.vfio = vfio
+        self.transport = transport
+        self.memory = memory
+        self.stateMemory = stateMemory
+        restoredMemfds = [dma, state]
+        container = VFIOContainer(adopting: containerFD, mappings: [(Self.iovaBase, UInt64(memory.size))])
+        group = VFIOGroup(adopting: fds[groupKey]!, number: number)
+        offeredFeatures = transport.readDeviceFeatures()
+        handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
         vectors = indexed("msix.").map { EventFD(fd: $0) }
         intx = fds["intx"].map { EventFD(fd: $0) }
         request = fds["req"].map { EventFD(fd: $0) }
-        let tapFDs = indexed("tap.")
-        if let first = tapFDs.first {
-            let name = try TAPInterface.name(of: first)
-            taps = tapFDs.map { TAPInterface(fd: $0, name: name) }
+        if let tapName {
+            taps = tapFDs.map { TAPInterface(fd: $0, name: tapName) }
             if offeredFeatures & NetFeatures.mac.rawValue != 0, transport.configSize >= 6 {
                 tapMAC = try? transport.readConfig(offset: 0, length: 6)
             }
         }
     }
+
+    /// The memfds of a device taken back from the fd store: their mappings
+    /// do not own them, so `close()` does.
+    private var restoredMemfds: [FileDescriptor] = []
 
     /// Open /dev/vfio/N, waiting up to 5 s for the node to appear after the bind.
     static func openGroup(_ number: Int) throws -> VFIOGroup {
@@ -254,6 +270,8 @@ public final class ClaimedDevice {
         request?.close()
         for t in taps { try? t.fd.close() }
         taps = []
+        for m in restoredMemfds { try? m.close() }
+        restoredMemfds = []
         try? vfio.fd.close()
     }
 

@@ -99,15 +99,3 @@ final class PluginProcess {
                             restarts: restarts, lastExit: lastExit, reloads: reloads, lastReloadPauseMS: lastReloadPauseMS)
     }
 }
-
-func wallClock() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}
-
-func monotonic() -> Double {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-}

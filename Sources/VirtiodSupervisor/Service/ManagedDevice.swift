@@ -1,4 +1,5 @@
 import VirtioCore
+import VirtioSystem
 import VirtiodProtocol
 
 /// One virtio function as the supervisor manages it.

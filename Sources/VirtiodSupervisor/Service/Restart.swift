@@ -1,6 +1,7 @@
 import Glibc
 import SystemPackage
 import VirtioCore
+import VirtioSystem
 import VirtiodProtocol
 
 /// virtiod surviving itself: on `systemctl restart` (or an upgrade, or a

@@ -18,7 +18,7 @@ public final class Supervisor {
     var unloadedPlugins: Set<String> = []
     let binding = PCIBinding()
     let checks = ClaimChecks()
-    static let pluginNames = ["net", "block", "console", "balloon", "9p"]
+    static let pluginNames = PluginProtocol.pluginNames
 
     public init(options: SupervisorOptions) {
         self.options = options
@@ -79,12 +79,8 @@ public final class Supervisor {
     /// MAC and serial as the kernel shows them while it drives the function.
     func identity(of f: VirtioFunction, keeping old: DeviceIdentity) -> DeviceIdentity {
         var id = old
-        func read(_ path: String) -> String? {
-            FileManager.default.contents(atPath: path).map { String(decoding: $0, as: UTF8.self).trimmingWhitespace() }
-                .flatMap { $0.isEmpty ? nil : $0 }
-        }
-        if let i = f.interfaces.first, let mac = read("/sys/class/net/\(i)/address") { id.macAddress = mac }
-        if let b = f.blockDevices.first, let serial = read("/sys/class/block/\(b)/serial") { id.serial = serial }
+        if let i = f.interfaces.first, let mac = TextFile.read("/sys/class/net/\(i)/address") { id.macAddress = mac }
+        if let b = f.blockDevices.first, let serial = TextFile.read("/sys/class/block/\(b)/serial") { id.serial = serial }
         return id
     }
 

@@ -1,0 +1,31 @@
+import SystemPackage
+
+/// Small text files of the kernel's (sysfs, procfs): read whole, in one
+/// place, so callers do not each open and parse them their own way.
+public enum TextFile {
+    /// The file's text with surrounding whitespace removed; nil if it cannot
+    /// be read or is empty (sysfs attributes are a line each).
+    public static func read(_ path: String, limit: Int = 1 << 20) -> String? {
+        guard let fd = try? FileDescriptor.open(path, .readOnly, options: .closeOnExec) else { return nil }
+        defer { try? fd.close() }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while bytes.count < limit {
+            guard let n = try? chunk.withUnsafeMutableBytes({ try fd.read(into: $0) }), n > 0 else { break }
+            bytes += chunk[0..<n]
+        }
+        let text = String(decoding: bytes.prefix(limit), as: UTF8.self)
+        let trimmed = text.drop { $0.isWhitespace }.reversed().drop { $0.isWhitespace }.reversed()
+        return trimmed.isEmpty ? nil : String(trimmed)
+    }
+
+    /// The value of the first "key:" line (procfs style, e.g. fdinfo), trimmed.
+    public static func field(_ key: String, in path: String) -> String? {
+        guard let text = read(path) else { return nil }
+        for line in text.split(separator: "\n") where line.hasPrefix(key + ":") {
+            let value = line.dropFirst(key.count + 1).filter { !$0.isWhitespace }
+            return value.isEmpty ? nil : String(value)
+        }
+        return nil
+    }
+}
