@@ -107,6 +107,14 @@ InterfaceName=vtnet0"
     wait_state "$net" running 60
 }
 
+# Packets received on each receive queue of NIC $1, as a JSON array.
+received_per_queue() {
+    virtioctl status "$1" --json | jq -c '[.driver.queues[] | select(.name | startswith("receiveq")) | .counters.packets]'
+}
+
+# Packets received on all receive queues of NIC $1.
+received_packets() { received_per_queue "$1" | jq add; }
+
 # The usual start of a NIC case: virtiod with the NIC as vtnet0, the twin in
 # its netns, a first ping; the twin and virtiod go away when the case exits.
 start_nic_with_twin() {

@@ -13,7 +13,7 @@ echo "$s" | jq -e '.driver.config.rx_filter | startswith("unicast")' >/dev/null 
 
 # Frames to a MAC that is not vtnet0's: dropped by the device, unless promiscuous.
 ip -n twin neigh replace 10.77.0.99 lladdr 52:54:00:aa:bb:cc dev "$twin"
-rx() { virtioctl status "$net" --json | jq '[.driver.queues[] | select(.name | startswith("receiveq")) | .counters.packets] | add'; }
+rx() { received_packets "$net"; }
 stray() { ip netns exec twin ping -c 20 -i 0.05 -W 1 10.77.0.99 >/dev/null 2>&1 || true; }
 r0=$(rx); stray; r1=$(rx)
 ip link set vtnet0 promisc on
