@@ -3,7 +3,7 @@
 // (which reclaims the descriptors). Single thread, device in the same process,
 // no notifications, no data copies: it measures the ring bookkeeping itself.
 //
-//   virtio-ring-bench [--seconds S] [--size N] [--json]
+//   virtio-ring-bench [--seconds S] [--size N] [--layout split|packed] [--batch B] [--json]
 //
 // Prints round trips/s for split and packed rings at batch 1 and 32 (median
 // of 5 runs), and their ratio. A benchmark, not a test: it asserts nothing.
@@ -17,6 +17,8 @@ struct Options {
     var seconds = 0.4
     var size = 256
     var json = false
+    var layouts: [RingLayout] = [.split, .packed]
+    var batches = [1, 32]
 }
 
 var options = Options()
@@ -26,8 +28,14 @@ while let a = it.next() {
     case "--seconds": options.seconds = Double(it.next() ?? "") ?? options.seconds
     case "--size": options.size = Int(it.next() ?? "") ?? options.size
     case "--json": options.json = true
+    case "--layout":
+        guard let l = RingLayout(name: it.next() ?? "") else { print("--layout: split or packed"); exit(2) }
+        options.layouts = [l]
+    case "--batch":
+        guard let b = Int(it.next() ?? ""), b >= 1, b <= 256 else { print("--batch: 1…256"); exit(2) }
+        options.batches = [b]
     default:
-        print("usage: virtio-ring-bench [--seconds S] [--size N] [--json]")
+        print("usage: virtio-ring-bench [--seconds S] [--size N] [--layout split|packed] [--batch B] [--json]")
         exit(2)
     }
 }
@@ -73,8 +81,8 @@ func fixed(_ x: Double, _ digits: Int) -> String {
 }
 
 var results: [(layout: RingLayout, batch: Int, perSecond: Double)] = []
-for layout in [RingLayout.split, .packed] {
-    for batch in [1, 32] {
+for layout in options.layouts {
+    for batch in options.batches {
         var runs = try (0..<5).map { _ in try measure(layout, batch: batch, seconds: options.seconds, size: options.size) }
         runs.sort()
         results.append((layout, batch, runs[2]))
@@ -90,9 +98,9 @@ if options.json {
     for r in results {
         print(pad(r.layout.description, 8) + pad(String(r.batch), 7) + fixed(r.perSecond / 1e6, 1) + " M/s")
     }
-    for batch in [1, 32] {
-        let s = results.first { $0.layout == .split && $0.batch == batch }!.perSecond
-        let p = results.first { $0.layout == .packed && $0.batch == batch }!.perSecond
+    for batch in options.batches {
+        guard let s = results.first(where: { $0.layout == .split && $0.batch == batch })?.perSecond,
+              let p = results.first(where: { $0.layout == .packed && $0.batch == batch })?.perSecond else { continue }
         print("packed/split at batch \(batch): \(fixed(p / s, 2))×")
     }
 }
