@@ -3,10 +3,12 @@
 /// One descriptor ring both sides write (§2.8.1: AVAIL/USED flag bits against
 /// wrap counters), a driver event suppression area the driver writes and a
 /// device event suppression area the device writes (§2.8.10). Buffer IDs come
-/// from a private free list (`state.links`); the descriptor count of each
+/// from a private free list (`ShadowTables`); the descriptor count of each
 /// chain is the driver's own record, never the device's word.
 struct PackedDriverRing {
+    /// The queue's cursors and counts; its tables live in `tables`.
     var state: QueueState
+    let tables: ShadowTables
     let memory: RingMemory
     let geometry: QueueGeometry
     var broken: DeviceViolation?
@@ -17,8 +19,13 @@ struct PackedDriverRing {
     var deviceEventOffWrap: Int { geometry.deviceAreaOffset }
     var deviceEventFlags: Int { geometry.deviceAreaOffset + 2 }
 
-    init(state: QueueState, memory: RingMemory) {
+    /// Takes `state`'s tables into `tables` (see `ShadowTables`); `snapshot`
+    /// gives the whole value back.
+    init(state: QueueState, memory: RingMemory, tables: ShadowTables) {
+        var state = state
+        tables.load(from: &state)
         self.state = state
+        self.tables = tables
         self.memory = memory
         self.geometry = QueueGeometry(layout: .packed, size: state.size, indirectCapacity: state.options.indirectCapacity)
     }
@@ -33,7 +40,7 @@ struct PackedDriverRing {
         let (indirect, needed) = try state.admit(count: n, wantIndirect: wantIndirect)
         // A free slot implies a free ID: in-flight chains ≤ used slots < size.
         let id = Int(state.freeHead)
-        state.freeHead = state.links[id]
+        state.freeHead = tables.link(id)
 
         let headPos = Int(state.nextAvail)
         let headWrap = state.availWrap
@@ -77,7 +84,7 @@ struct PackedDriverRing {
             state.availWrap = wrap
         }
         state.freeDescriptors -= needed
-        state.chains[id] = ChainRecord(token: token, descriptorCount: UInt16(needed), writableCapacity: capacity, inFlight: true)
+        tables.setChain(id, ChainRecord(token: token, descriptorCount: UInt16(needed), writableCapacity: capacity, inFlight: true))
         state.inFlightChains += 1
         state.addedSincePublish &+= UInt16(needed)
         memory.storeRelease16(desc(headPos) + 14, headFlags)
@@ -120,12 +127,15 @@ struct PackedDriverRing {
         let id = UInt32(memory.load16(pos + 12))
         let length = memory.load32(pos + 8)
         let chain: ChainRecord, exceeded: Bool
-        do { (chain, exceeded) = try state.checkUsed(id: id, length: length) } catch { throw fail(error) }
+        do {
+            (chain, exceeded) = try tables.checkUsed(id: id, length: length,
+                                                     tolerateOversized: state.options.tolerateOversizedLength)
+        } catch { throw fail(error) }
         advance(&state.nextUsed, &state.usedWrap, by: Int(chain.descriptorCount))
         state.freeDescriptors += Int(chain.descriptorCount)
-        state.chains[Int(id)].inFlight = false
+        tables.markReturned(Int(id))
         state.inFlightChains -= 1
-        state.links[Int(id)] = state.freeHead
+        tables.setLink(Int(id), state.freeHead)
         state.freeHead = UInt16(id)
         if state.options.eventIndex && state.interruptsEnabled {
             memory.store16(driverEventOffWrap, offWrap(state.nextUsed, state.usedWrap))
@@ -134,6 +144,9 @@ struct PackedDriverRing {
     }
 
     func offWrap(_ pos: UInt16, _ wrap: Bool) -> UInt16 { pos | (wrap ? 0x8000 : 0) }
+
+    /// The whole queue state, tables included (for a hand-over).
+    var snapshot: QueueState { tables.attach(to: state) }
 
     mutating func fail(_ v: DeviceViolation) -> VirtqueueError {
         broken = v

@@ -25,7 +25,8 @@ public struct QueueState: Sendable, Hashable {
     /// Free descriptors (ring slots for packed).
     public var freeDescriptors: Int
     /// Split: per descriptor, the next free descriptor or the next in its chain.
-    /// Packed: per buffer ID, the next free ID.
+    /// Packed: per buffer ID, the next free ID. (While a ring runs, it keeps
+    /// this and `chains` in its `ShadowTables`; `Virtqueue.state` puts them back.)
     public var links: [UInt16]
     /// Per head descriptor (split) or buffer ID (packed).
     public var chains: [ChainRecord]
@@ -55,21 +56,6 @@ public struct QueueState: Sendable, Hashable {
         let needed = indirect ? 1 : count
         guard freeDescriptors >= needed else { throw .full(needed: needed, free: freeDescriptors) }
         return (indirect, needed)
-    }
-
-    /// Check a used entry the device wrote (id and length read once from
-    /// shared memory) against the driver's own records; returns the chain
-    /// and whether the length was beyond it (only when the queue tolerates that).
-    @inline(__always)
-    func checkUsed(id: UInt32, length: UInt32) throws(DeviceViolation) -> (chain: ChainRecord, exceeded: Bool) {
-        guard id < UInt32(size) else { throw .usedIDOutOfRange(id: id, queueSize: size) }
-        let chain = chains[Int(id)]
-        guard chain.inFlight else { throw .usedIDNotInFlight(id: id) }
-        guard UInt64(length) <= chain.writableCapacity else {
-            if options.tolerateOversizedLength { return (chain, true) }
-            throw .usedLengthTooLong(id: id, length: length, capacity: chain.writableCapacity)
-        }
-        return (chain, false)
     }
 
     /// Why a state cannot describe a usable queue (nil if it can). Checked on

@@ -2,9 +2,11 @@
 ///
 /// Descriptor table (§2.7.5), available ring written by the driver (§2.7.6),
 /// used ring written by the device (§2.7.8). Free descriptors are linked in a
-/// private shadow table (`state.links`), never read back from shared memory.
+/// private shadow table (`ShadowTables`), never read back from shared memory.
 struct SplitDriverRing {
+    /// The queue's cursors and counts; its tables live in `tables`.
     var state: QueueState
+    let tables: ShadowTables
     let memory: RingMemory
     let geometry: QueueGeometry
     let mask: Int
@@ -21,8 +23,13 @@ struct SplitDriverRing {
     var availEvent: Int { geometry.deviceAreaOffset + 4 + 8 * geometry.size }
     @inline(__always) func desc(_ i: Int) -> Int { geometry.descriptorsOffset + 16 * i }
 
-    init(state: QueueState, memory: RingMemory) {
+    /// Takes `state`'s tables into `tables` (see `ShadowTables`); `snapshot`
+    /// gives the whole value back.
+    init(state: QueueState, memory: RingMemory, tables: ShadowTables) {
+        var state = state
+        tables.load(from: &state)
         self.state = state
+        self.tables = tables
         self.memory = memory
         self.geometry = QueueGeometry(layout: .split, size: state.size, indirectCapacity: state.options.indirectCapacity)
         self.mask = state.size - 1
@@ -53,7 +60,7 @@ struct SplitDriverRing {
             memory.store32(desc(head) + 8, UInt32(16 * n))
             memory.store16(desc(head) + 12, DescriptorFlag.indirect)
             memory.store16(desc(head) + 14, 0)
-            state.freeHead = state.links[head]
+            state.freeHead = tables.link(head)
         } else {
             var d = head
             for i in 0..<n {
@@ -62,14 +69,14 @@ struct SplitDriverRing {
                 memory.store32(desc(d) + 8, s.length)
                 let more: UInt16 = i + 1 < n ? DescriptorFlag.next : 0
                 memory.store16(desc(d) + 12, (s.isDeviceWritable ? DescriptorFlag.write : 0) | more)
-                memory.store16(desc(d) + 14, state.links[d])
+                memory.store16(desc(d) + 14, tables.link(d))
                 if s.isDeviceWritable { capacity += UInt64(s.length) }
-                if i + 1 < n { d = Int(state.links[d]) }
+                if i + 1 < n { d = Int(tables.link(d)) }
             }
-            state.freeHead = state.links[d]
+            state.freeHead = tables.link(d)
         }
         state.freeDescriptors -= needed
-        state.chains[head] = ChainRecord(token: token, descriptorCount: UInt16(needed), writableCapacity: capacity, inFlight: true)
+        tables.setChain(head, ChainRecord(token: token, descriptorCount: UInt16(needed), writableCapacity: capacity, inFlight: true))
         state.inFlightChains += 1
         memory.store16(availRing(Int(state.nextAvail) & mask), UInt16(head))
         state.nextAvail &+= 1
@@ -106,15 +113,18 @@ struct SplitDriverRing {
         let id = memory.load32(elem)
         let length = memory.load32(elem + 4)
         let chain: ChainRecord, exceeded: Bool
-        do { (chain, exceeded) = try state.checkUsed(id: id, length: length) } catch { throw fail(error) }
+        do {
+            (chain, exceeded) = try tables.checkUsed(id: id, length: length,
+                                                     tolerateOversized: state.options.tolerateOversizedLength)
+        } catch { throw fail(error) }
         let head = Int(id)
         // Return the chain's descriptors to the free list (walk the shadow links).
         var tail = head
-        for _ in 1..<Int(chain.descriptorCount) { tail = Int(state.links[tail]) }
-        state.links[tail] = state.freeHead
+        for _ in 1..<Int(chain.descriptorCount) { tail = Int(tables.link(tail)) }
+        tables.setLink(tail, state.freeHead)
         state.freeHead = UInt16(head)
         state.freeDescriptors += Int(chain.descriptorCount)
-        state.chains[head].inFlight = false
+        tables.markReturned(head)
         state.inFlightChains -= 1
         state.nextUsed = last &+ 1
         if state.options.eventIndex && state.interruptsEnabled {
@@ -122,6 +132,9 @@ struct SplitDriverRing {
         }
         return UsedBuffer(token: chain.token, length: exceeded ? 0 : length, id: UInt16(head), lengthExceeded: exceeded)
     }
+
+    /// The whole queue state, tables included (for a hand-over).
+    var snapshot: QueueState { tables.attach(to: state) }
 
     mutating func fail(_ v: DeviceViolation) -> VirtqueueError {
         broken = v

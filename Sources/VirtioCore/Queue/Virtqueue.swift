@@ -14,8 +14,9 @@ public final class Virtqueue: @unchecked Sendable {
     public let geometry: QueueGeometry
     public let memory: RingMemory
     private let ring: Ring
-    /// Owns the storage `ring` points into; `region` keeps the memory mapped.
+    /// Own the storage `ring` points into; `region` keeps the memory mapped.
     private let storage: AnyObject
+    private let tableStorage: ShadowTableStorage
     private let region: DMARegion
 
     private enum Ring {
@@ -23,13 +24,14 @@ public final class Virtqueue: @unchecked Sendable {
         case packed(UnsafeMutablePointer<PackedDriverRing>)
     }
 
-    private static func makeRing(_ state: QueueState, _ memory: RingMemory) -> (Ring, AnyObject) {
+    private static func makeRing(_ state: QueueState, _ memory: RingMemory) -> (Ring, AnyObject, ShadowTableStorage) {
+        let tables = ShadowTableStorage(size: state.size)
         if state.layout == .split {
-            let box = OwnedState(SplitDriverRing(state: state, memory: memory))
-            return (.split(box.pointer), box)
+            let box = OwnedState(SplitDriverRing(state: state, memory: memory, tables: tables.tables))
+            return (.split(box.pointer), box, tables)
         }
-        let box = OwnedState(PackedDriverRing(state: state, memory: memory))
-        return (.packed(box.pointer), box)
+        let box = OwnedState(PackedDriverRing(state: state, memory: memory, tables: tables.tables))
+        return (.packed(box.pointer), box, tables)
     }
 
     /// A new, empty queue in `area` of `region` (its memory is zeroed).
@@ -41,7 +43,7 @@ public final class Virtqueue: @unchecked Sendable {
         self.memory = RingMemory(region: region, area: area)
         memory.zero()
         self.region = region
-        (self.ring, self.storage) = Self.makeRing(QueueState(layout: layout, size: size, area: area, options: options), memory)
+        (self.ring, self.storage, self.tableStorage) = Self.makeRing(QueueState(layout: layout, size: size, area: area, options: options), memory)
     }
 
     /// A new queue with its area taken from `allocator`.
@@ -63,7 +65,7 @@ public final class Virtqueue: @unchecked Sendable {
         self.geometry = QueueGeometry(layout: state.layout, size: state.size, indirectCapacity: state.options.indirectCapacity)
         self.memory = RingMemory(region: region, area: state.area)
         self.region = region
-        (self.ring, self.storage) = Self.makeRing(state, memory)
+        (self.ring, self.storage, self.tableStorage) = Self.makeRing(state, memory)
     }
 
     /// Device addresses to program into the transport (§4.1.4.3 queue_desc/driver/device).
@@ -73,6 +75,14 @@ public final class Virtqueue: @unchecked Sendable {
     /// The state to hand to another process. The caller must have stopped
     /// adding chains; chains in flight stay in flight and are continued.
     public var state: QueueState {
+        switch ring {
+        case .split(let r): r.pointee.snapshot
+        case .packed(let r): r.pointee.snapshot
+        }
+    }
+
+    /// The cursors and counts alone (no table copies).
+    private var cursors: QueueState {
         switch ring {
         case .split(let r): r.pointee.state
         case .packed(let r): r.pointee.state
@@ -86,8 +96,8 @@ public final class Virtqueue: @unchecked Sendable {
         }
     }
     public var isBroken: Bool { brokenReason != nil }
-    public var freeDescriptors: Int { state.freeDescriptors }
-    public var inFlight: Int { state.inFlightChains }
+    public var freeDescriptors: Int { cursors.freeDescriptors }
+    public var inFlight: Int { cursors.inFlightChains }
 
     /// Add one chain; `token` comes back with it in `popUsed()`. With
     /// `indirect` (and room for indirect tables) a multi-segment chain takes a
@@ -159,8 +169,8 @@ public final class Virtqueue: @unchecked Sendable {
         memory.zero()
         let fresh = QueueState(layout: layout, size: size, area: old.area, options: old.options)
         switch ring {
-        case .split(let r): r.pointee = SplitDriverRing(state: fresh, memory: memory)
-        case .packed(let r): r.pointee = PackedDriverRing(state: fresh, memory: memory)
+        case .split(let r): r.pointee = SplitDriverRing(state: fresh, memory: memory, tables: tableStorage.tables)
+        case .packed(let r): r.pointee = PackedDriverRing(state: fresh, memory: memory, tables: tableStorage.tables)
         }
         return tokens
     }
