@@ -16,6 +16,7 @@ import VirtiodSupervisor
             Type=net
             Claim=yes
             InterfaceName=vtnet0
+            HeartbeatSec=6
             Option=mtu=9000
 
             ; and never the disk
@@ -29,6 +30,7 @@ import VirtiodSupervisor
         #expect(rules[0].address == "0000:00:0[12].0" && rules[0].claim && rules[0].interfaceName == "vtnet0")
         #expect(rules[0].options == ["mtu": "9000"] && rules[0].origin == "/etc/virtiod/virtiod.conf:2")
         #expect(rules[1].macAddress == "52:54:00:ab:cd:01" && !rules[1].claim)
+        #expect(rules[0].heartbeatTimeout == 6 && rules[1].heartbeatTimeout == nil)
     }
 
     @Test(arguments: [
@@ -43,6 +45,8 @@ import VirtiodSupervisor
         ("[Device]\nClaim=yes", 1, "would match nothing"),
         ("[Device]\nType=net\nInterfaceName=a very long name", 3, "not a valid interface name"),
         ("[Device]\nType=net\nOption=novalue", 3, "Option= needs key=value"),
+        ("[Device]\nType=net\nHeartbeatSec=1", 3, "HeartbeatSec= needs seconds from 2 to 3600"),
+        ("[Device]\nType=net\nHeartbeatSec=soon", 3, "HeartbeatSec= needs seconds"),
         ("[Device]\nType=\\", 2, "continuation at end of file"),
     ])
     func malformedLinesNameFileAndLine(text: String, line: Int, reason: String) {

@@ -12,6 +12,7 @@ import VirtioCore
 ///     Claim=yes                # yes: take it from the kernel; no: leave it alone
 ///     Force=no                 # yes: claim even if it backs a mount or the default route
 ///     InterfaceName=vtnet0     # net plugin: name of the TAP interface
+///     HeartbeatSec=20          # silence after which the plugin is killed and restarted
 ///     Option=key=value         # any other plugin option (repeatable)
 ///
 /// Every match key given must match; a section with no match key matches
@@ -26,6 +27,8 @@ public struct DeviceRule: Sendable, Hashable {
     public var claim = false
     public var force = false
     public var interfaceName: String?
+    /// Seconds a plugin may stay silent before it is killed and restarted.
+    public var heartbeatTimeout: Double?
     public var options: [String: String] = [:]
     /// "file:line" of the section, for `virtioctl status` and logs.
     public var origin: String
@@ -87,6 +90,12 @@ public struct ClaimPolicy: Sendable, Hashable {
                         throw ConfigError(file: file, line: a.line, reason: "InterfaceName= '\(a.value)' is not a valid interface name")
                     }
                     rule.interfaceName = a.value
+                case "HeartbeatSec":
+                    guard let v = Double(a.value), v >= Self.heartbeatRange.lowerBound, v <= Self.heartbeatRange.upperBound else {
+                        throw ConfigError(file: file, line: a.line, reason: "HeartbeatSec= needs seconds from "
+                            + "\(Int(Self.heartbeatRange.lowerBound)) to \(Int(Self.heartbeatRange.upperBound)), got '\(a.value)'")
+                    }
+                    rule.heartbeatTimeout = v
                 case "Option":
                     guard let eq = a.value.firstIndex(of: "="), eq != a.value.startIndex else {
                         throw ConfigError(file: file, line: a.line, reason: "Option= needs key=value, got '\(a.value)'")
@@ -127,6 +136,10 @@ public struct ClaimPolicy: Sendable, Hashable {
     public func rule(for function: VirtioFunction, identity: DeviceIdentity = .init()) -> DeviceRule? {
         rules.last { $0.matches(function, identity) }
     }
+
+    /// What `HeartbeatSec=` accepts: below 2 s a busy plugin under load could
+    /// be killed for answering late; above an hour it is no watchdog.
+    static let heartbeatRange = 2.0...3600.0
 
     static func isMAC(_ s: String) -> Bool {
         let parts = s.split(separator: ":", omittingEmptySubsequences: false)

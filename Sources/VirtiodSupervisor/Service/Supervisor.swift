@@ -240,21 +240,22 @@ public final class Supervisor {
 
     var nextRestart: Double? { devices.values.compactMap { $0.plugin?.restartAt }.min() }
 
-    /// Heartbeat: every `heartbeatInterval` each live plugin is asked for a
-    /// report; one that says nothing for `heartbeatTimeout` (hung, stopped,
-    /// stuck in a loop) is killed and restarted like a crashed one.
-    static let heartbeatInterval = 5.0
-    static let heartbeatTimeout = 20.0
+    /// Heartbeat: each live plugin is asked for a report every quarter of its
+    /// timeout (at most every 5 s); one that says nothing for the timeout
+    /// (hung, stopped, stuck in a loop) is killed and restarted like a crashed
+    /// one. The timeout is the device rule's `HeartbeatSec=`, else 20 s.
+    static let defaultHeartbeatTimeout = 20.0
 
     func checkHeartbeats() {
         let now = monotonic()
         for d in devices.values {
             guard let p = d.plugin, let child = p.child, let socket = p.socket, p.state != .stopping else { continue }
-            if now - p.lastHeard > Self.heartbeatTimeout {
+            let timeout = d.rule?.heartbeatTimeout ?? Self.defaultHeartbeatTimeout
+            if now - p.lastHeard > timeout {
                 kill(child.pid, SIGKILL)
                 _ = try? child.wait()
                 pluginFailed(d, why: "plugin missed its heartbeat (silent for \(Int(now - p.lastHeard)) s); killed")
-            } else if now - p.lastAsked >= Self.heartbeatInterval {
+            } else if now - p.lastAsked >= min(5, timeout / 4) {
                 p.lastAsked = now
                 try? socket.send(PluginMessage(kind: .query).encoded())
             }
