@@ -2,13 +2,15 @@
 # Boot the test VM with a set of virtio devices and run cases inside it.
 #
 #   run.sh [options] [CASE...]      CASE: cases/GROUP/NAME.sh paths or GROUP names (default: all)
-#     --variant NAME   device set: default | packed | mq | transitional | rootports
+#     --variant NAME   device set: default | packed | mq | transitional | rootports,
+#                      or several joined by commas (packed,mq: packed rings and
+#                      a multiqueue NIC in one boot)
 #     --backports      boot the bookworm-backports kernel (ublk)
 #     --shell          interactive root shell on the serial console (no tests)
 #     --mode-script F  run script F in the guest instead of test cases (make demo)
 #     --timeout S      whole-run limit in seconds (default 900)
 #     --keep           keep the run folder (serial log, QMP socket) for inspection
-#     --smp N          virtual CPUs (default 1; TCG runs one host thread per vCPU)
+#     --smp N          virtual CPUs (default 2; TCG runs one host thread per vCPU)
 #     --net hub|tap    NIC backend (default tap): two TAPs on a bridge inside a
 #                      network namespace made for the run (nothing else on it),
 #                      so QEMU offers checksum/TSO offloads; hub: QEMU's own hub
@@ -20,7 +22,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-variant=default image_flags=() shell=0 mode_script="" timeout=900 keep=0 cases=() net=tap smp=1
+variant=default image_flags=() shell=0 mode_script="" timeout=900 keep=0 cases=() net=tap smp=2
 while [ $# -gt 0 ]; do
     case "$1" in
         --variant) variant=$2; shift 2 ;;
@@ -31,7 +33,7 @@ while [ $# -gt 0 ]; do
         --keep) keep=1; shift ;;
         --net) net=$2; shift 2 ;;
         --smp) smp=$2; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) cases+=("$1"); shift ;;
     esac
@@ -80,15 +82,19 @@ mkdir -p "$run/share" && echo "hello from the host" > "$run/share/hello.txt"
 modern="disable-legacy=on,iommu_platform=on"
 packed=""
 netq=""
-case "$variant" in
-    default|rootports) ;;
-    packed) packed=",packed=on" ;;
-    mq) netq=",mq=on,vectors=10" ;;
-    # QEMU cannot give a legacy-capable device ACCESS_PLATFORM: transitional
-    # devices DMA to guest-physical addresses, which virtiod must refuse.
-    transitional) modern="disable-legacy=off" ;;
-    *) die "unknown variant $variant" ;;
-esac
+# has_variant NAME: whether NAME is one of the comma-separated variants.
+has_variant() { case ",$variant," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+for v in ${variant//,/ }; do
+    case "$v" in
+        default|rootports) ;;
+        packed) packed=",packed=on" ;;
+        mq) netq=",mq=on,vectors=10" ;;
+        # QEMU cannot give a legacy-capable device ACCESS_PLATFORM: transitional
+        # devices DMA to guest-physical addresses, which virtiod must refuse.
+        transitional) modern="disable-legacy=off" ;;
+        *) die "unknown variant $v" ;;
+    esac
+done
 # NIC backends. tap: a network namespace of this run's own with a bridge and
 # two TAPs, one per NIC; QEMU runs inside it and reaches nothing else.
 in_netns=()
@@ -97,7 +103,7 @@ case "$net" in
     tap)
         netns="virtiod-vm-$$"
         mq=""; qopt=""
-        [ "$variant" = mq ] && { mq="multi_queue"; qopt=",queues=4"; }
+        has_variant mq && { mq="multi_queue"; qopt=",queues=4"; }
         ip netns add "$netns" || die "cannot create network namespace $netns (run as root)"
         ip -n "$netns" link add br0 type bridge
         for t in vmtap0 vmtap1; do
@@ -119,7 +125,7 @@ port=0
 # A virtio PCI function; with --variant rootports each sits behind its own
 # PCIe root port (then FLR and VFIO_DEVICE_RESET work).
 pci_device() {
-    if [ "$variant" = rootports ]; then
+    if has_variant rootports; then
         devices+=(-device "pcie-root-port,id=rp$port,chassis=$((port + 1)),slot=$((port + 1))" -device "$1,bus=rp$port")
         port=$((port + 1))
     else

@@ -2,6 +2,9 @@
 # failure its last output line is the reason shown on the host.
 set -euo pipefail
 VARIANT=$(cat /payload/variant 2>/dev/null || echo default)
+# has_variant NAME: whether this run's device set includes variant NAME
+# (run.sh --variant takes several, comma-separated).
+has_variant() { case ",$VARIANT," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
 fail() { echo "$*"; exit 1; }
 
@@ -151,12 +154,14 @@ tcp_nstat() {
 tcp_counters_reset() { tcp_nstat "$1" -n; }
 tcp_reset_counters() { tcp_nstat "$1" -saz TcpEstabResets TcpExtTCPAbortOnData TcpExtTCPAbortOnClose TcpOutRsts | awk '$1 !~ /^#/ && $2 > 0 { printf "%s=%s ", $1, $2 }'; }
 
-# While a TCP stream runs from this side to the twin (iperf3, 12 s, 100
-# Mbit/s) and the twin pings 10.77.0.1 at 100 pps, run command $1 after 3 s;
-# then check 0 TCP resets and 0 lost pings and print the longest gap between
-# replies. $2 names the event.
+# While a TCP stream runs from this side to the twin (iperf3, 100 Mbit/s,
+# $3 seconds, default 12) and the twin pings 10.77.0.1 at 100 pps for all
+# but the last 2 of them, run command $1 after 3 s; then check 0 TCP resets
+# and 0 lost pings and print the longest gap between replies. $2 names the
+# event. Give events that take seconds (a restart) the default window.
 under_traffic() {
-    local what=$2
+    local what=$2 seconds=${3:-12}
+    local pings=$(( (seconds - 2) * 100 ))
     ip netns exec twin iperf3 -s -D -1 -p 5301 >/dev/null
     tcp_counters_reset ""; tcp_counters_reset twin
     # Every RST on the wire, with its time, to tell a reset from teardown noise.
@@ -164,9 +169,9 @@ under_traffic() {
     local dump=$!
     sleep 0.5
     echo "start $(date +%s.%N)" > /tmp/traffic-times
-    iperf3 -c 10.77.0.2 -p 5301 -t 12 -b 100M -J > /tmp/traffic-iperf.json 2>&1 &
+    iperf3 -c 10.77.0.2 -p 5301 -t "$seconds" -b 100M -J > /tmp/traffic-iperf.json 2>&1 &
     local iperf=$!
-    ip netns exec twin ping -D -n -i 0.01 -c 1000 -W 5 10.77.0.1 > /tmp/traffic-ping 2>&1 &
+    ip netns exec twin ping -D -n -i 0.01 -c "$pings" -W 5 10.77.0.1 > /tmp/traffic-ping 2>&1 &
     local pinger=$!
     sleep 3
     echo "event $(date +%s.%N)" >> /tmp/traffic-times
@@ -181,13 +186,13 @@ under_traffic() {
     local gap resets
     gap=$(longest_reply_gap /tmp/traffic-ping)
     # Resets of the stream under test: RST segments of its connections (port
-    # 5301) on the wire while it streams. The last 2 s of the 12 s run are
+    # 5301) on the wire while it streams. The last 2 s of the run are
     # left out: an iperf3 server closes its sockets at the end with data still
     # arriving and answers that with an RST, reload or not. The namespace-wide
     # counters are shown as well (they may count leftovers of earlier cases).
     local t0 cutoff
     t0=$(awk '$1 == "start" { print $2 }' /tmp/traffic-times)
-    cutoff=$(awk -v t="$t0" 'BEGIN { printf "%.6f", t + 10 }')
+    cutoff=$(awk -v t="$t0" -v s="$seconds" 'BEGIN { printf "%.6f", t + s - 2 }')
     grep '\.5301[ :]' /tmp/traffic-rst | awk -v c="$cutoff" '$1 < c' > /tmp/traffic-rst-during || true
     resets=$(wc -l < /tmp/traffic-rst-during)
     local teardown=$(( $(grep -c '\.5301[ :]' /tmp/traffic-rst || true) - resets ))
@@ -196,7 +201,10 @@ under_traffic() {
     echo "$what under traffic: $got/$sent pings answered, longest gap between replies $gap ms, TCP resets $resets," \
          "stream $(jq '.end.sum_received.bits_per_second / 1e6 | floor' /tmp/traffic-iperf.json 2>/dev/null) Mbit/s" \
          "(RSTs at iperf3's teardown: $teardown; reset counters $counters)"
-    [ "${sent:-0}" -ge 900 ] || fail "$what: ping sent only ${sent:-0} packets: $(tail -n 3 /tmp/traffic-ping)"
+    # The pings must outlast the event, or its pause was not measured.
+    awk -v t="$t0" -v s="$seconds" '$1 == "event-done" { exit !($2 < t + s - 2) }' /tmp/traffic-times \
+        || fail "$what outlasted the ${seconds} s traffic window (times: $(tr '\n' ' ' < /tmp/traffic-times))"
+    [ "${sent:-0}" -ge $(( pings * 9 / 10 )) ] || fail "$what: ping sent only ${sent:-0} packets: $(tail -n 3 /tmp/traffic-ping)"
     [ "$got" = "$sent" ] || fail "$what: $((sent - got)) of $sent pings lost (longest gap $gap ms)"
     [ "$resets" = 0 ] || fail "$what: $resets TCP resets of the stream: $(head -n 3 /tmp/traffic-rst-during | tr '\n' ';') (times: $(tr '\n' ' ' < /tmp/traffic-times))"
     jq -e '.error == null and .end.sum_received.bytes > 1000000' /tmp/traffic-iperf.json >/dev/null \

@@ -10,7 +10,7 @@ for spec in "1041 2 net" "1042 1 block" "1045 1 balloon" "1043 1 console" "1049 
         [ "$drv" = virtio-pci ] || fail "$3 at $f bound to '$drv', not virtio-pci"
     done
 done
-if [ "$VARIANT" = transitional ]; then
+if has_variant transitional; then
     [ "$(cat /sys/bus/pci/devices/$(virtio_functions 1042)/device)" = 0x1001 ] || fail "block is not transitional"
 fi
 # The kernel drivers see the devices as QEMU was told to make them.

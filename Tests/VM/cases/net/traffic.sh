@@ -25,7 +25,7 @@ tx=$(jq '.end.sum_received.bytes' /tmp/iperf-tx.json); rx=$(jq '.end.sum_receive
 [ "$tx" -gt 100000 ] && [ "$rx" -gt 100000 ] || fail "TCP streams too small: tx $tx bytes, rx $rx bytes"
 echo "TCP through virtiod (TCG): out $(jq '.end.sum_received.bits_per_second / 1e6 | floor' /tmp/iperf-tx.json) Mbit/s, in $(jq '.end.sum_received.bits_per_second / 1e6 | floor' /tmp/iperf-rx.json) Mbit/s"
 
-if [ "$VARIANT" = mq ]; then
+if has_variant mq; then
     # Four queue pairs, one TAP queue each: parallel flows spread over them.
     ip netns exec twin iperf3 -s -D -1 -p 5203 >/dev/null
     sleep 1

@@ -50,7 +50,7 @@ echo "$s" | jq -e '.driver.negotiated.names | index("ACCESS_PLATFORM") and index
 # The disk's serial comes from a GET_ID request: DMA through the IOMMU and an MSI-X interrupt.
 echo "$s" | jq -e '.driver.config.serial == "virtiod-blk0" and .driver.queues[0].interrupts >= 1' >/dev/null \
     || fail "block GET_ID: $(echo "$s" | jq -c '.driver | {serial: .config.serial, queues}')"
-layout=split; [ "$VARIANT" = packed ] && layout=packed
+layout=split; has_variant packed && layout=packed
 [ "$(echo "$s" | jq -r '.driver.queues[0].layout')" = $layout ] || fail "block queue layout $(echo "$s" | jq -r '.driver.queues[0].layout'), expected $layout"
 echo "$s" | jq -e '.driver.stub == true and (.driver.queues | length) == 1 and .driver.queues[0].size > 0 and .driver.msixVectors >= 2' >/dev/null \
     || fail "block queues/vectors: $(echo "$s" | jq -c '.driver | {stub, queues, msixVectors}')"
