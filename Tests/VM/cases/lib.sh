@@ -124,12 +124,18 @@ start_nic_with_twin() {
     trap 'ip netns del twin 2>/dev/null || true; stop_virtiod' EXIT
     start_virtiod_with_nic
     twin_and_local vtnet0
-    ping -c 2 -W 3 10.77.0.2 >/dev/null || fail "no ping through vtnet0 at start"
+    ping -c 2 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "no ping through vtnet0 at start"
 }
 
 # The address of the NIC virtiod holds (type net, bound to vfio-pci).
 claimed_nic() {
     virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernelDriver == "vfio-pci") | .address'
+}
+
+# Start a one-shot iperf3 server in netns "twin" on port $1 and wait until it listens.
+twin_iperf_server() {
+    ip netns exec twin iperf3 -s -D -1 -p "$1" >/dev/null
+    wait_for "ip netns exec twin ss -Hltn 'sport = :$1' | grep -q ." 10 || fail "iperf3 server on port $1 did not start"
 }
 
 # Longest gap in ms between consecutive replies in `ping -D` output file $1.
@@ -162,7 +168,7 @@ tcp_reset_counters() { tcp_nstat "$1" -saz TcpEstabResets TcpExtTCPAbortOnData T
 under_traffic() {
     local what=$2 seconds=${3:-12}
     local pings=$(( (seconds - 2) * 100 ))
-    ip netns exec twin iperf3 -s -D -1 -p 5301 >/dev/null
+    twin_iperf_server 5301
     tcp_counters_reset ""; tcp_counters_reset twin
     # Every RST on the wire, with its time, to tell a reset from teardown noise.
     tcpdump -n -l -tt -i vtnet0 'tcp[tcpflags] & tcp-rst != 0' > /tmp/traffic-rst 2>/dev/null &

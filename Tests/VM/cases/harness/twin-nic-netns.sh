@@ -14,8 +14,8 @@ ip addr add 169.254.77.1/16 dev "$a"
 ip link set "$a" up
 wait_for "ip -n twin -o link show $b | grep -q 'state UP'" 10 || fail "twin NIC $b did not come up in the namespace"
 wait_for "ip -o link show $a | grep -q 'state UP'" 10 || fail "NIC $a did not come up"
-ping -c 3 -W 2 -I "$a" 169.254.77.2 > /tmp/ping4 || fail "IPv4 ping to the twin failed: $(tail -n1 /tmp/ping4)"
+ping -c 3 -i 0.2 -W 2 -I "$a" 169.254.77.2 > /tmp/ping4 || fail "IPv4 ping to the twin failed: $(tail -n1 /tmp/ping4)"
 ll=$(ip -n twin -6 -o addr show dev "$b" scope link | awk '{print $4}' | cut -d/ -f1)
 wait_for "ip -n twin -6 -o addr show dev $b scope link | grep -vq tentative" 10 || fail "twin IPv6 link-local address stayed tentative"
-ping -6 -c 3 -W 2 "$ll%$a" > /tmp/ping6 || fail "IPv6 ping to the twin failed: $(tail -n1 /tmp/ping6)"
+ping -6 -c 3 -i 0.2 -W 2 "$ll%$a" > /tmp/ping6 || fail "IPv6 ping to the twin failed: $(tail -n1 /tmp/ping6)"
 ip netns del twin

@@ -30,15 +30,15 @@ ip link set vtnet0 address 52:54:00:12:34:99
 wait_for "[ \"\$(virtioctl status $net --json | jq -r .driver.config.mac)\" = 52:54:00:12:34:99 ]" 5 \
     || fail "device MAC did not follow: $(virtioctl status "$net" --json | jq -r .driver.config.mac)"
 ip -n twin neigh flush dev "$twin"
-ping -c 3 -W 3 10.77.0.2 >/dev/null || fail "no traffic with the new MAC"
+ping -c 3 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "no traffic with the new MAC"
 ip link set vtnet0 address 52:54:00:12:34:01
 ip -n twin neigh flush dev "$twin"
 
 # QMP announce-self: a gratuitous ARP for 10.77.0.1 (sender = target) reaches
 # the twin (whose kernel driver announces itself too, hence the filter).
-ip netns exec twin timeout 20 tcpdump -n -l -i "$twin" -c 1 'arp and arp[6:2] == 1 and arp[14:4] == arp[24:4] and arp[14:4] == 0x0a4d0001' > /tmp/garp 2>/dev/null &
+ip netns exec twin timeout 20 tcpdump -n -l -i "$twin" -c 1 'arp and arp[6:2] == 1 and arp[14:4] == arp[24:4] and arp[14:4] == 0x0a4d0001' > /tmp/garp 2>/tmp/garp.err &
 dump=$!
-sleep 2
+wait_for "grep -q 'listening on' /tmp/garp.err" 10 || fail "tcpdump did not start: $(cat /tmp/garp.err)"
 host_step announce-self '{"initial": 50, "max": 550, "rounds": 1, "step": 100}' >/dev/null || fail "QMP announce-self failed"
 wait $dump || fail "no gratuitous ARP seen on the twin: $(cat /tmp/garp)"
 grep -q "10.77.0.1" /tmp/garp || fail "gratuitous ARP is not for 10.77.0.1: $(cat /tmp/garp)"

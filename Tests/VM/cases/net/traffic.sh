@@ -11,15 +11,13 @@ ip link show vtnet0 >/dev/null 2>&1 || fail "no vtnet0 interface"
 virtioctl list | grep "$net" | grep -q vtnet0 || fail "virtioctl list does not show vtnet0: $(virtioctl list | grep "$net")"
 
 twin_and_local vtnet0
-ping -c 3 -W 3 10.77.0.2 > /tmp/ping4 || fail "IPv4 ping through virtiod failed: $(tail -n2 /tmp/ping4 | head -n1)"
-ping -6 -c 3 -W 3 fd77::2 > /tmp/ping6 || fail "IPv6 ping through virtiod failed: $(tail -n2 /tmp/ping6 | head -n1)"
+ping -c 3 -i 0.2 -W 3 10.77.0.2 > /tmp/ping4 || fail "IPv4 ping through virtiod failed: $(tail -n2 /tmp/ping4 | head -n1)"
+ping -6 -c 3 -i 0.2 -W 3 fd77::2 > /tmp/ping6 || fail "IPv6 ping through virtiod failed: $(tail -n2 /tmp/ping6 | head -n1)"
 echo "ping: $(tail -n1 /tmp/ping4)"
 
-ip netns exec twin iperf3 -s -D -1 -p 5201 >/dev/null
-sleep 1
+twin_iperf_server 5201
 iperf3 -c 10.77.0.2 -p 5201 -t 3 -J > /tmp/iperf-tx.json || fail "iperf3 to the twin failed: $(jq -r .error /tmp/iperf-tx.json)"
-ip netns exec twin iperf3 -s -D -1 -p 5202 >/dev/null
-sleep 1
+twin_iperf_server 5202
 iperf3 -c 10.77.0.2 -p 5202 -t 3 -R -J > /tmp/iperf-rx.json || fail "iperf3 from the twin failed: $(jq -r .error /tmp/iperf-rx.json)"
 tx=$(jq '.end.sum_received.bytes' /tmp/iperf-tx.json); rx=$(jq '.end.sum_received.bytes' /tmp/iperf-rx.json)
 [ "$tx" -gt 100000 ] && [ "$rx" -gt 100000 ] || fail "TCP streams too small: tx $tx bytes, rx $rx bytes"
@@ -27,8 +25,7 @@ echo "TCP through virtiod (TCG): out $(jq '.end.sum_received.bits_per_second / 1
 
 if has_variant mq; then
     # Four queue pairs, one TAP queue each: parallel flows spread over them.
-    ip netns exec twin iperf3 -s -D -1 -p 5203 >/dev/null
-    sleep 1
+    twin_iperf_server 5203
     iperf3 -c 10.77.0.2 -p 5203 -t 3 -P 8 -J > /tmp/iperf-mq.json || fail "iperf3 -P 8 failed"
     s=$(virtioctl status "$net" --json)
     [ "$(echo "$s" | jq .driver.config.queue_pairs)" -eq 4 ] || fail "queue pairs: $(echo "$s" | jq .driver.config.queue_pairs)"

@@ -7,9 +7,9 @@ source /payload/cases/lib.sh
 start_nic_with_twin
 
 # kill -9 of the plugin, while the twin pings at 50 pps.
-ip netns exec twin ping -D -n -i 0.02 -c 500 -W 2 10.77.0.1 > /tmp/kill-ping 2>&1 &
+ip netns exec twin ping -D -n -i 0.02 -c 300 -W 2 10.77.0.1 > /tmp/kill-ping 2>&1 &
 pinger=$!
-sleep 2
+sleep 1
 pid=$(virtioctl status "$net" --json | jq .plugin.pid)
 kill -9 "$pid"
 wait_for "[ \"\$(virtioctl status $net --json | jq .plugin.restarts)\" = 1 ]" 20 || fail "plugin not restarted"
@@ -19,7 +19,7 @@ read -r sent got < <(ping_counts /tmp/kill-ping)
 echo "kill -9 of the net plugin: outage (longest gap between replies) $(longest_reply_gap /tmp/kill-ping) ms, $((sent - got)) of $sent pings lost"
 virtioctl status "$net" --json | jq -e '.plugin.lastExit | test("signal 9")' >/dev/null || fail "lastExit does not say signal 9"
 ip -o addr show dev vtnet0 | grep -q 10.77.0.1/24 || fail "vtnet0 lost its address"
-ping -c 3 -W 3 10.77.0.2 >/dev/null || fail "traffic did not resume after the plugin was killed"
+ping -c 3 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "traffic did not resume after the plugin was killed"
 [ "$got" -gt 0 ] && tail -n 5 /tmp/kill-ping | grep -q "bytes from" || fail "no replies after the kill: $(tail -n 3 /tmp/kill-ping)"
 
 # kill -9 of virtiod itself.
@@ -35,4 +35,4 @@ echo "kill -9 of virtiod: restarted by systemd; device-side receive used index $
 [ "$u1" -ge 50 ] && [ $(( (u2 - u1 + 65536) % 65536 )) -lt 200 ] || fail "used index $u1 → $u2: the device was reset"
 journalctl -u virtiod -n 50 --no-pager -o cat | grep -q "taken back after a restart of virtiod.*no reset" || fail "no fd-store take-back in the journal"
 ip -o addr show dev vtnet0 | grep -q 10.77.0.1/24 || fail "vtnet0 lost its address"
-ping -c 3 -W 3 10.77.0.2 >/dev/null || fail "no traffic after virtiod was killed"
+ping -c 3 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "no traffic after virtiod was killed"

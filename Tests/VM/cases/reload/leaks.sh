@@ -23,4 +23,4 @@ echo "20 reloads in $ms ms; virtiod fds $fd0 → $fd1, RSS $rss0 → $rss1 kB, p
 [ "$pfd1" = "$pfd0" ] || fail "plugin fds: $pfd0 → $pfd1"
 [ $((rss1 - rss0)) -le 1024 ] || fail "virtiod RSS grew by $((rss1 - rss0)) kB over 20 reloads"
 [ "$(virtioctl status "$net" --json | jq .plugin.reloads)" = 21 ] || fail "reload count is not 21"
-ping -c 2 -W 3 10.77.0.2 >/dev/null || fail "no traffic after 20 reloads"
+ping -c 2 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "no traffic after 20 reloads"

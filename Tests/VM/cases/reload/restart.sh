@@ -35,7 +35,7 @@ wait_state "$net" running 30
 u2=$(device_used_idx nic0 0) || fail "QMP: $u2"
 echo "device-side receive used index across a quiet restart: $u1 → $u2"
 [ "$u1" -ge 50 ] && [ $(( (u2 - u1 + 65536) % 65536 )) -lt 200 ] || fail "used index $u1 → $u2: the device was reset"
-ping -c 2 -W 3 10.77.0.2 >/dev/null || fail "no traffic after the restarts"
+ping -c 2 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "no traffic after the restarts"
 
 # A stop still gives the NIC back to the kernel (the fd store is emptied).
 systemctl stop virtiod

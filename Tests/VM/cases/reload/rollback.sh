@@ -13,7 +13,7 @@ cleanup() {
 trap cleanup EXIT
 start_virtiod_with_nic
 twin_and_local vtnet0
-ping -c 2 -W 3 10.77.0.2 >/dev/null || fail "no ping before the reload"
+ping -c 2 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "no ping before the reload"
 old=$(virtioctl status "$net" --json | jq .plugin.pid)
 cp -p "$plugin" /usr/local/lib/virtiod-net.good
 
@@ -37,4 +37,4 @@ cat /tmp/rollback-1 /tmp/rollback-2 | sed 's/^/virtioctl: /'
 # 3. The real binary again: the reload goes through.
 mv -f /usr/local/lib/virtiod-net.good "$plugin"
 virtioctl reload net >/dev/null || fail "reload with the good binary failed after the roll-backs"
-ping -c 2 -W 3 10.77.0.2 >/dev/null || fail "no traffic after the final reload"
+ping -c 2 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "no traffic after the final reload"
