@@ -13,7 +13,8 @@ struct Virtioctl: ParsableCommand {
             5 permission denied (changing verbs need root), 6 virtiod refused the request, \
             64 usage error.
             """,
-        subcommands: [List.self, Status.self, Plugins.self, Claim.self, Release.self, Unload.self, Load.self, Reload.self])
+        subcommands: [List.self, Status.self, Plugins.self, Wait.self, Claim.self, Release.self, Unload.self, Load.self,
+                      Reload.self])
 
     /// No verb: `list`, as `networkctl` does.
     func run() throws {

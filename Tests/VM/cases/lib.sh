@@ -13,9 +13,13 @@ fail() { echo "$*"; exit 1; }
 virtio_functions() {
     local id=$1 legacy
     case $id in 1041) legacy=1000 ;; 1042) legacy=1001 ;; 1045) legacy=1002 ;; 1043) legacy=1003 ;; 1049) legacy=1009 ;; *) legacy=none ;; esac
+    local d vendor device
+    # Builtins only: a process spawn costs ~50 ms under TCG, and this runs often.
     for d in /sys/bus/pci/devices/*; do
-        [ "$(cat "$d/vendor")" = 0x1af4 ] || continue
-        case "$(cat "$d/device")" in "0x$id"|"0x$legacy") basename "$d" ;; esac
+        read -r vendor < "$d/vendor"
+        [ "$vendor" = 0x1af4 ] || continue
+        read -r device < "$d/device"
+        case "$device" in "0x$id"|"0x$legacy") echo "${d##*/}" ;; esac
     done
 }
 
@@ -56,7 +60,7 @@ host_step() {
 driver_of() {
     local l
     l=$(readlink "/sys/bus/pci/devices/$1/driver" 2>/dev/null) || { echo none; return; }
-    basename "$l"
+    echo "${l##*/}"
 }
 
 # virtiod's state for one function (from `virtioctl status ADDR --json`).
@@ -64,8 +68,8 @@ vstate() { virtioctl status "$1" --json 2>/dev/null | jq -r .state; }
 
 # Wait until virtiod reports $2 for function $1 (up to $3 seconds).
 wait_state() {
-    wait_for "[ \"\$(vstate $1)\" = $2 ]" "${3:-60}" \
-        || fail "$1 did not reach state $2 within ${3:-60} s (state: $(vstate "$1"); reason: $(virtioctl status "$1" --json | jq -r '.reason // "-"'))"
+    virtioctl wait "$1" --state "$2" --timeout "${3:-60}" 2> /tmp/wait-state.err \
+        || fail "$1 did not reach state $2 within ${3:-60} s: $(cat /tmp/wait-state.err)"
 }
 
 # Start virtiod with only the given drop-in config (none: the default config).

@@ -24,6 +24,14 @@ virtioctl unload block >/dev/null || fail "unload block failed"
 [ "$(driver_of "$blk")" = vfio-pci ] || fail "unload gave the disk away ($(driver_of "$blk"))"
 [ ! -b /dev/vda ] || fail "/dev/vda appeared while unloaded"
 virtioctl plugins --json | jq -e '.[] | select(.name == "block") | .pids == []' >/dev/null || fail "plugins still lists block pids"
+# virtioctl wait: done at once for the state a device is in; a clear error,
+# exit 1, when it does not get there in time; exit 4 for a device that is not there.
+virtioctl wait "$blk" --state unloaded --timeout 5 || fail "wait --state unloaded did not return 0"
+rc=0; virtioctl wait "$blk" --timeout 1 2> /tmp/wait-err || rc=$?
+[ $rc = 1 ] && grep -q "is unloaded" /tmp/wait-err || fail "wait for running on an unloaded device: rc $rc, $(cat /tmp/wait-err)"
+rc=0; virtioctl wait 0000:00:1f.7 --timeout 1 2>/dev/null || rc=$?
+[ $rc = 4 ] || fail "wait for a device that does not exist: rc $rc, expected 4"
+virtioctl wait --timeout 10 || fail "wait without devices: something stayed in transition"
 virtioctl load block >/dev/null || fail "load block failed"
 wait_state "$blk" running 60
 [ "$(virtioctl status "$blk" --json | jq -r .driver.config.serial)" = virtiod-blk0 ] || fail "reloaded block plugin does not see the disk"

@@ -1,0 +1,89 @@
+import ArgumentParser
+import Glibc
+import VirtioSystem
+import VirtiodProtocol
+
+/// `virtioctl wait`: block until devices reach a state, so scripts need not
+/// poll `status` (claims and plugin starts run after `systemctl start`
+/// returns). One process polls the control socket every 100 ms.
+struct Wait: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Wait until devices reach a state (default: running); without devices, until none is in transition.",
+        discussion: """
+            With devices: exits 0 once every one is in the state; 1 on timeout or when one is refused \
+            (it says where each stands and why); 4 if one does not exist. Without devices: exits 0 once \
+            no device is claiming, starting or stopping. While virtiod is not reachable (it is \
+            restarting) the wait goes on; at the timeout that is the error (exit 3).
+            """)
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "PCI addresses (or unique suffixes).")
+    var devices: [String] = []
+    @Option(help: "The state to wait for: running, unloaded, unclaimed, failed, refused.")
+    var state: String = DeviceState.running.rawValue
+    @Option(help: "Give up after this many seconds.")
+    var timeout: Double = 60
+
+    func validate() throws {
+        guard let s = DeviceState(rawValue: state), ![.claiming, .starting, .stopping].contains(s) else {
+            throw ValidationError("--state: one of running, unloaded, unclaimed, failed, refused (got '\(state)')")
+        }
+        guard timeout >= 0, timeout <= 86_400 else { throw ValidationError("--timeout: seconds from 0 to 86400") }
+    }
+
+    func run() throws {
+        let want = DeviceState(rawValue: state)!
+        let deadline = monotonic() + timeout
+        while true {
+            let outcome = poll(want)
+            switch outcome {
+            case .done: return
+            case .failed(let e): global.fail(e)
+            case .waiting(let why):
+                if monotonic() >= deadline { global.fail(why) }
+            }
+            usleep(100_000)
+        }
+    }
+
+    enum Outcome {
+        case done
+        case waiting(CLIError)
+        case failed(CLIError)
+    }
+
+    /// One look at the devices: done, a reason to keep waiting, or a reason to stop.
+    func poll(_ want: DeviceState) -> Outcome {
+        var reports: [DeviceReport] = []
+        do {
+            if devices.isEmpty {
+                reports = try request(.list, device: nil)
+            } else {
+                for d in devices { reports += try request(.status, device: d) }
+            }
+        } catch let e as CLIError {
+            if case .notRunning = e { return .waiting(e) }
+            return .failed(e)
+        } catch {
+            return .failed(.failed("\(error)"))
+        }
+        if devices.isEmpty {
+            let busy = reports.filter { [.claiming, .starting, .stopping].contains($0.state) }
+            return busy.isEmpty ? .done : .waiting(.failed("still in transition after \(Int(timeout)) s: "
+                + busy.map { "\($0.address) \($0.state.rawValue)" }.joined(separator: ", ")))
+        }
+        if reports.allSatisfy({ $0.state == want }) { return .done }
+        let standing = reports.filter { $0.state != want }
+            .map { "\($0.address) is \($0.state.rawValue)" + ($0.reason.map { " (\($0))" } ?? "") }
+            .joined(separator: "; ")
+        if want != .refused, reports.contains(where: { $0.state == .refused }) {
+            return .failed(.failed("not \(want.rawValue): \(standing)"))
+        }
+        return .waiting(.failed("not \(want.rawValue) after \(Int(timeout)) s: \(standing)"))
+    }
+
+    func request(_ verb: ControlVerb, device: String?) throws -> [DeviceReport] {
+        let r = try ControlClient.call(ControlRequest(verb: verb, device: device), socket: global.socket)
+        if !r.ok, let e = r.error { throw CLIError(e) }
+        return r.devices ?? []
+    }
+}
