@@ -2,8 +2,11 @@
 # 100 MB file crosses between the virtiod NIC and the kernel twin in both
 # directions and arrives with the same SHA-256.
 source /payload/cases/lib.sh
-cleanup() { ip netns del twin 2>/dev/null || true; stop_virtiod; rm -f /tmp/send /tmp/recv-*; }
+cleanup() { ip netns del twin 2>/dev/null || true; stop_virtiod; rm -f /tmp/send /tmp/send.sha /tmp/recv-*; }
 trap cleanup EXIT
+# The file and its hash are made while virtiod starts (every step is slow under TCG).
+(head -c 100M /dev/urandom > /tmp/send && sha256sum < /tmp/send | cut -d' ' -f1 > /tmp/send.sha) &
+maker=$!
 start_virtiod_with_nic
 s=$(virtioctl status "$net" --json)
 echo "$s" | jq -e '.driver.negotiated.names | index("HOST_TSO4") and index("CSUM") and index("GUEST_TSO4") and index("MRG_RXBUF")' >/dev/null \
@@ -16,8 +19,8 @@ twin_and_local vtnet0
 ethtool -K vtnet0 tso on tx on >/dev/null 2>&1 || true
 wait_for "ping -c 1 -W 1 10.77.0.2" 15 || fail "no ping to the twin"
 
-head -c 100M /dev/urandom > /tmp/send
-want=$(sha256sum < /tmp/send | cut -d' ' -f1)
+wait $maker || fail "could not make the 100 MB test file"
+want=$(cat /tmp/send.sha)
 # Out: virtiod → twin, then in: twin → virtiod (socat: byte-exact copies).
 ip netns exec twin socat -u TCP-LISTEN:5301,reuseaddr OPEN:/tmp/recv-out,creat,trunc &
 wait_for "ip netns exec twin ss -ltn | grep -q :5301" 10 || fail "receiver did not start"
