@@ -24,35 +24,17 @@ struct ShadowTables {
         self.chains = chains
     }
 
+    /// The one bounds check every access goes through.
     @inline(__always)
-    func link(_ i: Int) -> UInt16 {
-        precondition(i >= 0 && i < size, "shadow link \(i) outside queue of \(size)")
-        return links[i]
+    private func slot(_ i: Int) -> Int {
+        precondition(i >= 0 && i < size, "shadow table index \(i) outside queue of \(size)")
+        return i
     }
 
-    @inline(__always)
-    func setLink(_ i: Int, _ value: UInt16) {
-        precondition(i >= 0 && i < size, "shadow link \(i) outside queue of \(size)")
-        links[i] = value
-    }
-
-    @inline(__always)
-    func chain(_ i: Int) -> ChainRecord {
-        precondition(i >= 0 && i < size, "chain record \(i) outside queue of \(size)")
-        return chains[i]
-    }
-
-    @inline(__always)
-    func setChain(_ i: Int, _ record: ChainRecord) {
-        precondition(i >= 0 && i < size, "chain record \(i) outside queue of \(size)")
-        chains[i] = record
-    }
-
-    @inline(__always)
-    func markReturned(_ i: Int) {
-        precondition(i >= 0 && i < size, "chain record \(i) outside queue of \(size)")
-        chains[i].inFlight = false
-    }
+    @inline(__always) func link(_ i: Int) -> UInt16 { links[slot(i)] }
+    @inline(__always) func setLink(_ i: Int, _ value: UInt16) { links[slot(i)] = value }
+    @inline(__always) func setChain(_ i: Int, _ record: ChainRecord) { chains[slot(i)] = record }
+    @inline(__always) func markReturned(_ i: Int) { chains[slot(i)].inFlight = false }
 
     /// Check a used entry the device wrote (id and length read once from
     /// shared memory) against the driver's own records; returns the chain
@@ -60,7 +42,7 @@ struct ShadowTables {
     @inline(__always)
     func checkUsed(id: UInt32, length: UInt32, tolerateOversized: Bool) throws(DeviceViolation) -> (chain: ChainRecord, exceeded: Bool) {
         guard id < UInt32(size) else { throw .usedIDOutOfRange(id: id, queueSize: size) }
-        let chain = chains[Int(id)]
+        let chain = chains[slot(Int(id))]
         guard chain.inFlight else { throw .usedIDNotInFlight(id: id) }
         guard UInt64(length) <= chain.writableCapacity else {
             if tolerateOversized { return (chain, true) }

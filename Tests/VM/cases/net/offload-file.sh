@@ -40,4 +40,5 @@ got=$(sha256sum < /tmp/recv-in | cut -d' ' -f1)
 [ "$got" = "$want" ] || fail "file received through virtiod arrived different ($(stat -c %s /tmp/recv-in) bytes)"
 echo "100 MB out in $out_ms ms, in in $in_ms ms"
 s=$(virtioctl status "$net" --json)
-[ "$(echo "$s" | jq '.driver.queues[0].counters.malformed')" -eq 0 ] || fail "malformed headers counted: $(echo "$s" | jq -c .driver.queues[0].counters)"
+[ "$(echo "$s" | jq '[.driver.queues[].counters.malformed // 0] | add')" -eq 0 ] \
+    || fail "malformed headers counted: $(echo "$s" | jq -c '[.driver.queues[] | {name, malformed: .counters.malformed}]')"
