@@ -14,7 +14,8 @@ public final class Virtqueue: @unchecked Sendable {
     public let geometry: QueueGeometry
     public let memory: RingMemory
     private let ring: Ring
-    /// Own the storage `ring` points into; `region` keeps the memory mapped.
+    /// `storage` and `tableStorage` own the memory `ring` points into;
+    /// `region` keeps the DMA memory mapped.
     private let storage: AnyObject
     private let tableStorage: ShadowTableStorage
     private let region: DMARegion
@@ -43,7 +44,8 @@ public final class Virtqueue: @unchecked Sendable {
         self.memory = RingMemory(region: region, area: area)
         memory.zero()
         self.region = region
-        (self.ring, self.storage, self.tableStorage) = Self.makeRing(QueueState(layout: layout, size: size, area: area, options: options), memory)
+        let fresh = QueueState(layout: layout, size: size, area: area, options: options)
+        (self.ring, self.storage, self.tableStorage) = Self.makeRing(fresh, memory)
     }
 
     /// A new queue with its area taken from `allocator`.
