@@ -10,7 +10,7 @@ struct Wait: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Wait until devices reach a state (default: running); without devices, until none is in transition.",
         discussion: """
-            With devices: exits 0 once every one is in the state; 1 on timeout or when one is refused \
+            With devices: exits 0 once every one is in the state (--json: prints their reports); 1 on timeout or when one is refused \
             (it says where each stands and why); 4 if one does not exist. Without devices: exits 0 once \
             no device is claiming, starting or stopping. While virtiod is not reachable (it is \
             restarting) the wait goes on; at the timeout that is the error (exit 3).
@@ -36,7 +36,9 @@ struct Wait: ParsableCommand {
         while true {
             let outcome = poll(want)
             switch outcome {
-            case .done: return
+            case .done(let reports):
+                if global.json { Output.json(reports) }
+                return
             case .failed(let e): global.fail(e)
             case .waiting(let why):
                 if monotonic() >= deadline { global.fail(why) }
@@ -46,7 +48,8 @@ struct Wait: ParsableCommand {
     }
 
     enum Outcome {
-        case done
+        /// With the reports that showed it (printed with --json).
+        case done([DeviceReport])
         case waiting(CLIError)
         case failed(CLIError)
     }
@@ -68,10 +71,10 @@ struct Wait: ParsableCommand {
         }
         if devices.isEmpty {
             let busy = reports.filter { [.claiming, .starting, .stopping].contains($0.state) }
-            return busy.isEmpty ? .done : .waiting(.failed("still in transition after \(Int(timeout)) s: "
+            return busy.isEmpty ? .done(reports) : .waiting(.failed("still in transition after \(Int(timeout)) s: "
                 + busy.map { "\($0.address) \($0.state.rawValue)" }.joined(separator: ", ")))
         }
-        if reports.allSatisfy({ $0.state == want }) { return .done }
+        if reports.allSatisfy({ $0.state == want }) { return .done(reports) }
         let standing = reports.filter { $0.state != want }
             .map { "\($0.address) is \($0.state.rawValue)" + ($0.reason.map { " (\($0))" } ?? "") }
             .joined(separator: "; ")

@@ -26,7 +26,8 @@ virtioctl unload block >/dev/null || fail "unload block failed"
 virtioctl plugins --json | jq -e '.[] | select(.name == "block") | .pids == []' >/dev/null || fail "plugins still lists block pids"
 # virtioctl wait: done at once for the state a device is in; a clear error,
 # exit 1, when it does not get there in time; exit 4 for a device that is not there.
-virtioctl wait "$blk" --state unloaded --timeout 5 || fail "wait --state unloaded did not return 0"
+virtioctl wait "$blk" --state unloaded --timeout 5 --json | jq -e '.[0].state == "unloaded"' >/dev/null \
+    || fail "wait --state unloaded did not return 0 with the device's report"
 rc=0; virtioctl wait "$blk" --timeout 1 2> /tmp/wait-err || rc=$?
 [ $rc = 1 ] && grep -q "is unloaded" /tmp/wait-err || fail "wait for running on an unloaded device: rc $rc, $(cat /tmp/wait-err)"
 rc=0; virtioctl wait 0000:00:1f.7 --timeout 1 2>/dev/null || rc=$?
