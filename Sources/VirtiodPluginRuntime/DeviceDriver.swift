@@ -308,7 +308,7 @@ public final class DeviceDriver {
     /// trusted): it must lie in the allocated part of the region and share
     /// no byte with any ring or area accepted before.
     public func claimRestoredArea(_ area: DMASlice, _ what: String) throws {
-        let rings = queues.map { $0.queue.state.area }
+        let rings = queues.map { $0.queue.memory.area }
         guard area.offset >= 0, area.length > 0, area.offset + area.length <= device.allocator.cursor,
               !(rings + restoredAreas).contains(where: { $0.overlaps(area) }) else {
             throw PluginError("\(what) in the hand-over record (\(area)) overlaps other DMA memory or lies outside the allocated part")

@@ -29,17 +29,23 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: "virtiod's control socket.")
     var socket = ProcessInfoShim.environment("VIRTIOD_CONTROL_SOCKET") ?? ControlProtocol.defaultSocketPath
 
+    /// One request; exits with virtiod's error (printed, and as JSON with --json).
     func call(_ verb: ControlVerb, device: String? = nil, force: Bool? = nil, plugin: String? = nil,
               release: Bool? = nil) throws -> ControlResponse {
-        let response: ControlResponse
         let request = ControlRequest(verb: verb, device: device, force: force, plugin: plugin, release: release)
-        do { response = try ControlClient.call(request, socket: socket) } catch {
-            fail(error)
-        }
+        let response: ControlResponse
+        do { response = try ControlClient.call(request, socket: socket) } catch { fail(error) }
         if !response.ok, let e = response.error {
             if json { Output.json(response) }
             fail(CLIError(e))
         }
+        return response
+    }
+
+    /// One request whose failure the caller handles (`wait` retries some).
+    func request(_ verb: ControlVerb, device: String? = nil) throws(CLIError) -> ControlResponse {
+        let response = try ControlClient.call(ControlRequest(verb: verb, device: device), socket: socket)
+        if !response.ok, let e = response.error { throw CLIError(e) }
         return response
     }
 

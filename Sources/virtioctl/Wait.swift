@@ -18,20 +18,23 @@ struct Wait: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Argument(help: "PCI addresses (or unique suffixes).")
     var devices: [String] = []
-    @Option(help: "The state to wait for: running, unloaded, unclaimed, failed, refused.")
-    var state: String = DeviceState.running.rawValue
+    @Option(help: "The state to wait for (with devices; default running): running, unloaded, unclaimed, failed, refused.")
+    var state: String?
     @Option(help: "Give up after this many seconds.")
     var timeout: Double = 60
 
     func validate() throws {
-        guard let s = DeviceState(rawValue: state), ![.claiming, .starting, .stopping].contains(s) else {
-            throw ValidationError("--state: one of running, unloaded, unclaimed, failed, refused (got '\(state)')")
+        if let state {
+            guard !devices.isEmpty else { throw ValidationError("--state needs devices to wait for") }
+            guard let s = DeviceState(rawValue: state), ![.claiming, .starting, .stopping].contains(s) else {
+                throw ValidationError("--state: one of running, unloaded, unclaimed, failed, refused (got '\(state)')")
+            }
         }
         guard timeout >= 0, timeout <= 86_400 else { throw ValidationError("--timeout: seconds from 0 to 86400") }
     }
 
     func run() throws {
-        let want = DeviceState(rawValue: state)!
+        let want = state.flatMap(DeviceState.init(rawValue:)) ?? .running
         let deadline = monotonic() + timeout
         while true {
             let outcome = poll(want)
@@ -57,17 +60,15 @@ struct Wait: ParsableCommand {
     /// One look at the devices: done, a reason to keep waiting, or a reason to stop.
     func poll(_ want: DeviceState) -> Outcome {
         var reports: [DeviceReport] = []
-        do {
+        do throws(CLIError) {
             if devices.isEmpty {
-                reports = try request(.list, device: nil)
+                reports = try global.request(.list).devices ?? []
             } else {
-                for d in devices { reports += try request(.status, device: d) }
+                for d in devices { reports += try global.request(.status, device: d).devices ?? [] }
             }
-        } catch let e as CLIError {
-            if case .notRunning = e { return .waiting(e) }
-            return .failed(e)
         } catch {
-            return .failed(.failed("\(error)"))
+            if case .notRunning = error { return .waiting(error) }
+            return .failed(error)
         }
         if devices.isEmpty {
             let busy = reports.filter { [.claiming, .starting, .stopping].contains($0.state) }
@@ -84,9 +85,4 @@ struct Wait: ParsableCommand {
         return .waiting(.failed("not \(want.rawValue) after \(Int(timeout)) s: \(standing)"))
     }
 
-    func request(_ verb: ControlVerb, device: String?) throws -> [DeviceReport] {
-        let r = try ControlClient.call(ControlRequest(verb: verb, device: device), socket: global.socket)
-        if !r.ok, let e = r.error { throw CLIError(e) }
-        return r.devices ?? []
-    }
 }

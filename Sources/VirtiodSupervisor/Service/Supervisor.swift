@@ -18,7 +18,6 @@ public final class Supervisor {
     var unloadedPlugins: Set<String> = []
     let binding = PCIBinding()
     let checks = ClaimChecks()
-    static let pluginNames = PluginProtocol.pluginNames
 
     public init(options: SupervisorOptions) {
         self.options = options
@@ -390,14 +389,14 @@ public final class Supervisor {
     }
 
     func pluginName(_ name: String?) throws(ControlError) -> String {
-        guard let name, Self.pluginNames.contains(name) else {
-            throw ControlError(.badRequest, "unknown plugin '\(name ?? "")' (one of: \(Self.pluginNames.joined(separator: ", ")))")
+        guard let name, PluginProtocol.pluginNames.contains(name) else {
+            throw ControlError(.badRequest, "unknown plugin '\(name ?? "")' (one of: \(PluginProtocol.pluginNames.joined(separator: ", ")))")
         }
         return name
     }
 
     func pluginReports() -> [PluginReport] {
-        Self.pluginNames.map { name in
+        PluginProtocol.pluginNames.map { name in
             let users = devices.values.filter { $0.plugin?.name == name }.sorted { $0.address < $1.address }
             return PluginReport(name: name, executable: pluginPath(name), installed: access(pluginPath(name), X_OK) == 0,
                                 stub: users.compactMap { $0.plugin?.report?.stub }.first,

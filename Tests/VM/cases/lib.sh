@@ -171,6 +171,7 @@ tcp_reset_counters() { tcp_nstat "$1" -saz TcpEstabResets TcpExtTCPAbortOnData T
 # event. Give events that take seconds (a restart) the default window.
 under_traffic() {
     local what=$2 seconds=${3:-12}
+    [ "$seconds" -ge 6 ] || fail "under_traffic: a window of $seconds s leaves no time after the event at 3 s"
     local pings=$(( (seconds - 2) * 100 ))
     twin_iperf_server 5301
     tcp_counters_reset ""; tcp_counters_reset twin
