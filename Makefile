@@ -10,7 +10,10 @@ PREFIX     ?= /usr
 DESTDIR    ?=
 LIBEXECDIR := $(PREFIX)/libexec/virtiod
 RELEASE    := .build-release
-PLUGINS    := net block console balloon 9p
+# Every folder Plugins/<name>/ with a main.swift is a plugin (virtiod-<name>
+# plus its manifest <name>.plugin): nothing here names one.
+PLUGINS    := $(sort $(patsubst Plugins/%/main.swift,%,$(wildcard Plugins/*/main.swift)))
+MANIFESTDIR := $(PREFIX)/lib/virtiod/plugins
 VM_FLAGS   ?=
 
 help:
@@ -56,7 +59,12 @@ install:
 	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(RELEASE)
 	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(PREFIX)/bin
 	install -m 755 -s $(RELEASE)/release/virtiod $(RELEASE)/release/virtioctl $(DESTDIR)$(PREFIX)/bin/
-	for p in $(PLUGINS); do install -m 755 -s $(RELEASE)/release/virtiod-$$p $(DESTDIR)$(LIBEXECDIR)/ || exit 1; done
+	install -d $(DESTDIR)$(MANIFESTDIR) $(DESTDIR)/etc/virtiod/plugins
+	for p in $(PLUGINS); do \
+		install -m 755 -s $(RELEASE)/release/virtiod-$$p $(DESTDIR)$(LIBEXECDIR)/ || exit 1; \
+		sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' Plugins/$$p/$$p.plugin > $(DESTDIR)$(MANIFESTDIR)/$$p.plugin || exit 1; \
+		chmod 644 $(DESTDIR)$(MANIFESTDIR)/$$p.plugin; \
+	done
 	install -m 755 -s $(RELEASE)/release/virtio-ring-bench $(DESTDIR)$(LIBEXECDIR)/virtio-ring-bench
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && install -m 644 Units/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
 	install -d $(DESTDIR)/etc/virtiod/virtiod.conf.d

@@ -1,10 +1,24 @@
 // swift-tools-version: 6.0
+import Foundation
 import PackageDescription
 
 let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
 
-/// Device plugins: one executable per type, built from Plugins/<name>/.
-let plugins = ["net", "block", "console", "balloon", "9p"]
+/// Device plugins: every folder Plugins/<name>/ with a main.swift is the
+/// executable virtiod-<name>; its manifest <name>.plugin sits beside it, and
+/// Plugins/<name>/Tests/, if there, is its test target. Nothing here names a
+/// plugin: adding one is adding its folder.
+let pluginRoot = Context.packageDirectory + "/Plugins"
+let fm = FileManager.default
+let plugins = ((try? fm.contentsOfDirectory(atPath: pluginRoot)) ?? [])
+    .filter { fm.fileExists(atPath: "\(pluginRoot)/\($0)/main.swift") }
+    .sorted()
+func hasTests(_ plugin: String) -> Bool {
+    ((try? fm.contentsOfDirectory(atPath: "\(pluginRoot)/\(plugin)/Tests")) ?? []).contains { $0.hasSuffix(".swift") }
+}
+func nonSources(_ plugin: String) -> [String] {
+    ((try? fm.contentsOfDirectory(atPath: "\(pluginRoot)/\(plugin)")) ?? []).filter { $0 == "Tests" || $0.hasSuffix(".plugin") || $0.hasSuffix(".md") }
+}
 
 let package = Package(
     name: "virtiod",
@@ -12,6 +26,8 @@ let package = Package(
     products: [
         .library(name: "VirtioCore", targets: ["VirtioCore"]),
         .library(name: "VirtioSoftDevice", targets: ["VirtioSoftDevice"]),
+        // The plugin SDK (docs/plugin-guide.md): what a plugin executable links.
+        .library(name: "VirtiodPluginRuntime", targets: ["VirtiodPluginRuntime"]),
         .executable(name: "virtiod", targets: ["virtiod"]),
         .executable(name: "virtioctl", targets: ["virtioctl"]),
         .executable(name: "virtio-ring-bench", targets: ["VirtioRingBench"]),
@@ -89,14 +105,22 @@ let package = Package(
             dependencies: ["VirtioCore", "VirtioSystem", "VirtioSoftDevice"],
             path: "Tests/HandoverProbe",
             swiftSettings: strict),
+        // The supervisor's own logic: config, manifests, control verbs, claim checks.
+        .testTarget(
+            name: "VirtiodSupervisorTests",
+            dependencies: ["VirtiodSupervisor", "VirtiodProtocol", "VirtioCore"],
+            swiftSettings: strict),
         .testTarget(
             name: "VirtioCoreTests",
             dependencies: ["VirtioCore", "VirtioSoftDevice", "VirtioSystem", "VirtiodSupervisor", "VirtioPCI",
                            "VirtiodProtocol", "HandoverProbe"],
             swiftSettings: strict),
     ] + plugins.map {
-        .executableTarget(name: "virtiod-\($0)", dependencies: ["VirtiodPluginRuntime", "VirtioCore"],
-                          path: "Plugins/\($0)", swiftSettings: strict)
+        .executableTarget(name: "virtiod-\($0)", dependencies: ["VirtiodPluginRuntime", "VirtioCore", "VirtioSystem"],
+                          path: "Plugins/\($0)", exclude: nonSources($0), swiftSettings: strict)
+    } + plugins.filter(hasTests).map {
+        .testTarget(name: "virtiod-\($0)-tests", dependencies: [.target(name: "virtiod-\($0)"), "VirtioCore", "VirtioSoftDevice"],
+                    path: "Plugins/\($0)/Tests", swiftSettings: strict)
     },
     swiftLanguageModes: [.v6]
 )

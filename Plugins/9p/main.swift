@@ -4,7 +4,9 @@
 import VirtioCore
 import VirtiodPluginRuntime
 
-PluginMain.run(PluginProfile(
+var profile = PluginProfile(
     name: "9p", deviceType: .ninePTransport, stub: true,
     features: FeatureRequest(required: NinePFeatures.mountTag.rawValue),
-    queues: ["requests"]))
+    queues: ["requests"])
+profile.readConfig = NinePConfig.read
+PluginMain.run(profile)

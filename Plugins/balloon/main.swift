@@ -4,7 +4,9 @@
 import VirtioCore
 import VirtiodPluginRuntime
 
-PluginMain.run(PluginProfile(
+var profile = PluginProfile(
     name: "balloon", deviceType: .balloon, stub: true,
     features: FeatureRequest(required: 0, wanted: (BalloonFeatures.statsVirtqueue.union(.deflateOnOOM)).rawValue),
-    queues: ["inflateq", "deflateq", "statsq"]))
+    queues: ["inflateq", "deflateq", "statsq"])
+profile.readConfig = BalloonConfig.read
+PluginMain.run(profile)

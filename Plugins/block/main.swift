@@ -7,7 +7,10 @@ import VirtiodPluginRuntime
 
 let wanted: BlockFeatures = [.sizeMax, .segMax, .geometry, .readOnly, .blockSize, .flush, .topology,
                              .configWCE, .multiqueue, .discard, .writeZeroes]
-PluginMain.run(PluginProfile(
+var profile = PluginProfile(
     name: "block", deviceType: .block, stub: true,
     features: FeatureRequest(required: 0, wanted: wanted.rawValue),
-    queues: ["requestq0"], identify: .blockSerial))
+    queues: ["requestq0"])
+profile.readConfig = BlockConfig.read
+profile.identify = BlockConfig.serial
+PluginMain.run(profile)

@@ -4,7 +4,9 @@
 import VirtioCore
 import VirtiodPluginRuntime
 
-PluginMain.run(PluginProfile(
+var profile = PluginProfile(
     name: "console", deviceType: .console, stub: true,
     features: FeatureRequest(required: 0, wanted: ConsoleFeatures.size.union(.multiport).rawValue),
-    queues: ["receiveq0", "transmitq0", "control-receiveq", "control-transmitq"]))
+    queues: ["receiveq0", "transmitq0", "control-receiveq", "control-transmitq"])
+profile.readConfig = ConsoleConfig.read
+PluginMain.run(profile)

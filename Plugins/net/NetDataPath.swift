@@ -63,9 +63,17 @@ final class NetDataPath: DataPath {
     }
 
     init(device: AttachedDevice) throws {
-        guard !device.taps.isEmpty else { throw PluginError("the net plugin needs a TAP interface from the supervisor") }
-        taps = device.taps
-        control = NetControl(interface: device.taps[0].name)
+        taps = try Self.taps(device)
+        control = NetControl(interface: taps[0].name)
+    }
+
+    /// The TAP queues of the `tap` endpoint (the supervisor made the interface and keeps it).
+    static func taps(_ device: AttachedDevice) throws -> [TAPInterface] {
+        let e = try device.endpoint("tap")
+        guard let name = e.facts["interface"], !e.fds.isEmpty else {
+            throw PluginError("the tap endpoint came without an interface name or fds")
+        }
+        return e.fds.map { TAPInterface(fd: $0, name: name) }
     }
 
     /// rx0, tx0, rx1, tx1, … for as many pairs as both the device and the TAP
@@ -76,7 +84,7 @@ final class NetDataPath: DataPath {
         if f.contains(.multiqueue) {
             maxPairs = max(1, Int(try device.transport.readConfig(UInt16.self, at: 8)))
         }
-        let pairs = min(maxPairs, max(1, device.taps.count))
+        let pairs = min(maxPairs, max(1, try taps(device).count))
         var plan: [(index: Int, name: String)] = []
         for i in 0..<pairs { plan += [(2 * i, "receiveq\(i)"), (2 * i + 1, "transmitq\(i)")] }
         if f.contains(.controlVirtqueue) { plan.append((2 * maxPairs, "controlq")) }

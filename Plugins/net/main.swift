@@ -21,6 +21,7 @@ var profile = PluginProfile(
     queues: ["receiveq0", "transmitq0"], // the plan below decides
     dataPath: { try NetDataPath(device: $0) })
 profile.queuePlan = { try NetDataPath.plan(negotiated: $0, device: $1) }
+profile.readConfig = NetConfig.read
 // A receive buffer the device says it overfilled is one dropped packet.
 profile.droppableQueues = Set((0..<64).map { "receiveq\($0)" })
 PluginMain.run(profile)

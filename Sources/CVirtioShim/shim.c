@@ -18,6 +18,7 @@
 #include <net/if_arp.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
+#include <sys/syscall.h>
 #include "CVirtioShim.h"
 
 int cvirtio_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
@@ -157,3 +158,16 @@ int cvirtio_if_set_mtu(const char *ifname, int mtu) {
     ifr.ifr_mtu = mtu;
     return if_ioctl(SIOCSIFMTU, &ifr);
 }
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+int cvirtio_pidfd_open(int pid) {
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+}
+int cvirtio_pidfd_send_signal(int pidfd, int sig) { return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0); }

@@ -20,7 +20,8 @@ public struct ChildProcess: Sendable {
                              stdout: FileDescriptor? = nil) throws -> ChildProcess {
         var mappings = fds
         if let stdout { mappings[1] = stdout }
-        let floor = (mappings.keys.max() ?? 2) + 1
+        // Targets may include 0–2 (a plugin's socket is its stdin); 0–2 stay open either way.
+        let floor = max(3, (mappings.keys.max() ?? 2) + 1)
         var copies: [(target: CInt, copy: CInt)] = []
         defer { for c in copies { close(c.copy) } }
         for (target, fd) in mappings.sorted(by: { $0.key < $1.key }) {
@@ -95,4 +96,31 @@ public struct UnixPipe: Sendable {
             out += buf[0..<n]
         }
     }
+}
+
+/// A process followed through a pidfd (pidfd_open(2)): its fd turns
+/// readable when the process exits, whether or not it is our child, and a
+/// signal sent through it cannot reach a process that reused the pid.
+public struct ProcessHandle: Sendable {
+    public let pid: pid_t
+    public let fd: FileDescriptor
+
+    public init(pid: pid_t) throws {
+        let fd = cvirtio_pidfd_open(pid)
+        guard fd >= 0 else { throw SystemCallError("pidfd_open \(pid)") }
+        self.pid = pid
+        self.fd = FileDescriptor(rawValue: fd)
+    }
+
+    /// Whether the process has exited (its pidfd is readable).
+    public var hasExited: Bool { (try? Poll.readable([fd], timeoutMS: 0).isEmpty == false) ?? true }
+
+    public func signal(_ sig: CInt) { _ = cvirtio_pidfd_send_signal(fd.rawValue, sig) }
+
+    /// Wait up to `timeoutMS` for the process to exit; whether it did.
+    public func waitForExit(timeoutMS: Int32) -> Bool {
+        (try? Poll.readable([fd], timeoutMS: timeoutMS).isEmpty == false) ?? true
+    }
+
+    public func close() { try? fd.close() }
 }

@@ -4,8 +4,8 @@ import VirtioPCI
 import VirtioSystem
 import VirtiodProtocol
 
-/// A device as a plugin holds it: the fds from the supervisor turned into a
-/// transport, DMA memory and interrupt eventfds.
+/// A device as a plugin holds it: the named fds from the supervisor turned
+/// into a transport, DMA memory, interrupt eventfds and endpoints.
 public final class AttachedDevice {
     public let info: AttachInfo
     public let transport: VirtioPCITransport
@@ -20,30 +20,57 @@ public final class AttachedDevice {
     public let vectors: [EventFD]
     /// INTx eventfd when the device has no MSI-X.
     public let intx: EventFD?
-    /// net: the TAP interface's queues (held by the supervisor too, so the
-    /// interface outlives this process); one unless multi-queue.
-    public let taps: [TAPInterface]
-    public var tap: TAPInterface? { taps.first }
+    /// Kernel-facing endpoints the supervisor made (and keeps), by kind.
+    public let endpoints: [String: AttachedEndpoint]
 
-    /// Takes ownership of `fds` (VFIO device, DMA memfd, state memfd,
-    /// eventfds, TAP fds, in that order).
-    init(info: AttachInfo, fds: [FileDescriptor], deviceType: DeviceType) throws {
-        let tapCount = info.tapInterface != nil ? max(1, info.tapQueues) : 0
-        let expected = 3 + info.vectors + (info.intx ? 1 : 0) + tapCount
-        guard fds.count == expected else {
-            for f in fds { try? f.close() }
-            throw PluginError("attach carried \(fds.count) fds, expected \(expected)")
+    /// Takes ownership of `fds` (by the names `info.fds` lists).
+    init(info: AttachInfo, fds: [String: FileDescriptor], deviceType: DeviceType) throws {
+        var pending = fds
+        var owned: [FileDescriptor] = []
+        func closeAll() { for f in Array(pending.values) + owned { try? f.close() } }
+        func take(_ name: String) throws -> FileDescriptor {
+            guard let fd = pending.removeValue(forKey: name) else {
+                closeAll()
+                throw PluginError("attach carried no fd named \(name)")
+            }
+            owned.append(fd)
+            return fd
         }
-        self.info = info
-        memory = try SharedMemory(mapping: fds[1], size: info.dmaSize, ownsFD: true)
-        region = memory.region(deviceBase: info.iovaBase)
-        allocator = DMAAllocator(regionSize: info.dmaSize)
-        stateMemory = try SharedMemory(mapping: fds[2], size: info.stateSize, ownsFD: true)
-        handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
-        vectors = fds[3..<(3 + info.vectors)].map { EventFD(fd: $0) }
-        intx = info.intx ? EventFD(fd: fds[3 + info.vectors]) : nil
-        taps = info.tapInterface.map { name in fds.suffix(tapCount).map { TAPInterface(fd: $0, name: name) } } ?? []
-        transport = try VirtioPCITransport(vfio: VFIODevice(fd: fds[0]), deviceType: deviceType)
+        let vfio = try take(FDName.vfioDevice), dma = try take(FDName.dma), state = try take(FDName.state)
+        let vectorFDs = try (0..<info.vectors).map { try take(FDName.msix($0)) }
+        let intxFD = info.intx ? try take(FDName.intx) : nil
+        var endpoints: [String: AttachedEndpoint] = [:]
+        for e in info.endpoints {
+            endpoints[e.kind] = AttachedEndpoint(kind: e.kind, fds: try e.fds.map(take), facts: e.facts)
+        }
+        guard pending.isEmpty else {
+            let extra = pending.keys.sorted()
+            closeAll()
+            throw PluginError("attach carried fds this plugin does not know: \(extra.joined(separator: ", "))")
+        }
+        do {
+            self.info = info
+            memory = try SharedMemory(mapping: dma, size: info.dmaSize, ownsFD: true)
+            region = memory.region(deviceBase: info.iovaBase)
+            allocator = DMAAllocator(regionSize: info.dmaSize)
+            stateMemory = try SharedMemory(mapping: state, size: info.stateSize, ownsFD: true)
+            handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
+            vectors = vectorFDs.map { EventFD(fd: $0) }
+            intx = intxFD.map { EventFD(fd: $0) }
+            self.endpoints = endpoints
+            transport = try VirtioPCITransport(vfio: VFIODevice(fd: vfio), deviceType: deviceType)
+        } catch {
+            for f in owned { try? f.close() }
+            throw error
+        }
+    }
+
+    /// The endpoint of `kind` the plugin's manifest asked for; an error that says so if it is missing.
+    public func endpoint(_ kind: String) throws -> AttachedEndpoint {
+        guard let e = endpoints[kind] else {
+            throw PluginError("no \(kind) endpoint from the supervisor (does the manifest say Endpoints=\(kind)?)")
+        }
+        return e
     }
 
     /// MSI-X vector for queue `index`: one per queue while there are enough,
@@ -53,6 +80,14 @@ public final class AttachedDevice {
         guard info.vectors > 1 else { return 0 }
         return UInt16(min(1 + index, info.vectors - 1))
     }
+}
+
+/// One endpoint as a plugin gets it: duplicates of the supervisor's fds, in
+/// index order, and what the supervisor says about it (e.g. "interface").
+public struct AttachedEndpoint: Sendable {
+    public let kind: String
+    public let fds: [FileDescriptor]
+    public let facts: [String: String]
 }
 
 public struct PluginError: Error, CustomStringConvertible {

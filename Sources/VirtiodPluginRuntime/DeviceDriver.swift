@@ -13,7 +13,7 @@ import VirtiodProtocol
 public final class DeviceDriver {
     let profile: PluginProfile
     public let device: AttachedDevice
-    let socket: UnixSocket
+    let link: SupervisorLink
     let privileges: String
     private(set) var offered: UInt64 = 0
     public private(set) var negotiated: UInt64 = 0
@@ -31,10 +31,10 @@ public final class DeviceDriver {
     /// SIGTERM/SIGINT as events: a plugin told to stop by systemd hands over.
     let signals: SignalFD?
 
-    init(profile: PluginProfile, device: AttachedDevice, socket: UnixSocket, privileges: String) throws {
+    init(profile: PluginProfile, device: AttachedDevice, link: SupervisorLink, privileges: String) throws {
         self.profile = profile
         self.device = device
-        self.socket = socket
+        self.link = link
         self.privileges = privileges
         signals = try? SignalFD([SIGTERM, SIGINT])
         interrupts = Array(repeating: 0, count: device.info.vectors)
@@ -65,11 +65,15 @@ public final class DeviceDriver {
                 queues.append((queue, name, maximum, vector, index))
             }
             if device.info.vectors > 0 { try transport.setConfigVector(0) }
-            config = try DeviceConfigReader.read(transport, negotiated: negotiated)
+            config = try profile.readConfig(transport, negotiated)
         }
         // Driven live from now on: a crash leaves no record, so the device gets reset.
         device.handover.markLive()
-        if let probe = profile.identify { identify(probe) }
+        if let identify = profile.identify {
+            do { identity = try identify(self) } catch {
+                PluginLog.warning("\(profile.name) \(device.info.address): identify request failed: \(error)")
+            }
+        }
         try dataPath?.start(self)
         PluginLog.info("\(profile.name) \(device.info.address): DRIVER_OK, features "
             + featureNames(negotiated, deviceType: profile.deviceType).joined(separator: " ")
@@ -81,7 +85,7 @@ public final class DeviceDriver {
     func report() -> DriverReport {
         let t = profile.deviceType
         return DriverReport(
-            stub: profile.stub, pluginVersion: PluginMain.version,
+            stub: profile.stub, pluginVersion: profile.version,
             offered: .init(offered, deviceType: t), negotiated: .init(negotiated, deviceType: t),
             deviceQueues: transport.queueCount,
             queues: queues.enumerated().map { i, q in
@@ -101,19 +105,18 @@ public final class DeviceDriver {
     }
 
     func sendStatus(reply: Bool = false) throws {
-        try socket.send(PluginMessage(kind: .status, status: report(), reply: reply).encoded())
+        try link.send(PluginMessage(kind: .status, status: report(), reply: reply))
     }
 
     /// Serve until stop, until the supervisor hangs up, or until SIGTERM
     /// (the last two leave a hand-over record and the device running).
     func serve() throws {
         while true {
-            let fds = [socket.fd] + (signals.map { [$0.fd] } ?? []) + device.vectors.map(\.fd)
+            let fds = [link.fd] + (signals.map { [$0.fd] } ?? []) + device.vectors.map(\.fd)
                 + (device.intx.map { [$0.fd] } ?? []) + (dataPath?.pollFDs ?? [])
             for ready in try Poll.readable(fds, timeoutMS: -1) {
-                if ready == socket.fd {
-                    let (bytes, extra) = try socket.receive()
-                    for f in extra { try? f.close() }
+                if ready == link.fd {
+                    let bytes = try link.receive()
                     if bytes.isEmpty {
                         _ = handOver(reason: "supervisor gone")
                         PluginLog.info("\(profile.name) \(device.info.address): supervisor closed the socket; exiting, device left running")
@@ -132,10 +135,10 @@ public final class DeviceDriver {
                         try sendStatus(reply: true)
                     case .quiesce:
                         guard let summary = handOver(reason: "reload") else {
-                            try socket.send(PluginMessage(kind: .error, message: "cannot hand over: the state is not trustworthy (see the journal); keeping the device").encoded())
+                            try link.send(PluginMessage(kind: .error, message: "cannot hand over: the state is not trustworthy (see the journal); keeping the device"))
                             continue
                         }
-                        try socket.send(PluginMessage(kind: .quiesced, message: summary).encoded())
+                        try link.send(PluginMessage(kind: .quiesced, message: summary))
                         guard try waitWhileQuiesced() else { return }
                         // Rolled back: the successor did not take over; continue.
                         device.handover.markLive()
@@ -200,7 +203,7 @@ public final class DeviceDriver {
         do {
             try dataPath?.quiesce(self)
             var record = HandoverRecord(
-                plugin: profile.name, pluginVersion: PluginMain.version, address: device.info.address,
+                plugin: profile.name, pluginVersion: profile.version, address: device.info.address,
                 negotiated: negotiated, allocatorCursor: device.allocator.cursor,
                 queues: queues.map {
                     .init(index: $0.index, name: $0.name, maxSize: $0.maxSize, vector: $0.vector,
@@ -225,12 +228,11 @@ public final class DeviceDriver {
     /// successor runs) or `resume` (true: roll back). A hang-up or SIGTERM
     /// also ends it, leaving the record for whoever comes next.
     func waitWhileQuiesced() throws -> Bool {
-        let fds = [socket.fd] + (signals.map { [$0.fd] } ?? [])
+        let fds = [link.fd] + (signals.map { [$0.fd] } ?? [])
         while true {
             for ready in try Poll.readable(fds, timeoutMS: -1) {
-                if ready != socket.fd { return false }
-                let (bytes, extra) = try socket.receive()
-                for f in extra { try? f.close() }
+                if ready != link.fd { return false }
+                let bytes = try link.receive()
                 guard !bytes.isEmpty, let message = try? PluginMessage.decode(bytes) else { return false }
                 switch message.kind {
                 case .exit, .stop: return false
@@ -292,7 +294,7 @@ public final class DeviceDriver {
             scratch = slice
         }
         if let dataPath, let data = r.data { try dataPath.resume(self, state: data, version: r.stateVersion) }
-        config = (try? DeviceConfigReader.read(transport, negotiated: negotiated)) ?? [:]
+        config = (try? profile.readConfig(transport, negotiated)) ?? [:]
         device.handover.markLive()
         try dataPath?.continueAfterHandover(self)
         PluginLog.info("\(name): took over from \(r.plugin) \(r.pluginVersion) (\(r.reason)) without a device reset: "
@@ -329,7 +331,7 @@ public final class DeviceDriver {
             throw PluginError("the device set DEVICE_NEEDS_RESET (virtio 1.2 §2.1.2): it hit an error it cannot recover from and needs a reset")
         }
         do {
-            config = try DeviceConfigReader.read(transport, negotiated: negotiated)
+            config = try profile.readConfig(transport, negotiated)
         } catch {
             PluginLog.warning("\(profile.name) \(device.info.address): config read failed: \(error)")
         }

@@ -13,36 +13,39 @@ import VirtiodProtocol
 /// With `standby`/`adopt` it takes over a running device instead (hot reload,
 /// restart of virtiod).
 public enum PluginMain {
-    public static let version = "0.4.0"
+    /// The runtime's version (a plugin reports `PluginProfile.version`, which defaults to it).
+    public static let version = "0.5.0"
 
     public static func run(_ profile: PluginProfile) -> Never {
-        let socket = UnixSocket(fd: FileDescriptor(rawValue: PluginProtocol.socketFD))
+        if CommandLine.arguments.contains("--describe") {
+            // For `virtioctl plugins` when no process of this plugin runs.
+            let d = PluginSelfDescription(name: profile.name, version: profile.version, stub: profile.stub,
+                                          deviceType: profile.deviceType.rawValue)
+            if let json = try? JSONEncoder().encode(d) { print(String(decoding: json, as: UTF8.self)) }
+            exit(0)
+        }
+        let link = SupervisorLink(socket: UnixSocket(fd: FileDescriptor(rawValue: PluginProtocol.socketFD)))
         do {
-            let driver = try attach(profile, socket: socket)
+            let driver = try attach(profile, link: link)
             try driver.serve()
             exit(0)
         } catch {
             PluginLog.error("\(profile.name): \(error)")
-            try? socket.send(PluginMessage(kind: .error, message: "\(error)").encoded())
+            try? link.send(PluginMessage(kind: .error, message: "\(error)"))
             exit(1)
         }
     }
 
-    static func attach(_ profile: PluginProfile, socket: UnixSocket) throws -> DeviceDriver {
-        let (bytes, fds) = try socket.receive(maxFDs: 64)
-        guard !bytes.isEmpty else { throw PluginError("supervisor closed the socket before attach") }
-        let message = try PluginMessage.decode(bytes)
-        guard message.version == PluginProtocol.version, message.kind == .attach, let info = message.attach else {
-            for f in fds { try? f.close() }
-            throw PluginError("expected attach (protocol \(PluginProtocol.version)), got \(message.kind) v\(message.version)")
-        }
-        guard info.type == profile.deviceType.description else {
-            for f in fds { try? f.close() }
-            throw PluginError("\(profile.name) plugin cannot drive a \(info.type) device")
+    static func attach(_ profile: PluginProfile, link: SupervisorLink) throws -> DeviceDriver {
+        let (info, fds) = try link.receiveAttach()
+        try link.send(PluginMessage(kind: .hello, message: profile.version))
+        guard info.typeID == profile.deviceType.rawValue else {
+            for f in fds.values { try? f.close() }
+            throw PluginError("\(profile.name) plugin cannot drive a \(info.type) device (type \(info.typeID))")
         }
         let device = try AttachedDevice(info: info, fds: fds, deviceType: profile.deviceType)
         let privileges = Privileges.drop()
-        let driver = try DeviceDriver(profile: profile, device: device, socket: socket, privileges: privileges)
+        let driver = try DeviceDriver(profile: profile, device: device, link: link, privileges: privileges)
         switch info.mode ?? .fresh {
         case .fresh:
             try driver.bringUp()
@@ -52,18 +55,17 @@ public enum PluginMain {
             // Hot reload: the old plugin still drives the device. Say we are
             // ready, then take over only when told; anything else means the
             // reload was called off, and we leave without touching the device.
-            try socket.send(PluginMessage(kind: .ready).encoded())
-            let wait = [socket.fd] + (driver.signals.map { [$0.fd] } ?? [])
+            try link.send(PluginMessage(kind: .ready))
+            let wait = [link.fd] + (driver.signals.map { [$0.fd] } ?? [])
             while true {
                 guard let ready = try Poll.readable(wait, timeoutMS: -1).first else { continue }
-                let (bytes, extra) = ready == socket.fd ? try socket.receive() : ([], [])
-                for f in extra { try? f.close() }
+                let bytes = ready == link.fd ? try link.receive() : []
                 guard !bytes.isEmpty, let m = try? PluginMessage.decode(bytes), m.kind == .resume || m.kind == .query else {
                     PluginLog.info("\(profile.name) \(info.address): reload called off; leaving without touching the device")
                     exit(0)
                 }
                 if m.kind == .resume { break }
-                try socket.send(PluginMessage(kind: .ready).encoded())
+                try link.send(PluginMessage(kind: .ready))
             }
             try driver.adopt(try handoverRecord(device))
         }

@@ -14,8 +14,15 @@ public struct PluginProfile: Sendable {
     public var queues: [String]
     /// Largest ring this plugin asks for.
     public var maxQueueSize: Int
-    /// A request to send once the device is up (e.g. the disk's serial).
-    public var identify: IdentifyProbe?
+    /// The version this plugin reports (`virtioctl plugins`, hand-over records).
+    public var version: String = PluginMain.version
+    /// Requests to send once the device is up, for facts the config space
+    /// does not hold (e.g. a disk's serial); reported with the config.
+    /// Failures are logged, not fatal. `DeviceDriver.request` sends one.
+    public var identify: (@Sendable (DeviceDriver) throws -> [String: ConfigValue])?
+    /// Reads the device-specific config layout for reports (virtio 1.2
+    /// §5.x.4); `ConfigFields` helps. Default: nothing.
+    public var readConfig: @Sendable (_ transport: any Transport, _ negotiated: UInt64) throws -> [String: ConfigValue] = { _, _ in [:] }
     /// Which device queues to set up, once features are negotiated (default:
     /// `queues` in index order). Returned in the order `DeviceDriver.queues` keeps.
     public var queuePlan: (@Sendable (_ negotiated: UInt64, _ device: AttachedDevice) throws -> [(index: Int, name: String)])?
@@ -26,14 +33,13 @@ public struct PluginProfile: Sendable {
     public var dataPath: DataPathFactory?
 
     public init(name: String, deviceType: DeviceType, stub: Bool, features: FeatureRequest, queues: [String],
-                maxQueueSize: Int = 256, identify: IdentifyProbe? = nil, dataPath: DataPathFactory? = nil) {
+                maxQueueSize: Int = 256, dataPath: DataPathFactory? = nil) {
         self.name = name
         self.deviceType = deviceType
         self.stub = stub
         self.features = features
         self.queues = queues
         self.maxQueueSize = maxQueueSize
-        self.identify = identify
         self.dataPath = dataPath
     }
 

@@ -21,13 +21,17 @@ public struct ControlRequest: Codable, Sendable {
     public var device: String?
     /// claim: take it even if it backs a mounted filesystem or the default route.
     public var force: Bool?
-    /// unload, load, reload: a plugin name (net, block, console, balloon, 9p).
+    /// unload, load, reload: a plugin name (as `virtioctl plugins` lists them).
     public var plugin: String?
+    /// reload: a plugin name or a device (virtiod decides which).
+    public var target: String?
     /// unload: also give the plugin's devices back to the kernel.
     public var release: Bool?
 
-    public init(verb: ControlVerb, device: String? = nil, force: Bool? = nil, plugin: String? = nil, release: Bool? = nil) {
+    public init(verb: ControlVerb, device: String? = nil, force: Bool? = nil, plugin: String? = nil, release: Bool? = nil,
+                target: String? = nil) {
         self.version = ControlProtocol.version
+        self.target = target
         self.verb = verb
         self.device = device
         self.force = force
@@ -115,6 +119,10 @@ public struct PluginProcessReport: Codable, Sendable {
     public var reloads: Int?
     /// Traffic pause of the last reload: quiesce sent → successor running, in ms.
     public var lastReloadPauseMS: Double?
+    /// The process's systemd unit (nil when virtiod spawned it directly).
+    public var unit: String?
+    /// The version the plugin reports of itself.
+    public var version: String?
     public init(name: String, executable: String, pid: Int32?, state: PluginState, startedAt: Double?,
                 uptimeSeconds: Double?, restarts: Int, lastExit: String?, reloads: Int? = nil, lastReloadPauseMS: Double? = nil) {
         self.name = name
@@ -168,14 +176,28 @@ public struct DeviceReport: Codable, Sendable {
     }
 }
 
-/// One plugin executable and the devices its processes drive.
+/// One plugin (manifest + executable) and the devices its processes drive.
 public struct PluginReport: Codable, Sendable {
     public var name: String
+    /// The manifest in force (nil: none is installed any more, a process still runs).
+    public var manifest: String?
+    /// Manifests of the same name that this one overrides (lower-precedence folders).
+    public var overrides: [String] = []
+    public var description: String?
     public var executable: String
     public var installed: Bool
+    /// The version the plugin reports of itself.
+    public var version: String?
     public var stub: Bool?
+    /// Device types its manifest says it drives.
+    public var deviceTypes: [String] = []
+    public var endpoints: [String] = []
     public var devices: [String]
     public var pids: [Int32]
+    /// The systemd units of its processes.
+    public var units: [String] = []
+    /// Stopped with `virtioctl unload` (until `load`).
+    public var unloaded: Bool = false
     public init(name: String, executable: String, installed: Bool, stub: Bool?, devices: [String], pids: [Int32]) {
         self.name = name
         self.executable = executable

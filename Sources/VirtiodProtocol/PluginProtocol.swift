@@ -1,12 +1,21 @@
 import FoundationEssentials
 
 /// Messages between the supervisor and a plugin over the plugin's
-/// SOCK_SEQPACKET socket (fd 3 in the plugin). One JSON object per message;
-/// fds travel with `attach` as SCM_RIGHTS, in the order `AttachInfo` lists.
+/// SOCK_SEQPACKET socket (the plugin's standard input). One JSON object per
+/// message (docs/plugin-protocol.md). File descriptors travel by name: the
+/// `attach` message lists every fd's name in `AttachInfo.fds`, and the fds
+/// themselves follow as SCM_RIGHTS, in that order, at most
+/// `PluginProtocol.fdsPerMessage` per message (the first batch on `attach`,
+/// the rest on `fds` messages), so no count of vectors or queues is too many.
 public struct PluginMessage: Codable, Sendable {
     public enum Kind: String, Codable, Sendable {
         /// supervisor → plugin: drive this device (fds attached).
         case attach
+        /// supervisor → plugin: more of the fds `attach` named.
+        case fds
+        /// plugin → supervisor, first, as soon as `attach` and its fds are in:
+        /// its pid and (in `message`) its version.
+        case hello
         /// plugin → supervisor: the device is up; here is what it negotiated.
         case status
         /// plugin → supervisor: attach failed or the device broke.
@@ -36,15 +45,19 @@ public struct PluginMessage: Codable, Sendable {
     public var message: String?
     /// On `status`: true when it answers a `query`.
     public var reply: Bool?
+    /// Plugin → supervisor: the sender's process id (the supervisor checks it
+    /// against the plugin's systemd unit before it ever signals that pid).
+    public var pid: Int32?
 
     public init(kind: Kind, attach: AttachInfo? = nil, status: DriverReport? = nil, message: String? = nil,
-                reply: Bool? = nil) {
+                reply: Bool? = nil, pid: Int32? = nil) {
         self.version = PluginProtocol.version
         self.kind = kind
         self.attach = attach
         self.status = status
         self.message = message
         self.reply = reply
+        self.pid = pid
     }
 
     public func encoded() throws -> [UInt8] { Array(try JSONEncoder().encode(self)) }
@@ -54,12 +67,12 @@ public struct PluginMessage: Codable, Sendable {
 }
 
 public enum PluginProtocol {
-    public static let version = 1
-    /// The plugin's end of its socket.
-    public static let socketFD: Int32 = 3
-    /// The plugins virtiod knows (executables virtiod-NAME), as `unload`,
-    /// `load` and `reload` name them.
-    public static let pluginNames = ["net", "block", "console", "balloon", "9p"]
+    /// 2: fds by name in batches, the socket on standard input, endpoints.
+    public static let version = 2
+    /// The plugin's end of its socket: its standard input.
+    public static let socketFD: Int32 = 0
+    /// Most fds attached to one message (the C shim's and well below the kernel's SCM_MAX_FD, 253).
+    public static let fdsPerMessage = 64
 }
 
 /// How a plugin takes its device.
@@ -74,43 +87,91 @@ public enum AttachMode: String, Codable, Sendable {
     case adopt
 }
 
-/// What a plugin needs to drive one device. The fds attached to the message
-/// are, in order: VFIO device, DMA memfd, state memfd (the hand-over area,
-/// `stateSize` bytes), one eventfd per MSI-X vector, then
-/// the INTx eventfd when `intx` (devices without MSI-X), then `tapQueues`
-/// TAP fds (one per queue of a multi-queue TAP) when `tapInterface` is set.
+/// The names of the fds every device comes with (endpoint fds are named
+/// `<kind>.<index>`, e.g. `tap.0`).
+public enum FDName {
+    /// The VFIO device fd (BARs, interrupts, config space).
+    public static let vfioDevice = "vfio-device"
+    /// The DMA memfd, mapped for the device at `AttachInfo.iovaBase`.
+    public static let dma = "dma"
+    /// The hand-over area (state memfd, not DMA-mapped).
+    public static let state = "state"
+    /// The INTx eventfd of a device without MSI-X.
+    public static let intx = "intx"
+    /// The eventfd of MSI-X vector `n`.
+    public static func msix(_ n: Int) -> String { "msix.\(n)" }
+    /// The `index`th fd of endpoint `kind`.
+    public static func endpoint(_ kind: String, _ index: Int) -> String { "\(kind).\(index)" }
+}
+
+/// A kernel-facing endpoint the supervisor made for the device (it holds the
+/// privileges and keeps it across plugin restarts): its kind as manifests
+/// name it, its fds' names, and facts the plugin needs (e.g. an interface name).
+public struct EndpointInfo: Codable, Sendable, Hashable {
+    public var kind: String
+    public var fds: [String]
+    public var facts: [String: String]
+    public init(kind: String, fds: [String], facts: [String: String]) {
+        self.kind = kind
+        self.fds = fds
+        self.facts = facts
+    }
+}
+
+/// What a plugin needs to drive one device. `fds` names, in order, the fds
+/// that come with `attach` and the `fds` messages after it.
 public struct AttachInfo: Codable, Sendable {
     public var address: String
+    /// The device type's name ("net", "rng", …) and number (virtio 1.2 §5).
     public var type: String
+    public var typeID: UInt32
+    /// The plugin (manifest) name the supervisor started.
+    public var plugin: String
     /// Size of the DMA memfd, and the device address (IOVA) of its first byte.
     public var dmaSize: Int
     public var iovaBase: UInt64
-    /// MSI-X vectors enabled (= eventfds attached).
-    public var vectors: Int
-    /// No MSI-X: one INTx eventfd follows (unmask through the VFIO device fd).
-    public var intx: Bool
-    /// net: the TAP interface the supervisor made for the device (fd attached).
-    public var tapInterface: String?
-    public var tapQueues: Int = 0
-    public var options: [String: String]
-    public var interfaceName: String?
     /// Size of the state memfd (the hand-over area).
     public var stateSize: Int
+    public var options: [String: String]
     /// nil means `.fresh`.
     public var mode: AttachMode?
+    /// Every fd's name, in the order they are sent.
+    public var fds: [String]
+    public var endpoints: [EndpointInfo]
 
-    public init(address: String, type: String, dmaSize: Int, iovaBase: UInt64, vectors: Int, intx: Bool,
-                options: [String: String], interfaceName: String?, stateSize: Int, mode: AttachMode = .fresh) {
+    public init(address: String, type: String, typeID: UInt32, plugin: String, dmaSize: Int, iovaBase: UInt64,
+                stateSize: Int, options: [String: String], mode: AttachMode = .fresh, fds: [String] = [],
+                endpoints: [EndpointInfo] = []) {
         self.address = address
         self.type = type
+        self.typeID = typeID
+        self.plugin = plugin
         self.dmaSize = dmaSize
         self.iovaBase = iovaBase
-        self.vectors = vectors
-        self.intx = intx
-        self.tapInterface = nil
-        self.options = options
-        self.interfaceName = interfaceName
         self.stateSize = stateSize
+        self.options = options
         self.mode = mode
+        self.fds = fds
+        self.endpoints = endpoints
+    }
+
+    /// MSI-X vectors (eventfds `msix.0` … attached).
+    public var vectors: Int { fds.filter { $0.hasPrefix("msix.") }.count }
+    /// No MSI-X: an INTx eventfd is attached (unmask through the VFIO device fd).
+    public var intx: Bool { fds.contains(FDName.intx) }
+}
+
+/// What a plugin executable prints (as JSON) when run with `--describe`.
+public struct PluginSelfDescription: Codable, Sendable, Hashable {
+    public var name: String
+    public var version: String
+    public var stub: Bool
+    /// The device type number it drives.
+    public var deviceType: UInt32
+    public init(name: String, version: String, stub: Bool, deviceType: UInt32) {
+        self.name = name
+        self.version = version
+        self.stub = stub
+        self.deviceType = deviceType
     }
 }

@@ -31,8 +31,8 @@ struct GlobalOptions: ParsableArguments {
 
     /// One request; exits with virtiod's error (printed, and as JSON with --json).
     func call(_ verb: ControlVerb, device: String? = nil, force: Bool? = nil, plugin: String? = nil,
-              release: Bool? = nil) throws -> ControlResponse {
-        let request = ControlRequest(verb: verb, device: device, force: force, plugin: plugin, release: release)
+              release: Bool? = nil, target: String? = nil) throws -> ControlResponse {
+        let request = ControlRequest(verb: verb, device: device, force: force, plugin: plugin, release: release, target: target)
         let response: ControlResponse
         do { response = try ControlClient.call(request, socket: socket) } catch { fail(error) }
         if !response.ok, let e = response.error {
@@ -152,17 +152,21 @@ struct Status: ParsableCommand {
 }
 
 struct Plugins: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "List device plugins, their executables and processes.")
+    static let configuration = CommandConfiguration(
+        abstract: "List device plugins: manifest, executable, version, device types, devices and processes.")
     @OptionGroup var global: GlobalOptions
 
     func run() throws {
         let plugins = try global.call(.plugins).plugins ?? []
         if global.json { return Output.json(plugins) }
-        Output.table(header: ["PLUGIN", "INSTALLED", "KIND", "DEVICES", "PIDS"], rows: plugins.map { p in
-            [p.name, p.installed ? p.executable : Output.paint("missing", "31"),
+        Output.table(header: ["PLUGIN", "TYPES", "KIND", "VERSION", "DEVICES", "PIDS", "MANIFEST", "EXECUTABLE"], rows: plugins.map { p in
+            [p.name, p.deviceTypes.joined(separator: ","),
              p.stub.map { $0 ? "stub" : "driver" } ?? "-",
-             p.devices.isEmpty ? "-" : p.devices.joined(separator: ","),
-             p.pids.isEmpty ? "-" : p.pids.map(String.init).joined(separator: ",")]
+             p.version ?? "-",
+             p.devices.isEmpty ? "-" : p.devices.joined(separator: ",") + (p.unloaded ? " (unloaded)" : ""),
+             p.pids.isEmpty ? "-" : p.pids.map(String.init).joined(separator: ","),
+             (p.manifest ?? Output.paint("(none)", "31")) + (p.overrides.isEmpty ? "" : " (overrides \(p.overrides.joined(separator: ", ")))"),
+             p.installed ? p.executable : Output.paint("\(p.executable) (missing)", "31")]
         })
     }
 }
@@ -194,7 +198,7 @@ struct Unload: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Stop a plugin's processes; its devices stay claimed, reset and quiet (root).")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "Plugin name: net, block, console, balloon, 9p.") var plugin: String
+    @Argument(help: "Plugin name (as `virtioctl plugins` lists them).") var plugin: String
     @Flag(help: "Also give its devices back to their kernel drivers.") var release = false
 
     func run() throws {
@@ -212,12 +216,11 @@ struct Reload: ParsableCommand {
             continues (roll-back) and the command fails.
             """)
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "A plugin name (net, block, console, balloon, 9p: all its devices) or a device (PCI address or unique suffix).")
+    @Argument(help: "A plugin name (as `virtioctl plugins` lists them: all its devices) or a device (PCI address or unique suffix).")
     var target: String
 
     func run() throws {
-        let byPlugin = PluginProtocol.pluginNames.contains(target)
-        let r = try global.call(.reload, device: byPlugin ? nil : target, plugin: byPlugin ? target : nil)
+        let r = try global.call(.reload, target: target)
         global.show(r, done: "reloaded")
     }
 }
@@ -225,7 +228,7 @@ struct Reload: ParsableCommand {
 struct Load: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Start an unloaded plugin again on its claimed devices (root).")
     @OptionGroup var global: GlobalOptions
-    @Argument(help: "Plugin name: net, block, console, balloon, 9p.") var plugin: String
+    @Argument(help: "Plugin name (as `virtioctl plugins` lists them).") var plugin: String
 
     func run() throws {
         let r = try global.call(.load, plugin: plugin)

@@ -18,14 +18,16 @@ struct Serve: ParsableCommand {
     @Option(help: "Main configuration file.") var config = "/etc/virtiod/virtiod.conf"
     @Option(help: "Drop-in folder (*.conf, read after the main file in name order).") var configDir = "/etc/virtiod/virtiod.conf.d"
     @Option(help: "Control socket path.") var socket = "/run/virtiod/control"
-    @Option(help: "Folder with the plugin executables (virtiod-<type>).") var pluginDir = "/usr/libexec/virtiod"
+    @Option(name: .customLong("plugin-manifests"), parsing: .upToNextOption,
+            help: "Plugin manifest folders (NAME.plugin), highest precedence first.")
+    var manifestDirectories: [String] = PluginCatalog.defaultDirectories
 
     func run() throws {
         var options = SupervisorOptions()
         options.configFile = config
         options.configDirectory = configDir
         options.socketPath = socket
-        options.pluginDirectory = pluginDir
+        options.manifestDirectories = manifestDirectories
         try Supervisor(options: options).run()
     }
 }

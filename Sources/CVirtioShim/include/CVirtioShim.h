@@ -57,6 +57,12 @@ int cvirtio_tap_set_carrier(int fd, int on);
 int cvirtio_if_set_hwaddr(const char *ifname, const unsigned char mac[6]);
 int cvirtio_if_set_mtu(const char *ifname, int mtu);
 
+// pidfds (pidfd_open(2), pidfd_send_signal(2)): a process followed by an fd
+// that turns readable when it exits, whoever its parent is; signalling
+// through it cannot hit a recycled pid. -1 with errno on failure.
+int cvirtio_pidfd_open(int pid);
+int cvirtio_pidfd_send_signal(int pidfd, int sig);
+
 // libFuzzer's entry point for programs that own main (defined only when
 // linked with -sanitize=fuzzer; used only by the FUZZING build of virtio-ring-fuzz).
 int LLVMFuzzerRunDriver(int *argc, char ***argv, int (*callback)(const uint8_t *data, size_t size));

@@ -7,15 +7,15 @@ import VirtiodProtocol
 
 /// Everything the supervisor holds for a device it claimed: the VFIO
 /// container, group and device fds, the DMA memfd mapped for the IOMMU, the
-/// MSI-X eventfds and the device-request eventfd. These outlive any plugin
-/// (the kernel resets a VFIO device when its last fd closes); plugins get
-/// duplicates. `close()` gives them all up in the safe order.
+/// MSI-X eventfds, the device-request eventfd and the device's kernel-facing
+/// endpoints. These outlive any plugin (the kernel resets a VFIO device when
+/// its last fd closes); plugins get duplicates. `close()` gives them all up
+/// in the safe order.
 public final class ClaimedDevice {
     public static let iovaBase: UInt64 = 0x1_0000_0000
     public static let defaultDMASize = 4 << 20
-    /// net, per queue pair: rings, 96 transmit buffers of 64 KiB (TSO) and
-    /// 256 page-sized receive buffers, rounded up.
-    public static let netDMASizePerPair = 8 << 20
+    /// Most MSI-X vectors enabled: a config vector and one per queue for up to 256 queues.
+    static let maxVectors = 257
 
     public let address: String
     public let type: DeviceType
@@ -35,25 +35,15 @@ public final class ClaimedDevice {
     /// Signalled by vfio-pci when the kernel wants the device back (hot-unplug).
     public let request: EventFD?
     public let offeredFeatures: UInt64
-    /// net: the TAP interface for the device (the supervisor holds it so it
-    /// survives plugin restarts; closing it removes the interface).
-    public var tap: TAPInterface? { taps.first }
-    /// All queues of the TAP (IFF_MULTI_QUEUE when the device has several pairs).
-    public private(set) var taps: [TAPInterface] = []
-    private var tapMAC: [UInt8]?
-    /// Most queue pairs virtiod uses per NIC.
-    public static let maxQueuePairs = 8
-
-    /// Set the TAP's MAC address to the device's again (after udev changed it).
-    func applyTAPAddress() throws {
-        if let tap, let tapMAC { try tap.setMACAddress(tapMAC) }
-    }
+    /// Kernel-facing endpoints made for the device (`Endpoint`), in manifest order.
+    var endpoints: [any Endpoint] = []
     private var closed = false
 
     /// Open the device through VFIO (already bound to vfio-pci), check it is
-    /// a device virtiod can drive safely, reset it and set up DMA and MSI-X.
+    /// a device virtiod can drive safely, reset it and set up DMA (of the size
+    /// `dmaSize` computes from the device) and MSI-X.
     init(address: String, type: DeviceType, iommuGroup: Int, checks: ClaimChecks,
-         dmaSize: Int = ClaimedDevice.defaultDMASize) throws {
+         dmaSize: (VirtioPCITransport, _ offered: UInt64) -> Int) throws {
         self.address = address
         self.type = type
         container = try VFIOContainer()
@@ -69,18 +59,18 @@ public final class ClaimedDevice {
             }
             // The device may hold state from an earlier driver: reset before DMA is possible.
             try transport.reset()
-            var size = dmaSize
-            if type == .network { size = max(size, Self.netDMASizePerPair * Self.queuePairs(type, offeredFeatures, transport) + (1 << 20)) }
+            // Whole pages: the IOMMU maps pages.
+            let size = (max(dmaSize(transport, offeredFeatures), 1 << 16) + 4095) & ~4095
             memory = try SharedMemory(name: "virtiod-dma-\(address)", size: size)
             stateMemory = try SharedMemory(name: "virtiod-state-\(address)", size: Self.stateSize)
             handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
             try container.mapDMA(vaddr: memory.base, iova: Self.iovaBase, size: size)
             try vfio.enableBusMaster()
             let table = try vfio.msixVectorCount()
-            // Every vector of the table (up to 65: config + 64 queues). Not
-            // sized by num_queues: QEMU's virtio-net changes that with the
-            // negotiated features (MQ), which happens later, in the plugin.
-            let count = min(table, 65)
+            // Every vector of the table (up to `maxVectors`). Not sized by
+            // num_queues: QEMU's virtio-net changes that with the negotiated
+            // features (MQ), which happens later, in the plugin.
+            let count = min(table, Self.maxVectors)
             vectors = try (0..<count).map { _ in try EventFD() }
             if count > 0 {
                 try vfio.enableMSIX(vectors)
@@ -114,7 +104,9 @@ public final class ClaimedDevice {
         e += vectors.enumerated().map { ("msix.\($0)", $1.fd) }
         if let intx { e.append(("intx", intx.fd)) }
         if let request { e.append(("req", request.fd)) }
-        e += taps.enumerated().map { ("tap.\($0)", $1.fd) }
+        for endpoint in endpoints {
+            e += endpoint.fds.enumerated().map { ("\(Self.endpointPrefix)\(FDName.endpoint(Swift.type(of: endpoint).kind, $0))", $1) }
+        }
         return e.map { ("\(slug)/\($0.0)", $0.1) }
     }
 
@@ -131,8 +123,11 @@ public final class ClaimedDevice {
     /// Take the store's copies out (before the device is given back).
     func removeStoredFDs() { FDStore.remove(names: storeEntries.map(\.name)) }
 
+    /// Store names of endpoint fds start with this ("ep.tap.0").
+    static let endpointPrefix = "ep."
+
     /// Take back a device an earlier virtiod claimed, from its stored fds
-    /// (keys without the slug): nothing is reset or reprogrammed — the IOMMU
+    /// (keys without the slug; endpoints and plugin sockets are the caller's): nothing is reset or reprogrammed — the IOMMU
     /// mapping, MSI-X eventfds and bus mastering are as they were left, and
     /// the plugin adopts the running queues from the hand-over record.
     ///
@@ -161,8 +156,6 @@ public final class ClaimedDevice {
             }
             return found.sorted { $0.0 < $1.0 }.map(\.1)
         }
-        let tapFDs = indexed("tap.")
-        let tapName = try tapFDs.first.map { try TAPInterface.name(of: $0) }
         // These own no fd (the memfds are mapped without taking them).
         let vfio = VFIODevice(fd: deviceFD)
         let transport = try VirtioPCITransport(vfio: vfio, deviceType: type)
@@ -183,12 +176,6 @@ public final class ClaimedDevice {
         vectors = indexed("msix.").map { EventFD(fd: $0) }
         intx = fds["intx"].map { EventFD(fd: $0) }
         request = fds["req"].map { EventFD(fd: $0) }
-        if let tapName {
-            taps = tapFDs.map { TAPInterface(fd: $0, name: tapName) }
-            if offeredFeatures & NetFeatures.mac.rawValue != 0, transport.configSize >= 6 {
-                tapMAC = try? transport.readConfig(offset: 0, length: 6)
-            }
-        }
     }
 
     /// The memfds of a device taken back from the fd store: their mappings
@@ -205,49 +192,6 @@ public final class ClaimedDevice {
                 usleep(20_000)
             }
         }
-    }
-
-    /// net: make the TAP interface `name` (or vtnet%d) with virtio-net headers
-    /// and the device's MAC address (virtio 1.2 §5.1.4, read if offered).
-    /// net: queue pairs virtiod will use (VIRTIO_NET_F_MQ, §5.1.4), at most `maxQueuePairs`.
-    var queuePairs: Int { Self.queuePairs(type, offeredFeatures, transport) }
-
-    static func queuePairs(_ type: DeviceType, _ offered: UInt64, _ transport: any Transport) -> Int {
-        guard type == .network, offered & NetFeatures.multiqueue.rawValue != 0, transport.configSize >= 10,
-              let n = try? transport.readConfig(UInt16.self, at: 8) else { return 1 }
-        return max(1, min(maxQueuePairs, Int(n)))
-    }
-
-    func createTAP(name: String?) throws -> TAPInterface {
-        // One TAP queue per virtqueue pair.
-        let pairs = queuePairs
-        let t = try TAPInterface.open(name: name ?? "vtnet%d", multiQueue: pairs > 1)
-        var more: [TAPInterface] = []
-        do {
-            for _ in 1..<pairs { more.append(try TAPInterface.open(name: t.name, multiQueue: true)) }
-            for q in more { try q.setVnetHeaderSize(12) }
-            // VERSION_1 devices always use the 12-byte header (§5.1.6).
-            try t.setVnetHeaderSize(12)
-            if offeredFeatures & NetFeatures.mac.rawValue != 0, transport.configSize >= 6 {
-                tapMAC = try transport.readConfig(offset: 0, length: 6)
-                try t.setMACAddress(tapMAC!)
-            }
-            if offeredFeatures & NetFeatures.mtu.rawValue != 0, transport.configSize >= 12 {
-                // Device-written: only an MTU an Ethernet interface can have is used.
-                let mtu = Int(try transport.readConfig(UInt16.self, at: 10))
-                if (68...65535).contains(mtu) {
-                    try t.setMTU(mtu)
-                } else {
-                    Log.warning("device reports MTU \(mtu); keeping the TAP's default", device: address)
-                }
-            }
-        } catch {
-            try? t.fd.close()
-            for q in more { try? q.fd.close() }
-            throw error
-        }
-        taps = [t] + more
-        return t
     }
 
     /// Reset the device (status 0): used before a fresh plugin takes over.
@@ -268,8 +212,8 @@ public final class ClaimedDevice {
         try? container.unmapDMA(iova: Self.iovaBase, size: memory.size)
         for v in vectors { v.close() }
         request?.close()
-        for t in taps { try? t.fd.close() }
-        taps = []
+        for e in endpoints { e.close() }
+        endpoints = []
         for m in restoredMemfds { try? m.close() }
         restoredMemfds = []
         try? vfio.fd.close()
@@ -280,4 +224,17 @@ public final class ClaimedDevice {
     var leaveRunning = false
 
     deinit { if !leaveRunning { close() } }
+}
+
+extension ClaimedDevice {
+    /// Every fd its plugin gets, named as `AttachInfo.fds` lists them.
+    var pluginFDs: [(name: String, fd: FileDescriptor)] {
+        var e: [(String, FileDescriptor)] = [(FDName.vfioDevice, vfio.fd), (FDName.dma, memory.fd), (FDName.state, stateMemory.fd)]
+        e += vectors.enumerated().map { (FDName.msix($0), $1.fd) }
+        if let intx { e.append((FDName.intx, intx.fd)) }
+        for endpoint in endpoints {
+            e += endpoint.fds.enumerated().map { (FDName.endpoint(Swift.type(of: endpoint).kind, $0), $1) }
+        }
+        return e
+    }
 }

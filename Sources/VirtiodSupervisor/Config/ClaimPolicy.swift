@@ -11,7 +11,8 @@ import VirtioCore
 ///     Serial=virtiod-blk0      # block: the device's serial (GET_ID)
 ///     Claim=yes                # yes: take it from the kernel; no: leave it alone
 ///     Force=no                 # yes: claim even if it backs a mount or the default route
-///     InterfaceName=vtnet0     # net plugin: name of the TAP interface
+///     Plugin=net               # the plugin (manifest name) to use; default: the one for the type
+///     InterfaceName=vtnet0     # tap endpoint: name of the TAP interface
 ///     HeartbeatSec=20          # silence after which the plugin is killed and restarted
 ///     Option=key=value         # any other plugin option (repeatable)
 ///
@@ -26,6 +27,8 @@ public struct DeviceRule: Sendable, Hashable {
     public var serial: String?
     public var claim = false
     public var force = false
+    /// The plugin to drive it with (a manifest name); nil: the one whose DeviceType= lists the type.
+    public var plugin: String?
     public var interfaceName: String?
     /// Seconds a plugin may stay silent before it is killed and restarted.
     public var heartbeatTimeout: Double?
@@ -85,6 +88,11 @@ public struct ClaimPolicy: Sendable, Hashable {
                 case "Serial": rule.serial = a.value
                 case "Claim": rule.claim = try bool()
                 case "Force": rule.force = try bool()
+                case "Plugin":
+                    guard PluginManifest.isValidName(a.value) else {
+                        throw ConfigError(file: file, line: a.line, reason: "Plugin= '\(a.value)' is not a plugin name")
+                    }
+                    rule.plugin = a.value
                 case "InterfaceName":
                     guard !a.value.isEmpty, a.value.utf8.count < 16, !a.value.contains("/"), !a.value.contains(where: \.isWhitespace) else {
                         throw ConfigError(file: file, line: a.line, reason: "InterfaceName= '\(a.value)' is not a valid interface name")

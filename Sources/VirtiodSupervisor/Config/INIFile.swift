@@ -33,7 +33,8 @@ public enum INIFile {
         var sections: [INISection] = []
         var pending = ""
         var pendingLine = 0
-        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        // "\r\n" is one Character in Swift: split on it too (CRLF files).
+        let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
         for (i, raw) in lines.enumerated() {
             let number = i + 1
             var line = String(raw).trimmingWhitespace()

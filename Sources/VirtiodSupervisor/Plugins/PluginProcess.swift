@@ -4,17 +4,31 @@ import VirtioSystem
 import VirtiodProtocol
 
 /// One running (or restarting) plugin process for one device, as the
-/// supervisor tracks it: its pid, its socket, its last report, restarts.
+/// supervisor tracks it: its unit or child, pid, socket, last report,
+/// restarts. Started by a `PluginLauncher`: as its own systemd unit where
+/// systemd runs, as a child process otherwise.
 final class PluginProcess {
-    let name: String
-    let executable: String
-    var child: ChildProcess?
+    let manifest: PluginManifest
+    var name: String { manifest.name }
+    var executable: String { manifest.exec }
     var socket: UnixSocket?
+    /// The process, once known (a unit's plugin says its pid in `hello`, which is checked).
+    var process: ProcessHandle?
+    /// Its transient unit, when started through systemd.
+    var unit: String?
+    /// Its child process, when spawned directly (reaped here).
+    var child: ChildProcess?
+    /// Numbers the processes of a device (unit names, fd store names).
+    var generation = 0
+    /// The name its socket is parked under in systemd's fd store, if it is.
+    var storeName: String?
     var state: PluginState = .starting
     var startedAt: Double?
     var restarts = 0
     var lastExit: String?
     var report: DriverReport?
+    /// The version the plugin said it is (`hello`).
+    var version: String?
     /// The last status message answered a `query` (rather than being pushed).
     var lastStatusWasReply = false
     /// Monotonic time of the last message from the process (heartbeat).
@@ -31,23 +45,41 @@ final class PluginProcess {
     var reloads = 0
     var lastReloadPauseMS: Double?
 
-    init(name: String, executable: String) {
-        self.name = name
-        self.executable = executable
+    init(manifest: PluginManifest) {
+        self.manifest = manifest
     }
 
-    /// Spawn it with its end of a new socket on fd 3 and send `attach` with the fds.
-    func start(attach: AttachInfo, fds: [FileDescriptor], address: String) throws {
+    /// A successor for a reload: same manifest name (its current file), counters carried over.
+    func successor(manifest: PluginManifest) -> PluginProcess {
+        let next = PluginProcess(manifest: manifest)
+        next.restarts = restarts
+        next.failures = failures
+        next.reloads = reloads
+        next.lastReloadPauseMS = lastReloadPauseMS
+        next.generation = generation + 1
+        return next
+    }
+
+    var pid: pid_t? { process?.pid ?? child?.pid }
+    var isRunning: Bool { socket != nil }
+
+    /// Start it with its end of a new socket as standard input and send
+    /// `attach` with the named fds (in batches: no count is too many).
+    func start(attach: AttachInfo, fds: [FileDescriptor], launcher: any PluginLauncher) throws {
+        precondition(attach.fds.count == fds.count)
         let (mine, theirs) = try UnixSocket.seqpacketPair()
         defer { theirs.close() }
         do {
-            child = try ChildProcess.spawn(executable, arguments: ["--device", address],
-                                           fds: [PluginProtocol.socketFD: theirs.fd])
-            try mine.send(PluginMessage(kind: .attach, attach: attach).encoded(), fds: fds)
+            try launcher.launch(self, address: attach.address, socket: theirs)
+            let batches = stride(from: 0, to: fds.count, by: PluginProtocol.fdsPerMessage).map {
+                Array(fds[$0..<min($0 + PluginProtocol.fdsPerMessage, fds.count)])
+            }
+            try mine.send(PluginMessage(kind: .attach, attach: attach).encoded(), fds: batches.first ?? [])
+            for batch in batches.dropFirst() { try mine.send(PluginMessage(kind: .fds).encoded(), fds: batch) }
         } catch {
             mine.close()
-            if let child { kill(child.pid, SIGKILL); _ = try? child.wait() }
-            child = nil
+            launcher.kill(self)
+            forget(launcher: launcher)
             throw error
         }
         socket = mine
@@ -59,43 +91,80 @@ final class PluginProcess {
         report = nil
     }
 
-    /// Ask it to reset its device and exit; wait up to `timeout` seconds, then SIGKILL.
-    func stop(timeout: Double = 3) {
-        guard let child else { return }
+    /// The plugin said who it is: follow that pid, if it really is this
+    /// plugin's process (its unit's, or our child).
+    func identify(pid: pid_t, launcher: any PluginLauncher) throws {
+        guard process == nil else { return }
+        guard launcher.owns(pid: pid, self) else {
+            throw PluginError("says it is pid \(pid), which is not a process of \(unit ?? "its own")")
+        }
+        process = try ProcessHandle(pid: pid)
+    }
+
+    /// Whether the process has exited (known only once it is followed).
+    var hasExited: Bool { process?.hasExited ?? false }
+
+    /// Ask it to reset its device and exit (the caller waits, then `finish`es).
+    func requestStop() {
         state = .stopping
         try? socket?.send(PluginMessage(kind: .stop).encoded())
-        var waited = 0.0
-        var status = try? child.poll()
-        while status == nil, waited < timeout {
-            usleep(10_000)
-            waited += 0.01
-            status = try? child.poll()
-        }
-        if status == nil {
-            kill(child.pid, SIGKILL)
-            status = try? child.wait()
+    }
+
+    /// Wait up to `timeout` seconds for it to exit, then kill it; note how it ended.
+    func finish(timeout: Double, launcher: any PluginLauncher) {
+        if let process, !process.waitForExit(timeoutMS: Int32(timeout * 1000)) {
+            launcher.kill(self)
+            _ = process.waitForExit(timeoutMS: 2000)
             lastExit = "killed after \(timeout) s without exiting"
+        } else if process == nil, isRunning {
+            // Never said who it is: nothing to wait on but its unit.
+            launcher.kill(self)
+            lastExit = "killed (it never reported its pid)"
         } else {
-            lastExit = status.flatMap { $0 }.map(describe) ?? "exited"
+            lastExit = launcher.exitDescription(self) ?? "exited"
         }
-        detach()
+        forget(launcher: launcher)
         state = .exited
     }
 
-    /// Forget the process (after it was reaped).
-    func detach() {
+    /// Stop: `requestStop` + `finish`.
+    func stop(timeout: Double = 3, launcher: any PluginLauncher) {
+        guard isRunning else { return }
+        requestStop()
+        finish(timeout: timeout, launcher: launcher)
+    }
+
+    /// Kill it outright and forget it.
+    func kill(launcher: any PluginLauncher) {
+        launcher.kill(self)
+        _ = process?.waitForExit(timeoutMS: 2000)
+        forget(launcher: launcher)
+    }
+
+    /// Let go of everything (after it exited or was killed): socket, pidfd,
+    /// a failed unit's record, a child's zombie.
+    func forget(launcher: any PluginLauncher) {
+        launcher.release(self)
+        if let storeName { FDStore.remove(names: [storeName]) }
+        storeName = nil
         socket?.close()
         socket = nil
+        process?.close()
+        process = nil
         child = nil
     }
 
-    func describe(_ status: Int32) -> String {
-        status > 128 ? "killed by signal \(status - 128)" : "exited with status \(status)"
-    }
-
     func processReport(now: Double) -> PluginProcessReport {
-        PluginProcessReport(name: name, executable: executable, pid: child?.pid, state: state, startedAt: startedAt,
-                            uptimeSeconds: child != nil ? startedAt.map { max(0, wallClock() - $0) } : nil,
-                            restarts: restarts, lastExit: lastExit, reloads: reloads, lastReloadPauseMS: lastReloadPauseMS)
+        var r = PluginProcessReport(name: name, executable: executable, pid: pid, state: state, startedAt: startedAt,
+                                    uptimeSeconds: isRunning ? startedAt.map { max(0, wallClock() - $0) } : nil,
+                                    restarts: restarts, lastExit: lastExit, reloads: reloads, lastReloadPauseMS: lastReloadPauseMS)
+        r.unit = unit
+        r.version = report?.pluginVersion ?? version
+        return r
     }
+}
+
+struct PluginError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
 }

@@ -22,58 +22,52 @@ extension Supervisor {
     }
 
     func reload(_ d: ManagedDevice) -> ReloadResult {
-        guard let c = d.claimed, let old = d.plugin, let oldSocket = old.socket, let oldChild = old.child,
+        guard let c = d.claimed, let old = d.plugin, let oldSocket = old.socket, let oldProcess = old.process,
               old.state == .running else {
             return ReloadResult(ok: false, message: "\(d.address): its plugin is not running (\(d.state.rawValue)); nothing to reload")
         }
         let name = old.name
-        let next = PluginProcess(name: name, executable: old.executable)
-        next.restarts = old.restarts
-        next.failures = old.failures
-        next.reloads = old.reloads
-        next.lastReloadPauseMS = old.lastReloadPauseMS
-        let (info, fds) = attachment(d, c, name: name, mode: .standby)
-        do { try next.start(attach: info, fds: fds, address: d.address) } catch {
-            return fail(d, "could not start \(next.executable): \(error); pid \(oldChild.pid) keeps running")
+        // The manifest as installed now: an upgrade may have changed it.
+        let next = old.successor(manifest: catalog[name] ?? old.manifest)
+        do { try launch(next, for: d, c, mode: .standby) } catch {
+            return fail(d, "could not start \(next.executable): \(error); pid \(oldProcess.pid) keeps running")
         }
-        let newPID = next.child!.pid
-        Log.info("reload: new plugin pid \(newPID) starting in standby", device: d.address, plugin: name)
+        Log.info("reload: new plugin \(next.unit ?? next.pid.map { "pid \($0)" } ?? "") starting in standby", device: d.address, plugin: name)
 
         // 1. The successor maps everything while the old process still runs.
-        if case .failure(let why) = awaitMessage(next, [.ready], timeout: Self.reloadReadyTimeout) {
+        if case .failure(let why) = awaitMessage(next, [.ready], timeout: Self.reloadReadyTimeout, device: d.address) {
             abandon(next)
-            return fail(d, "the new \(name) plugin failed before taking over (\(why)); rolled back: pid \(oldChild.pid) keeps running, traffic was not paused")
+            return fail(d, "the new \(name) plugin failed before taking over (\(why)); rolled back: pid \(oldProcess.pid) keeps running, traffic was not paused")
         }
+        let newPID = next.pid ?? 0
 
         // 2. Quiesce the old one: it stops, writes its record, waits.
         let quiesceSent = monotonic()
         try? oldSocket.send(PluginMessage(kind: .quiesce).encoded())
-        if case .failure(let why) = awaitMessage(old, [.quiesced], timeout: Self.quiesceTimeout) {
+        if case .failure(let why) = awaitMessage(old, [.quiesced], timeout: Self.quiesceTimeout, device: d.address) {
             abandon(next)
-            if (try? oldChild.poll()) == nil, old.socket != nil, !c.handover.isSaved {
-                return fail(d, "pid \(oldChild.pid) could not hand over (\(why)); rolled back: it keeps running")
+            if !oldProcess.hasExited, old.socket != nil, !c.handover.isSaved {
+                return fail(d, "pid \(oldProcess.pid) could not hand over (\(why)); rolled back: it keeps running")
             }
-            kill(oldChild.pid, SIGKILL)
-            _ = try? oldChild.wait()
+            old.kill(launcher: launcher)
             pluginFailed(d, why: "plugin did not quiesce for a reload (\(why)); killed")
-            return ReloadResult(ok: false, message: "\(d.address): pid \(oldChild.pid) did not quiesce (\(why)); it was killed and the device is reset and restarted")
+            return ReloadResult(ok: false, message: "\(d.address): pid \(oldProcess.pid) did not quiesce (\(why)); it was killed and the device is reset and restarted")
         }
         let quiesced = monotonic()
 
         // 3. The successor takes over from the record.
         try? next.socket?.send(PluginMessage(kind: .resume).encoded())
-        switch awaitMessage(next, [.status], timeout: Self.resumeTimeout) {
+        switch awaitMessage(next, [.status], timeout: Self.resumeTimeout, device: d.address) {
         case .failure(let why):
             abandon(next)
             guard c.handover.isSaved, old.socket != nil else {
                 // It took over and then died: the old state is stale now.
-                kill(oldChild.pid, SIGKILL)
-                _ = try? oldChild.wait()
+                old.kill(launcher: launcher)
                 pluginFailed(d, why: "the new plugin died after taking over (\(why))")
                 return ReloadResult(ok: false, message: "\(d.address): the new \(name) plugin died after taking over (\(why)); the device is reset and restarted")
             }
             try? oldSocket.send(PluginMessage(kind: .resume).encoded())
-            return fail(d, "the new \(name) plugin refused the hand-over (\(why)); rolled back: pid \(oldChild.pid) continues")
+            return fail(d, "the new \(name) plugin refused the hand-over (\(why)); rolled back: pid \(oldProcess.pid) continues")
         case .success(let m):
             next.report = m.status
             next.state = .running
@@ -82,13 +76,8 @@ extension Supervisor {
 
         // 4. Retire the old process; it leaves without touching the device.
         try? oldSocket.send(PluginMessage(kind: .exit).encoded())
-        var status = try? oldChild.poll()
-        for _ in 0..<300 where status == nil {
-            usleep(10_000)
-            status = try? oldChild.poll()
-        }
-        if status == nil { kill(oldChild.pid, SIGKILL); _ = try? oldChild.wait() }
-        old.detach()
+        old.state = .stopping
+        old.finish(timeout: 3, launcher: launcher)
         next.reloads += 1
         next.lastReloadPauseMS = (running - quiesceSent) * 1000
         next.lastHeard = monotonic()
@@ -96,7 +85,7 @@ extension Supervisor {
         d.state = .running
         d.reason = nil
         func ms(_ seconds: Double) -> String { "\((seconds * 10_000).rounded() / 10) ms" }
-        let message = "\(d.address): \(name) reloaded without a device reset: pid \(oldChild.pid) → \(newPID), "
+        let message = "\(d.address): \(name) reloaded without a device reset: pid \(oldProcess.pid) → \(newPID), "
             + "pause \(ms(running - quiesceSent)) (quiesce \(ms(quiesced - quiesceSent)))"
         Log.notice(message, device: d.address, plugin: name)
         updateStatus()
@@ -110,31 +99,30 @@ extension Supervisor {
 
     /// Kill a successor that will not take over (it has not touched the device).
     private func abandon(_ p: PluginProcess) {
-        if let child = p.child {
-            kill(child.pid, SIGKILL)
-            _ = try? child.wait()
-        }
-        p.detach()
+        p.kill(launcher: launcher)
     }
 
     /// The next message of one of `kinds` from `p`, or why none came: an
     /// `error` message, a hang-up, an exit, or the timeout. Status pushes on
     /// the way are kept as the latest report.
-    func awaitMessage(_ p: PluginProcess, _ kinds: Set<PluginMessage.Kind>, timeout: Double) -> Result<PluginMessage, ReloadFailure> {
+    func awaitMessage(_ p: PluginProcess, _ kinds: Set<PluginMessage.Kind>, timeout: Double,
+                      device: String) -> Result<PluginMessage, ReloadFailure> {
         let deadline = monotonic() + timeout
-        while let socket = p.socket, let child = p.child {
+        while let socket = p.socket {
             let left = deadline - monotonic()
             guard left > 0 else { return .failure(ReloadFailure("no answer within \(Int(timeout)) s")) }
-            guard let ready = try? Poll.readable([socket.fd], timeoutMS: Int32(left * 1000) + 1), !ready.isEmpty else { continue }
-            let received = try? socket.receive()
-            for f in received?.fds ?? [] { try? f.close() }
-            guard let bytes = received?.bytes, !bytes.isEmpty else {
-                var status = try? child.poll()
-                for _ in 0..<100 where status == nil { usleep(10_000); status = try? child.poll() }
-                return .failure(ReloadFailure(status.flatMap { $0 }.map { p.describe($0) } ?? "closed its socket"))
+            let watched = [socket.fd] + (p.process.map { [$0.fd] } ?? [])
+            guard let ready = try? Poll.readable(watched, timeoutMS: Int32(left * 1000) + 1), !ready.isEmpty else { continue }
+            if !ready.contains(socket.fd) {
+                // Exited; whatever it sent before is still worth reading first.
+                guard let more = try? Poll.readable([socket.fd], timeoutMS: 0), !more.isEmpty else {
+                    return .failure(ReloadFailure(launcher.exitDescription(p) ?? "exited"))
+                }
             }
-            p.lastHeard = monotonic()
-            guard let m = try? PluginMessage.decode(bytes) else { continue }
+            guard let m = receive(p, device: device) else {
+                _ = p.process?.waitForExit(timeoutMS: 1000)
+                return .failure(ReloadFailure(launcher.exitDescription(p) ?? "closed its socket"))
+            }
             if kinds.contains(m.kind) { return .success(m) }
             if m.kind == .error { return .failure(ReloadFailure(m.message ?? "error")) }
             if m.kind == .status { p.report = m.status }

@@ -6,11 +6,12 @@ import VirtiodProtocol
 
 /// virtiod surviving itself: on `systemctl restart` (or an upgrade, or a
 /// crash and Restart=on-failure) the devices stay claimed and running. Every
-/// fd a device needs is in systemd's fd store from the moment it is claimed
-/// (`ClaimedDevice.storeFDs`); plugins write their hand-over record when they
-/// get SIGTERM; the next virtiod takes the fds back and starts plugins that
-/// adopt the running queues. A device without a record (its plugin was
-/// killed outright) is reset and started afresh.
+/// fd a device needs — and the socket of each plugin process — is in
+/// systemd's fd store from the moment it exists (`ClaimedDevice.storeFDs`,
+/// `Supervisor.launch`). Plugins run in units of their own, so they keep
+/// running while virtiod is away; the next virtiod takes the fds back and
+/// talks to them again. A device whose plugin did not survive is adopted
+/// from its hand-over record if it left one, else reset and started afresh.
 extension Supervisor {
     /// Take back the devices an earlier virtiod left in the fd store.
     func restoreFromStore() {
@@ -26,60 +27,133 @@ extension Supervisor {
             bySlug[String(name[..<slash]), default: [:]][String(name[name.index(after: slash)...])] = fd
         }
         let functions = (try? Discovery.virtioFunctions()) ?? []
-        for (slug, fds) in bySlug.sorted(by: { $0.key < $1.key }) {
-            let names = fds.keys.map { "\(slug)/\($0)" }
-            guard let f = functions.first(where: { ClaimedDevice.storeSlug($0.address) == slug }),
-                  let type = f.typeID.flatMap({ DeviceType(rawValue: $0) }), let name = f.type else {
-                Log.warning("fd store: device \(slug) is gone; dropping its \(fds.count) fd(s)")
-                for fd in fds.values { try? fd.close() }
+        for (slug, all) in bySlug.sorted(by: { $0.key < $1.key }) {
+            let names = all.keys.map { "\(slug)/\($0)" }
+            var fds = all
+            let sockets = fds.filter { $0.key.hasPrefix("plugin.") }
+            var endpointFDs: [String: [(Int, FileDescriptor)]] = [:]
+            for (key, fd) in fds where key.hasPrefix(ClaimedDevice.endpointPrefix) {
+                // "ep.<kind>.<index>"
+                let parts = key.dropFirst(ClaimedDevice.endpointPrefix.count).split(separator: ".")
+                if parts.count == 2, let i = Int(parts[1]) { endpointFDs[String(parts[0]), default: []].append((i, fd)) }
+            }
+            fds = fds.filter { !$0.key.hasPrefix("plugin.") && !$0.key.hasPrefix(ClaimedDevice.endpointPrefix) }
+            func closeAll() {
+                for fd in all.values { try? fd.close() }
                 FDStore.remove(names: names)
+            }
+            guard let f = functions.first(where: { ClaimedDevice.storeSlug($0.address) == slug }),
+                  let type = f.typeID.flatMap({ DeviceType(rawValue: $0) }) else {
+                Log.warning("fd store: device \(slug) is gone; dropping its \(all.count) fd(s)")
+                closeAll()
                 continue
             }
-            do {
-                let c = try ClaimedDevice(restoring: f.address, type: type, fds: fds)
-                let d = ManagedDevice(function: f)
-                d.claimed = c
-                d.attempted = true
-                d.identity = identity(of: f, keeping: d.identity)
-                d.rule = policy.rule(for: f, identity: d.identity)
-                d.plugin = PluginProcess(name: name, executable: pluginPath(name))
-                devices[f.address] = d
-                Log.notice("taken back after a restart of virtiod (\(fds.count) fds from the store"
-                    + (c.handover.isSaved ? "; its plugin left a hand-over record: no reset)" : "; no hand-over record: it will be reset)"),
-                    device: f.address)
-                startPlugin(d)
-            } catch {
+            let c: ClaimedDevice
+            do { c = try ClaimedDevice(restoring: f.address, type: type, fds: fds) } catch {
                 Log.error("cannot take the device back from the fd store (\(error)); giving it back to the kernel", device: f.address)
-                for fd in fds.values { try? fd.close() }
-                FDStore.remove(names: names)
+                closeAll()
                 try? binding.giveBack(f.address)
+                continue
             }
+            // From here `c` owns the device's own fds; endpoints take theirs one by one.
+            do {
+                for (kind, list) in endpointFDs.sorted(by: { $0.key < $1.key }) {
+                    guard let type = EndpointKinds.named(kind) else { throw ClaimError.setup("unknown endpoint kind \(kind) in the fd store") }
+                    c.endpoints.append(try type.restore(for: c, fds: list.sorted { $0.0 < $1.0 }.map(\.1)))
+                }
+            } catch {
+                Log.error("cannot take the device's endpoints back (\(error)); giving it back to the kernel", device: f.address)
+                let taken = Set(c.endpoints.flatMap(\.fds).map(\.rawValue))
+                for list in endpointFDs.values { for (_, fd) in list where !taken.contains(fd.rawValue) { try? fd.close() } }
+                for fd in sockets.values { try? fd.close() }
+                FDStore.remove(names: names)
+                c.close()
+                try? binding.giveBack(f.address)
+                continue
+            }
+            let d = ManagedDevice(function: f)
+            d.claimed = c
+            d.attempted = true
+            d.identity = identity(of: f, keeping: d.identity)
+            d.rule = policy.rule(for: f, identity: d.identity)
+            devices[f.address] = d
+            if reattach(d, sockets: sockets) { continue }
+            guard let manifest = try? manifest(for: d) else {
+                d.state = .failed
+                d.reason = "taken back after a restart of virtiod, but no plugin manifest drives it now"
+                Log.error(d.reason!, device: f.address)
+                continue
+            }
+            d.plugin = PluginProcess(manifest: manifest)
+            Log.notice("taken back after a restart of virtiod (\(all.count) fds from the store"
+                + (c.handover.isSaved ? "; its plugin left a hand-over record: no reset)" : "; no hand-over record: it will be reset)"),
+                device: f.address)
+            startPlugin(d)
         }
     }
 
+    /// Talk again to the plugin process an earlier virtiod left running: its
+    /// socket came back from the fd store ("plugin.<name>.<generation>"). It
+    /// must answer a `query` with a status from a pid in its own unit. Older
+    /// generations (a reload cut short) are let go: they leave without
+    /// touching the device when their socket closes.
+    func reattach(_ d: ManagedDevice, sockets: [String: FileDescriptor]) -> Bool {
+        let parsed = sockets.compactMap { key, fd -> (name: String, generation: Int, key: String, fd: FileDescriptor)? in
+            let parts = key.split(separator: ".")
+            guard parts.count == 3, let g = Int(parts[2]) else { return nil }
+            return (String(parts[1]), g, key, fd)
+        }.sorted { $0.generation > $1.generation }
+        let slug = ClaimedDevice.storeSlug(d.address)
+        let live = parsed.first
+        for (key, fd) in sockets where key != live?.key {
+            try? fd.close()
+            FDStore.remove(names: ["\(slug)/\(key)"])
+        }
+        guard let live else { return false }
+        let manifest = catalog[live.name]
+            ?? PluginManifest(name: live.name, exec: "(no manifest installed)", deviceTypes: [d.function.typeID ?? 0], path: "-")
+        let p = PluginProcess(manifest: manifest)
+        p.generation = live.generation
+        p.socket = UnixSocket(fd: live.fd)
+        p.storeName = "\(slug)/\(live.key)"
+        if launcher is UnitLauncher { p.unit = UnitLauncher.unitName(plugin: live.name, address: d.address, generation: live.generation) }
+        d.plugin = p
+        p.lastHeard = monotonic()
+        p.lastAsked = p.lastHeard
+        try? p.socket?.send(PluginMessage(kind: .query).encoded())
+        if case .success(let m) = awaitMessage(p, [.status], timeout: 5, device: d.address), p.process != nil {
+            p.report = m.status
+            p.state = .running
+            p.startedAt = wallClock()
+            d.state = .running
+            Log.notice("taken back after a restart of virtiod: its plugin (\(p.unit ?? "pid \(p.pid ?? 0)")) kept running and answers; no reset",
+                       device: d.address, plugin: p.name)
+            return true
+        }
+        Log.warning("taken back after a restart of virtiod, but its plugin \(p.unit ?? "") does not answer; starting a new one",
+                    device: d.address, plugin: p.name)
+        p.kill(launcher: launcher)
+        d.plugin = nil
+        return false
+    }
+
     /// SIGTERM during `systemctl restart`: leave every device running.
-    /// Plugins hand over (systemd signals the whole unit; they are told
-    /// here too in case it does not) and exit; the fds stay in the store.
+    /// Plugins in their own units just keep running (their sockets wait in
+    /// the fd store). Plugins that are our children (no systemd units) are
+    /// told to hand over, and exit.
     func exitForRestart() {
-        let running = devices.values.compactMap { d in d.plugin?.child.map { (d, $0) } }
-        for (_, child) in running { kill(child.pid, SIGTERM) }
+        let children = devices.values.compactMap { d in d.plugin.flatMap { $0.child != nil && $0.isRunning ? (d, $0) : nil } }
+        for (_, p) in children { p.process?.signal(SIGTERM) }
         let deadline = monotonic() + 5
-        var left = running
-        while !left.isEmpty, monotonic() < deadline {
-            left = left.filter { (try? $0.1.poll()) == nil }
-            if !left.isEmpty { usleep(10_000) }
+        for (d, p) in children where !(p.process?.waitForExit(timeoutMS: Int32(max(0, deadline - monotonic()) * 1000)) ?? true) {
+            Log.warning("plugin did not hand over within 5 s; killed (the device will be reset)", device: d.address, plugin: p.name)
+            p.process?.signal(SIGKILL)
         }
-        for (d, child) in left {
-            Log.warning("plugin did not hand over within 5 s; killed (the device will be reset)", device: d.address, plugin: d.plugin?.name)
-            kill(child.pid, SIGKILL)
-            _ = try? child.wait()
-        }
-        for d in devices.values {
-            d.claimed?.leaveRunning = true
-            d.plugin?.detach()
-        }
+        for d in devices.values { d.claimed?.leaveRunning = true }
         let saved = devices.values.filter { $0.claimed?.handover.isSaved == true }.count
         let claimed = devices.values.filter { $0.claimed != nil }.count
-        Log.notice("restarting: \(claimed) device(s) stay claimed and running, \(saved) with a hand-over record")
+        let running = devices.values.filter { $0.plugin?.unit != nil && $0.plugin?.isRunning == true }.count
+        Log.notice("restarting: \(claimed) device(s) stay claimed and running; \(running) plugin unit(s) keep running, "
+                   + "\(saved) device(s) with a hand-over record")
     }
 }

@@ -13,6 +13,13 @@ public final class Supervisor {
     let options: SupervisorOptions
     var policy = ClaimPolicy()
     var configError: String?
+    /// The plugin manifests (docs/plugin-guide.md): read with the config.
+    var catalog = PluginCatalog()
+    /// Starts plugin processes: as systemd units under systemd, as children otherwise.
+    let launcher: any PluginLauncher
+    let systemd = SystemdManager()
+    /// `--describe` answers by executable (see PluginDescription.swift).
+    var descriptions: [String: (stamp: String, value: PluginSelfDescription?)] = [:]
     var devices: [String: ManagedDevice] = [:]
     /// Plugins stopped with `virtioctl unload`: their devices stay claimed and quiet.
     var unloadedPlugins: Set<String> = []
@@ -21,13 +28,24 @@ public final class Supervisor {
 
     public init(options: SupervisorOptions) {
         self.options = options
+        launcher = FDStore.available && SystemdManager.available ? UnitLauncher(systemd: systemd) : DirectLauncher()
     }
 
     // MARK: configuration
 
+    /// Read the plugin manifests: each bad one is logged (file:line) and skipped.
+    func loadManifests() {
+        catalog = PluginCatalog.load(directories: options.manifestDirectories, endpointKinds: EndpointKinds.names)
+        for e in catalog.errors { Log.error("plugin manifest \(e); skipped") }
+        let names = catalog.manifests.keys.sorted()
+        Log.info("\(names.count) plugin manifest(s): \(names.joined(separator: ", "))"
+                 + (catalog.errors.isEmpty ? "" : "; \(catalog.errors.count) skipped"))
+    }
+
     /// Read the configuration; on error keep the last good one and say where the error is.
     @discardableResult
     func loadConfig() -> Bool {
+        loadManifests()
         do {
             policy = try ClaimPolicy.load(main: options.configFile, dropInDirectory: options.configDirectory)
             configError = nil
@@ -85,7 +103,32 @@ public final class Supervisor {
 
     // MARK: claiming
 
-    func pluginPath(_ type: String) -> String { "\(options.pluginDirectory)/virtiod-\(type)" }
+    /// The plugin for a device: the rule's `Plugin=`, else the (first by
+    /// name) manifest whose `DeviceType=` lists the device's type.
+    func manifest(for d: ManagedDevice) throws(ClaimError) -> PluginManifest {
+        let f = d.function
+        let typeName = f.type ?? "type \(f.typeID.map(String.init) ?? "?")"
+        if let name = d.rule?.plugin {
+            guard let m = catalog[name] else {
+                throw .refused("\(d.rule!.origin) asks for plugin '\(name)', but no manifest \(name).plugin is installed "
+                               + "(looked in \(options.manifestDirectories.joined(separator: ", ")))")
+            }
+            guard m.drives(f.typeID) else {
+                throw .refused("plugin '\(name)' (\(m.path)) drives \(m.deviceTypeNames.joined(separator: ", ")) devices, not \(typeName)")
+            }
+            return m
+        }
+        let candidates = catalog.candidates(for: f.typeID)
+        guard let m = candidates.first else {
+            throw .refused("no plugin for \(typeName) devices (no manifest in \(options.manifestDirectories.joined(separator: ", ")) "
+                           + "lists DeviceType=\(typeName))")
+        }
+        if candidates.count > 1 {
+            Log.notice("plugins \(candidates.map(\.name).joined(separator: ", ")) all drive \(typeName) devices; using \(m.name) (Plugin= chooses)",
+                       device: d.address)
+        }
+        return m
+    }
 
     /// Take the device from the kernel and start its plugin. Errors land in the device's state.
     @discardableResult
@@ -106,11 +149,12 @@ public final class Supervisor {
 
     private func takeDevice(_ d: ManagedDevice, force: Bool) throws(ClaimError) {
         let f = d.function
-        guard let type = d.type, let name = f.type else {
+        guard let type = d.type else {
             throw .refused("\(f.address) is a virtio device of unknown type \(f.typeID.map(String.init) ?? "?"); virtiod has no plugin for it")
         }
-        guard access(pluginPath(name), X_OK) == 0 else {
-            throw .refused("no plugin for \(name) devices (looked for \(pluginPath(name)))")
+        let manifest = try manifest(for: d)
+        guard access(manifest.exec, X_OK) == 0 else {
+            throw .refused("plugin \(manifest.name): \(manifest.exec) (from \(manifest.path)) is not an executable file")
         }
         if let why = checks.groupPeers(f) { throw .refused(why) }
         if !force {
@@ -121,76 +165,92 @@ public final class Supervisor {
         // before bus mastering is enabled: sysfs shows only what the kernel's
         // driver negotiated (virtio_balloon, for one, drops the bit).
         d.state = .claiming
-        Log.info("claiming for the \(name) plugin\(force ? " (forced)" : "")", device: f.address)
+        Log.info("claiming for the \(manifest.name) plugin\(force ? " (forced)" : "")", device: f.address)
         do {
             try binding.bindToVFIO(f.address)
         } catch {
             try? binding.giveBack(f.address)
             throw error as? ClaimError ?? .binding("\(error)")
         }
+        let kinds = manifest.endpoints.compactMap(EndpointKinds.named)
         do {
-            d.claimed = try ClaimedDevice(address: f.address, type: type, iommuGroup: f.iommuGroup!, checks: checks,
-                                          dmaSize: options.dmaSize)
+            d.claimed = try ClaimedDevice(address: f.address, type: type, iommuGroup: f.iommuGroup!, checks: checks) { transport, offered in
+                manifest.dmaSize(queues: kinds.map { $0.plannedQueues(transport, offered: offered) }.max() ?? 1)
+            }
         } catch {
             try? binding.giveBack(f.address)
             throw error as? ClaimError ?? .setup("VFIO setup failed: \(error)")
         }
-        if type == .network {
+        for kind in kinds {
             do {
-                let tap = try d.claimed!.createTAP(name: d.rule?.interfaceName)
-                Log.info("TAP interface \(tap.name) with \(d.claimed!.taps.count) queue(s)", device: f.address)
+                d.claimed!.endpoints.append(try kind.create(for: d.claimed!, rule: d.rule))
             } catch {
                 release(d, giveBack: true)
-                throw .setup("could not create the TAP interface: \(error)")
+                throw .setup("could not make the \(kind.kind) endpoint: \(error)")
             }
         }
         d.claimed!.storeFDs()
-        d.plugin = PluginProcess(name: name, executable: pluginPath(name))
-        if unloadedPlugins.contains(name) {
+        d.plugin = PluginProcess(manifest: manifest)
+        if unloadedPlugins.contains(manifest.name) {
             d.state = .unloaded
             d.plugin?.state = .exited
-            Log.info("claimed; the \(name) plugin is unloaded, so the device stays quiet", device: f.address)
+            Log.info("claimed; the \(manifest.name) plugin is unloaded, so the device stays quiet", device: f.address)
         } else {
             startPlugin(d)
         }
     }
 
-    /// What a plugin for `d` is attached with (fds in `AttachInfo` order).
-    func attachment(_ d: ManagedDevice, _ c: ClaimedDevice, name: String, mode: AttachMode) -> (AttachInfo, [FileDescriptor]) {
-        let rule = d.rule
-        var info = AttachInfo(address: d.address, type: name, dmaSize: c.memory.size, iovaBase: ClaimedDevice.iovaBase,
-                              vectors: c.vectors.count, intx: c.intx != nil, options: rule?.options ?? [:],
-                              interfaceName: rule?.interfaceName, stateSize: c.stateMemory.size, mode: mode)
-        info.tapInterface = c.tap?.name
-        info.tapQueues = c.taps.count
-        let fds = [c.vfio.fd, c.memory.fd, c.stateMemory.fd] + c.vectors.map(\.fd) + (c.intx.map { [$0.fd] } ?? []) + c.taps.map(\.fd)
-        return (info, fds)
+    /// What a plugin for `d` is attached with: the info and the fds it names.
+    func attachment(_ d: ManagedDevice, _ c: ClaimedDevice, plugin: PluginManifest, mode: AttachMode) -> (AttachInfo, [FileDescriptor]) {
+        let named = c.pluginFDs
+        let info = AttachInfo(address: d.address, type: d.function.type ?? "unknown", typeID: d.function.typeID ?? 0,
+                              plugin: plugin.name, dmaSize: c.memory.size, iovaBase: ClaimedDevice.iovaBase,
+                              stateSize: c.stateMemory.size, options: d.rule?.options ?? [:], mode: mode,
+                              fds: named.map(\.name), endpoints: c.endpoints.map(\.info))
+        return (info, named.map(\.fd))
     }
 
-    /// Spawn the device's plugin and attach it; failures schedule a restart.
+    /// Where a plugin process's socket waits in the fd store (so a restart
+    /// of virtiod finds the running plugin again).
+    func socketStoreName(_ d: ManagedDevice, _ p: PluginProcess) -> String {
+        "\(ClaimedDevice.storeSlug(d.address))/plugin.\(p.name).\(p.generation)"
+    }
+
+    /// Start `p` (the device's plugin, or a reload's successor) and attach it.
+    func launch(_ p: PluginProcess, for d: ManagedDevice, _ c: ClaimedDevice, mode: AttachMode) throws {
+        let (info, fds) = attachment(d, c, plugin: p.manifest, mode: mode)
+        try p.start(attach: info, fds: fds, launcher: launcher)
+        if let socket = p.socket {
+            p.storeName = socketStoreName(d, p)
+            do { try FDStore.store(socket.fd, name: p.storeName!) } catch {
+                Log.warning("fd store: \(error); a restart of virtiod will restart this plugin", device: d.address, plugin: p.name)
+            }
+        }
+    }
+
+    /// Start the device's plugin and attach it; failures schedule a restart.
     /// A device whose last plugin left a hand-over record (it stopped on
-    /// SIGTERM, or virtiod restarted) is adopted without a reset.
+    /// SIGTERM, or an earlier virtiod did) is adopted without a reset.
     func startPlugin(_ d: ManagedDevice) {
         guard let c = d.claimed, let p = d.plugin else { return }
         let mode: AttachMode = c.handover.isSaved ? .adopt : .fresh
-        let (info, fds) = attachment(d, c, name: p.name, mode: mode)
         do {
-            try p.start(attach: info, fds: fds, address: d.address)
+            try launch(p, for: d, c, mode: mode)
             d.state = .starting
             d.reason = nil
-            Log.info("plugin started (pid \(p.child!.pid))\(mode == .adopt ? ", taking over the running device" : "")",
-                     device: d.address, plugin: p.name)
+            Log.info("plugin started (\(p.unit.map { "unit \($0)" } ?? "pid \(p.pid.map(String.init) ?? "?")"))"
+                     + (mode == .adopt ? ", taking over the running device" : ""), device: d.address, plugin: p.name)
         } catch {
             pluginFailed(d, why: "could not start \(p.executable): \(error)")
         }
     }
 
-    /// udev finished with a network interface; if it is one of our TAPs, its
-    /// link policy (MACAddressPolicy=) may have replaced the device's MAC
-    /// address that was set right after creation: put it back.
-    func reassertTAP(_ name: String) {
-        guard let c = devices.values.compactMap(\.claimed).first(where: { $0.tap?.name == name }) else { return }
-        do { try c.applyTAPAddress() } catch { Log.warning("TAP \(name): \(error)", device: c.address) }
+    /// udev finished with a network interface: endpoints that made it may
+    /// need to set something again (a TAP its MAC address).
+    func interfaceAppeared(_ name: String) {
+        for c in devices.values.compactMap(\.claimed) {
+            for e in c.endpoints { e.interfaceAppeared(name) }
+        }
     }
 
     /// A plugin died or failed: reset the device (its state cannot be
@@ -199,7 +259,7 @@ public final class Supervisor {
     func pluginFailed(_ d: ManagedDevice, why: String) {
         guard let p = d.plugin else { return }
         let hadTakenOver = p.state == .running || p.mode != .adopt
-        p.detach()
+        p.forget(launcher: launcher)
         p.state = .failed
         p.lastExit = why
         d.state = .failed
@@ -233,6 +293,7 @@ public final class Supervisor {
             guard let p = d.plugin, let at = p.restartAt, at <= now, d.claimed != nil else { continue }
             p.restartAt = nil
             p.restarts += 1
+            p.generation += 1
             startPlugin(d)
         }
     }
@@ -248,11 +309,10 @@ public final class Supervisor {
     func checkHeartbeats() {
         let now = monotonic()
         for d in devices.values {
-            guard let p = d.plugin, let child = p.child, let socket = p.socket, p.state != .stopping else { continue }
+            guard let p = d.plugin, let socket = p.socket, p.state != .stopping else { continue }
             let timeout = d.rule?.heartbeatTimeout ?? Self.defaultHeartbeatTimeout
             if now - p.lastHeard > timeout {
-                kill(child.pid, SIGKILL)
-                _ = try? child.wait()
+                p.kill(launcher: launcher)
                 pluginFailed(d, why: "plugin missed its heartbeat (silent for \(Int(now - p.lastHeard)) s); killed")
             } else if now - p.lastAsked >= min(5, timeout / 4) {
                 p.lastAsked = now
@@ -265,7 +325,7 @@ public final class Supervisor {
     func release(_ d: ManagedDevice, giveBack: Bool) {
         guard d.claimed != nil || d.plugin != nil else { return }
         d.state = .stopping
-        d.plugin?.stop()
+        d.plugin?.stop(launcher: launcher)
         d.plugin?.restartAt = nil
         d.claimed?.removeStoredFDs()
         d.claimed?.close()
@@ -286,37 +346,55 @@ public final class Supervisor {
 
     /// The device went away (hot-unplug): drop everything, nothing to give back.
     func drop(_ d: ManagedDevice) {
-        if let p = d.plugin, let child = p.child { kill(child.pid, SIGKILL); _ = try? child.wait() }
-        d.plugin?.detach()
+        d.plugin?.kill(launcher: launcher)
         d.claimed?.removeStoredFDs()
         d.claimed?.close()
         d.claimed = nil
         d.plugin = nil
     }
 
+    /// Stop every plugin (all at once: each resets its device), then give
+    /// every device back.
     func shutdown() {
-        for d in devices.values.sorted(by: { $0.address < $1.address }) where d.claimed != nil {
-            release(d, giveBack: true)
-        }
+        let claimed = devices.values.filter { $0.claimed != nil }.sorted { $0.address < $1.address }
+        let running = claimed.compactMap { d in d.plugin.flatMap { $0.isRunning ? $0 : nil } }
+        for p in running { p.requestStop() }
+        let deadline = monotonic() + 3
+        for p in running { p.finish(timeout: max(0, deadline - monotonic()), launcher: launcher) }
+        for d in claimed { release(d, giveBack: true) }
     }
 
     // MARK: plugin messages
 
-    func pluginMessage(_ d: ManagedDevice) {
-        guard let p = d.plugin, let socket = p.socket else { return }
-        let received = try? socket.receive()
+    /// One message from `p` (nil: it hung up). A message that carries the
+    /// sender's pid makes the supervisor follow that process, once checked.
+    func receive(_ p: PluginProcess, device: String) -> PluginMessage? {
+        guard let socket = p.socket, let received = try? socket.receive(maxFDs: 0), !received.bytes.isEmpty else { return nil }
+        for f in received.fds { try? f.close() }
         p.lastHeard = monotonic()
-        for f in received?.fds ?? [] { try? f.close() }
-        guard let bytes = received?.bytes, !bytes.isEmpty else {
-            // Hung up: the process is gone or going; reap it.
-            reap(d, hungUp: true)
-            return
+        guard let m = try? PluginMessage.decode(received.bytes) else {
+            Log.warning("unreadable message from plugin", device: device, plugin: p.name)
+            return PluginMessage(kind: .error, message: "unreadable message")
         }
-        guard let m = try? PluginMessage.decode(bytes) else {
-            Log.warning("unreadable message from plugin", device: d.address, plugin: p.name)
+        if p.process == nil, let pid = m.pid {
+            do { try p.identify(pid: pid, launcher: launcher) } catch {
+                Log.error("plugin \(error)", device: device, plugin: p.name)
+            }
+        }
+        if m.kind == .hello { p.version = m.message }
+        return m
+    }
+
+    func pluginMessage(_ d: ManagedDevice) {
+        guard let p = d.plugin, p.isRunning else { return }
+        guard let m = receive(p, device: d.address) else {
+            // Hung up: the process is gone or going.
+            pluginEnded(d, hungUp: true)
             return
         }
         switch m.kind {
+        case .hello:
+            break
         case .status:
             p.lastStatusWasReply = m.reply ?? false
             let first = p.state != .running
@@ -350,21 +428,21 @@ public final class Supervisor {
         }
     }
 
-    /// SIGCHLD or hang-up: collect exited plugin processes.
-    func reap(_ only: ManagedDevice? = nil, hungUp: Bool = false) {
-        for d in only.map({ [$0] }) ?? Array(devices.values) {
-            guard let p = d.plugin, let child = p.child, p.state != .stopping else { continue }
-            var status = try? child.poll()
-            if status == nil, hungUp {
-                // The socket closed first; give the exit a moment to land.
-                for _ in 0..<100 where status == nil { usleep(10_000); status = try? child.poll() }
-            }
-            guard let s = status else {
-                if hungUp { kill(child.pid, SIGKILL); _ = try? child.wait(); pluginFailed(d, why: "plugin closed its socket") }
-                continue
-            }
-            pluginFailed(d, why: "plugin \(p.describe(s))")
+    /// A plugin process ended (its pidfd turned readable) or hung up.
+    func pluginEnded(_ d: ManagedDevice, hungUp: Bool = false) {
+        guard let p = d.plugin, p.isRunning, p.state != .stopping else { return }
+        if hungUp, let process = p.process, !process.waitForExit(timeoutMS: 1000) {
+            // The socket closed first; a process that keeps running without it is no use.
+            p.kill(launcher: launcher)
+            pluginFailed(d, why: "plugin closed its socket")
+            return
         }
+        pluginFailed(d, why: "plugin " + (launcher.exitDescription(p) ?? (hungUp ? "hung up" : "exited")))
+    }
+
+    /// Plugin processes that have exited (pidfd readable), by device.
+    func exitedPlugins() -> [ManagedDevice] {
+        devices.values.filter { $0.plugin?.isRunning == true && $0.plugin?.hasExited == true }
     }
 
     // MARK: reporting
@@ -388,19 +466,36 @@ public final class Supervisor {
         return matches[0]
     }
 
+    /// Plugin names `unload`, `load` and `reload` accept: installed
+    /// manifests and plugins running now.
+    var knownPluginNames: [String] {
+        Array(Set(catalog.manifests.keys).union(devices.values.compactMap { $0.plugin?.name })).sorted()
+    }
+
     func pluginName(_ name: String?) throws(ControlError) -> String {
-        guard let name, PluginProtocol.pluginNames.contains(name) else {
-            throw ControlError(.badRequest, "unknown plugin '\(name ?? "")' (one of: \(PluginProtocol.pluginNames.joined(separator: ", ")))")
+        guard let name, knownPluginNames.contains(name) else {
+            throw ControlError(.badRequest, "unknown plugin '\(name ?? "")' (one of: \(knownPluginNames.joined(separator: ", ")))")
         }
         return name
     }
 
     func pluginReports() -> [PluginReport] {
-        PluginProtocol.pluginNames.map { name in
+        knownPluginNames.map { name in
             let users = devices.values.filter { $0.plugin?.name == name }.sorted { $0.address < $1.address }
-            return PluginReport(name: name, executable: pluginPath(name), installed: access(pluginPath(name), X_OK) == 0,
-                                stub: users.compactMap { $0.plugin?.report?.stub }.first,
-                                devices: users.map(\.address), pids: users.compactMap { $0.plugin?.child?.pid })
+            let m = catalog[name] ?? users.first!.plugin!.manifest
+            let running = users.compactMap { $0.plugin }.filter(\.isRunning)
+            var r = PluginReport(name: name, executable: m.exec, installed: access(m.exec, X_OK) == 0,
+                                 stub: users.compactMap { $0.plugin?.report?.stub }.first ?? describe(m)?.stub,
+                                 devices: users.map(\.address), pids: running.compactMap(\.pid))
+            r.manifest = catalog[name] == nil ? nil : m.path
+            r.overrides = catalog.overridden[name] ?? []
+            r.description = m.description
+            r.deviceTypes = m.deviceTypeNames
+            r.endpoints = m.endpoints
+            r.version = running.compactMap { $0.report?.pluginVersion ?? $0.version }.first ?? describe(m)?.version
+            r.units = running.compactMap(\.unit)
+            r.unloaded = unloadedPlugins.contains(name)
+            return r
         }
     }
 
@@ -440,7 +535,7 @@ public final class Supervisor {
                         d.heldBack = true
                         release(d, giveBack: true)
                     } else {
-                        d.plugin?.stop()
+                        d.plugin?.stop(launcher: launcher)
                         d.plugin?.restartAt = nil
                         d.state = .unloaded
                         d.reason = nil
@@ -455,8 +550,11 @@ public final class Supervisor {
             case .load:
                 let name = try pluginName(request.plugin)
                 unloadedPlugins.remove(name)
-                let users = devices.values.filter { $0.plugin?.name == name && $0.plugin?.child == nil && $0.claimed != nil }
+                let users = devices.values.filter { $0.plugin?.name == name && $0.plugin?.isRunning == false && $0.claimed != nil }
                 for d in users.sorted(by: { $0.address < $1.address }) {
+                    // The manifest as installed now (an upgrade may have changed it).
+                    let old = d.plugin!
+                    d.plugin = old.successor(manifest: catalog[name] ?? old.manifest)
                     d.plugin?.failures = []
                     startPlugin(d)
                 }
@@ -464,12 +562,18 @@ public final class Supervisor {
                 return ControlResponse(devices: users.map { $0.report() }, message: "\(name) loaded on \(users.count) device(s)")
             case .reload:
                 let targets: [ManagedDevice]
-                if let plugin = request.plugin {
+                var plugin = request.plugin
+                var device = request.device
+                if let target = request.target {
+                    // A plugin name if there is one by that name, else a device.
+                    if knownPluginNames.contains(target) { plugin = target } else { device = target }
+                }
+                if let plugin {
                     let name = try pluginName(plugin)
                     targets = devices.values.filter { $0.plugin?.name == name }.sorted { $0.address < $1.address }
                     guard !targets.isEmpty else { throw ControlError(.badRequest, "no claimed device uses the \(name) plugin") }
                 } else {
-                    targets = [try find(request.device)]
+                    targets = [try find(device)]
                 }
                 let results = targets.map { reload($0) }
                 let message = results.map(\.message).joined(separator: "\n")

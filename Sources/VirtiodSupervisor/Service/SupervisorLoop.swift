@@ -35,16 +35,19 @@ extension Supervisor {
             }
             restartDuePlugins()
             checkHeartbeats()
-            let heartbeat = devices.values.contains { $0.plugin?.child != nil } ? monotonic() + 1 : nil
+            systemd.drain()
+            let heartbeat = devices.values.contains { $0.plugin?.isRunning == true } ? monotonic() + 1 : nil
             let deadlines = [watchdog != nil ? nextPing : nil, nextRestart, heartbeat].compactMap { $0 }
             let timeout = deadlines.min().map { Int32(max(0, min(60_000, ($0 - monotonic()) * 1000)).rounded(.up)) } ?? -1
 
             var watched: [FileDescriptor] = [signals.fd, control.fd]
             if let monitor { watched.append(FileDescriptor(rawValue: monitor.fd)) }
-            var owners: [CInt: (ManagedDevice, Bool)] = [:] // fd -> (device, isRequest)
+            enum Source { case plugin, exit, request }
+            var owners: [CInt: (ManagedDevice, Source)] = [:]
             for d in devices.values {
-                if let s = d.plugin?.socket { watched.append(s.fd); owners[s.fd.rawValue] = (d, false) }
-                if let r = d.claimed?.request { watched.append(r.fd); owners[r.fd.rawValue] = (d, true) }
+                if let s = d.plugin?.socket { watched.append(s.fd); owners[s.fd.rawValue] = (d, .plugin) }
+                if d.plugin?.isRunning == true, let e = d.plugin?.process?.fd { watched.append(e); owners[e.rawValue] = (d, .exit) }
+                if let r = d.claimed?.request { watched.append(r.fd); owners[r.fd.rawValue] = (d, .request) }
             }
             for fd in try Poll.readable(watched, timeoutMS: timeout) {
                 if fd == signals.fd {
@@ -68,7 +71,8 @@ extension Supervisor {
                             reconcile()
                             ServiceNotifier.send("READY=1\nSTATUS=\(currentStatusLine())")
                         case SIGCHLD:
-                            reap()
+                            // Children (no systemd units) are followed by pidfd like units' processes.
+                            for d in exitedPlugins() { pluginEnded(d) }
                         default: break
                         }
                     }
@@ -77,15 +81,20 @@ extension Supervisor {
                 } else if let monitor, fd.rawValue == monitor.fd {
                     let events = monitor.dispatch()
                     if events.pciChanged { reconcile() }
-                    for name in events.interfaces { reassertTAP(name) }
-                } else if let (d, isRequest) = owners[fd.rawValue] {
-                    if isRequest {
+                    for name in events.interfaces { interfaceAppeared(name) }
+                } else if let (d, source) = owners[fd.rawValue] {
+                    switch source {
+                    case .request:
                         _ = try? d.claimed?.request?.consume()
                         Log.notice("the kernel asks for the device back (hot-unplug or unbind); releasing it", device: d.address)
                         d.heldBack = true
                         release(d, giveBack: false)
-                    } else {
+                    case .plugin:
                         pluginMessage(d)
+                    case .exit:
+                        // Read what it said last before handling the exit.
+                        if let s = d.plugin?.socket, (try? Poll.readable([s.fd], timeoutMS: 0))?.isEmpty == false { pluginMessage(d) }
+                        if d.plugin?.process?.fd == fd, d.plugin?.hasExited == true { pluginEnded(d) }
                     }
                 }
             }

@@ -3,7 +3,7 @@ public struct SupervisorOptions: Sendable {
     public var configFile = "/etc/virtiod/virtiod.conf"
     public var configDirectory = "/etc/virtiod/virtiod.conf.d"
     public var socketPath = "/run/virtiod/control"
-    public var pluginDirectory = "/usr/libexec/virtiod"
-    public var dmaSize = ClaimedDevice.defaultDMASize
+    /// Plugin manifest folders, highest precedence first.
+    public var manifestDirectories = PluginCatalog.defaultDirectories
     public init() {}
 }

@@ -23,7 +23,8 @@ jq -ne --argjson b "$before" --argjson a "$after" \
     '($a | length) == ($b | length) and ([range($b | length) | $a[.] >= $b[.]] | all) and ($a | add) > ($b | add)' >/dev/null \
     || fail "receive counters did not carry over: $before → $after"
 ip -o addr show dev vtnet0 | grep -q 10.77.0.1/24 || fail "vtnet0 lost its address"
-journalctl -u virtiod --since "@$t0" --no-pager -o cat > /tmp/reload-journal
+# virtiod's lines and the plugins' (each plugin process is its own unit).
+journalctl -u virtiod -u 'virtiod-net-*' --since "@$t0" --no-pager -o cat > /tmp/reload-journal
 grep -q "took over from net .* without a device reset" /tmp/reload-journal || fail "no take-over line in the journal"
 ! grep "reset" /tmp/reload-journal | grep -qv "without a device reset" || fail "the journal shows a reset: $(grep reset /tmp/reload-journal | grep -v 'without a device reset' | head -n1)"
 echo "reload: $(grep -o 'pause [0-9.]* ms' /tmp/reload-out)"

@@ -21,7 +21,7 @@ cp -p "$plugin" /usr/local/lib/virtiod-net.good
 # Installed the way packages do it: a new file renamed over the old one.
 install_plugin() { printf '%s\n' "$1" > "$plugin.new"; chmod 755 "$plugin.new"; mv -f "$plugin.new" "$plugin"; }
 install_plugin $'#!/bin/sh\necho "this plugin is deliberately broken" >&2\nexit 1'
-under_traffic '! virtioctl reload net > /tmp/rollback-1 2>&1' "reload to a binary that exits at once" 7
+under_traffic '! virtioctl reload net > /tmp/rollback-1 2>&1' "reload to a binary that exits at once" 9
 grep -q "rolled back" /tmp/rollback-1 || fail "virtioctl did not say it rolled back: $(cat /tmp/rollback-1)"
 [ "$(virtioctl status "$net" --json | jq .plugin.pid)" = "$old" ] || fail "the old plugin was replaced"
 

@@ -1,5 +1,6 @@
 import Testing
 import VirtioCore
+@testable import virtiod_net
 
 /// Which receive headers a virtio-net device may write (virtio 1.2 §5.1.6.4):
 /// anything else is a lying device and costs the packet.

@@ -2,35 +2,7 @@ import Glibc
 import VirtioCore
 import VirtioSystem
 
-/// One request a plugin sends at bring-up to learn what the config space
-/// does not say. It is also the first real DMA through the IOMMU: the
-/// device reads the request from and writes the answer into the memfd at
-/// its IOVA, and completes it with an interrupt.
-public enum IdentifyProbe: Sendable {
-    /// VIRTIO_BLK_T_GET_ID (virtio 1.2 §5.2.6): the disk's serial, 20 bytes.
-    case blockSerial
-}
-
 extension DeviceDriver {
-    /// Run the profile's identify request on queue 0; the result lands in
-    /// the reported config. Failures are logged, not fatal: a stub still runs.
-    func identify(_ probe: IdentifyProbe) {
-        do {
-            switch probe {
-            case .blockSerial:
-                // struct virtio_blk_req header: le32 type, le32 reserved, le64 sector.
-                var header = [UInt8](repeating: 0, count: 16)
-                header[0] = 8 // VIRTIO_BLK_T_GET_ID
-                let reply = try request(queue: 0, readable: header, writable: 20 + 1)
-                guard reply.count == 21 else { throw PluginError("GET_ID returned \(reply.count) bytes, expected 21") }
-                guard reply[20] == 0 else { throw PluginError("GET_ID status \(reply[20]) (unsupported or I/O error)") }
-                identity["serial"] = .text(String(decoding: reply[0..<20].prefix { $0 != 0 }, as: UTF8.self))
-            }
-        } catch {
-            PluginLog.warning("\(profile.name) \(device.info.address): identify request failed: \(error)")
-        }
-    }
-
     /// Send one chain (readable bytes, then `writable` device-writable bytes)
     /// on the queue at position `index` of `queues` and wait up to 5 s for
     /// it; returns what the device wrote, bounded by the used length the

@@ -8,18 +8,24 @@ import VirtiodProtocol
 @Suite struct SupervisorControlTests {
     func supervisor() -> Supervisor {
         var o = SupervisorOptions()
-        o.pluginDirectory = "/nonexistent"
+        o.manifestDirectories = [ManifestFixture.shared.directory]
         return Supervisor(options: o)
     }
 
     @Test func changingVerbsNeedRoot() {
         let s = supervisor()
+        s.loadManifests()
         for verb in [ControlVerb.claim, .release] {
             let r = s.handle(ControlRequest(verb: verb, device: "0000:00:03.0"), uid: 1000)
             #expect(!r.ok && r.error?.code == .permissionDenied)
         }
         #expect(s.handle(ControlRequest(verb: .list), uid: 1000).ok)
-        #expect(s.handle(ControlRequest(verb: .plugins), uid: 1000).plugins?.count == 5)
+        // Every manifest is a plugin; the list comes from the manifests alone.
+        let plugins = s.handle(ControlRequest(verb: .plugins), uid: 1000).plugins ?? []
+        #expect(plugins.map(\.name) == ["alpha", "beta"])
+        #expect(plugins[0].manifest == ManifestFixture.shared.directory + "/alpha.plugin" && plugins[0].deviceTypes == ["net"])
+        #expect(plugins[0].installed == false && plugins[0].endpoints == ["tap"])
+        #expect(s.handle(ControlRequest(verb: .unload, plugin: "gamma"), uid: 0).error?.code == .badRequest)
     }
 
     @Test func unknownDevicesAndVersions() {

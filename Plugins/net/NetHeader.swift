@@ -1,3 +1,5 @@
+import VirtioCore
+
 /// struct virtio_net_hdr (virtio 1.2 §5.1.6): 12 bytes with VERSION_1.
 ///   u8 flags; u8 gso_type; le16 hdr_len; le16 gso_size; le16 csum_start;
 ///   le16 csum_offset; le16 num_buffers

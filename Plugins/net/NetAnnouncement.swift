@@ -1,3 +1,5 @@
+import VirtioCore
+
 /// The frames a driver sends when the device asks it to announce itself
 /// (VIRTIO_NET_S_ANNOUNCE after a migration, virtio 1.2 §5.1.6.5.4): a
 /// gratuitous ARP request per IPv4 address (RFC 5227 §3, sender = target)

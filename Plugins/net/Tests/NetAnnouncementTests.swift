@@ -1,5 +1,6 @@
 import Testing
 import VirtioCore
+@testable import virtiod_net
 
 @Suite struct NetAnnouncementTests {
     let mac: [UInt8] = [0x52, 0x54, 0, 0x12, 0x34, 0x01]

@@ -1,0 +1,97 @@
+import Foundation
+import Testing
+@testable import VirtiodSupervisor
+
+/// A folder of manifests for tests (made once per test process).
+final class ManifestFixture: Sendable {
+    static let shared = ManifestFixture()
+    let directory: String
+    init() {
+        directory = FileManager.default.temporaryDirectory.appendingPathComponent("virtiod-manifests-\(getpid())").path
+        try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try? "[Plugin]\nExec=/nonexistent/alpha\nDeviceType=net\nEndpoints=tap\n".write(toFile: directory + "/alpha.plugin", atomically: true, encoding: .utf8)
+        try? "[Plugin]\nExec=/nonexistent/beta\nDeviceType=4 block\n".write(toFile: directory + "/beta.plugin", atomically: true, encoding: .utf8)
+    }
+}
+
+@Suite struct PluginManifestTests {
+    let kinds = ["tap", "random"]
+
+    func parse(_ text: String, name: String = "demo") throws(ConfigError) -> PluginManifest {
+        try PluginManifest.parse(text, path: "/etc/virtiod/plugins/\(name).plugin", endpointKinds: kinds)
+    }
+
+    @Test func fullManifest() throws {
+        let m = try parse("""
+            # a comment
+            [Plugin]
+            Name=demo
+            Description=Demo driver
+            Exec=/usr/libexec/virtiod/virtiod-demo
+            DeviceType=net 4
+            Endpoints=tap random
+            DMAMemory=1M
+            DMAMemoryPerQueue=8M
+            MemoryMax=64M
+            TasksMax=8
+            PrivateNetwork=no
+            RestrictAddressFamilies=AF_NETLINK
+            ProcSubset=all
+            """)
+        #expect(m.name == "demo" && m.description == "Demo driver" && m.exec == "/usr/libexec/virtiod/virtiod-demo")
+        #expect(m.deviceTypes == [1, 4] && m.deviceTypeNames == ["net", "rng"] && m.endpoints == ["tap", "random"])
+        #expect(m.dmaSize(queues: 4) == (1 << 20) + 4 * (8 << 20) && m.dmaSize(queues: 0) == 9 << 20)
+        #expect(m.memoryMax == 64 << 20 && m.tasksMax == 8 && !m.privateNetwork && m.addressFamilies == ["AF_NETLINK"])
+        #expect(m.procSubset == "all")
+    }
+
+    @Test func crlfFilesParse() throws {
+        let m = try parse("[Plugin]\r\nExec=/x/y\r\nDeviceType=block\r\n")
+        #expect(m.exec == "/x/y" && m.deviceTypes == [2])
+    }
+
+    @Test(arguments: [
+        ("[Plugin]\nExec=relative/path\nDeviceType=net\n", 2, "absolute path"),
+        ("[Plugin]\nExec=/x\nDeviceType=frobnicator\n", 3, "unknown device type"),
+        ("[Plugin]\nExec=/x\nDeviceType=net\nEndpoints=nbd\n", 4, "unknown endpoint 'nbd'"),
+        ("[Plugin]\nExec=/x\nDeviceType=net\nColour=blue\n", 4, "unknown key 'Colour'"),
+        ("[Plugin]\nDeviceType=net\n", 1, "no Exec="),
+        ("[Plugin]\nExec=/x\n", 1, "no DeviceType="),
+        ("[Plugin]\nName=other\nExec=/x\nDeviceType=net\n", 2, "differs from the file name"),
+        ("[Plugin]\nExec=/x\nDeviceType=net\nMemoryMax=lots\n", 4, "needs a size"),
+        ("[Service]\nExec=/x\n", 1, "no [Plugin] section"),
+        ("[Plugin]\nExec=/x\nDeviceType=net\n[Extra]\n", 4, "unknown section [Extra]"),
+        ("[Plugin]\nthis is not a line\n", 2, "expected Key=Value"),
+    ])
+    func errorsNameTheLine(text: String, line: Int, reason: String) {
+        do {
+            _ = try parse(text)
+            Issue.record("accepted: \(text)")
+        } catch {
+            #expect(error.line == line && error.reason.contains(reason), "\(error)")
+            #expect(error.description.hasPrefix("/etc/virtiod/plugins/demo.plugin:\(line): "))
+        }
+    }
+
+    @Test func adminManifestsOverridePackagedOnesAndBrokenOnesAreSkipped() throws {
+        let root = FileManager.default.temporaryDirectory.appendingPathComponent("virtiod-catalog-\(getpid())").path
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let etc = root + "/etc", usr = root + "/usr"
+        for d in [etc, usr] { try FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true) }
+        func write(_ dir: String, _ name: String, _ text: String) throws {
+            try text.write(toFile: "\(dir)/\(name).plugin", atomically: true, encoding: .utf8)
+        }
+        try write(usr, "net", "[Plugin]\nExec=/usr/libexec/virtiod/virtiod-net\nDeviceType=net\nEndpoints=tap\n")
+        try write(etc, "net", "[Plugin]\nExec=/usr/local/libexec/virtiod-net\nDeviceType=net\nEndpoints=tap\n")
+        try write(usr, "block", "[Plugin]\nExec=/usr/libexec/virtiod/virtiod-block\nDeviceType=block\n")
+        try write(etc, "block", "[Plugin]\nExec=/x\nDeviceType=block\nBogus=1\n")
+        try write(usr, "rng", "[Plugin]\nExec=/usr/libexec/virtiod/virtiod-rng\nDeviceType=rng\nEndpoints=random\n")
+        try "not a manifest".write(toFile: usr + "/README", atomically: true, encoding: .utf8)
+        let c = PluginCatalog.load(directories: [etc, root + "/missing", usr], endpointKinds: kinds)
+        #expect(c["net"]?.exec == "/usr/local/libexec/virtiod-net" && c.overridden["net"] == [usr + "/net.plugin"])
+        // A broken admin manifest is reported and does not bring the packaged one back.
+        #expect(c["block"] == nil && c.errors.count == 1 && c.errors[0].file == etc + "/block.plugin" && c.errors[0].line == 4)
+        #expect(c["rng"]?.endpoints == ["random"] && c.candidates(for: 4).map(\.name) == ["rng"])
+        #expect(c.candidates(for: 2).isEmpty && c.manifests.count == 2)
+    }
+}
