@@ -1,10 +1,13 @@
 # virtiod — front door. `make help` lists the targets.
+# Package.swift finds plugins by listing Plugins/: SwiftPM's manifest cache
+# (keyed on Package.swift's text) would miss a plugin folder added later.
 SWIFT      ?= swift
+SWIFTPM    := --manifest-cache none
 FUZZ_RUNS  ?= 1000000
 FUZZ_BUILD := .build-fuzz
 CORPUS     := Tests/FuzzCorpus
 
-.PHONY: help build test unit-test fuzz-replay bench bench-vm fuzz clean install test-vm demo vm-shell
+.PHONY: help build test unit-test fuzz-replay bench bench-vm fuzz clean install test-vm demo vm-shell vm-stage
 
 PREFIX     ?= /usr
 DESTDIR    ?=
@@ -29,25 +32,25 @@ help:
 	@echo "make clean        remove build folders"
 
 build:
-	$(SWIFT) build
+	$(SWIFT) build $(SWIFTPM)
 
 test: unit-test fuzz-replay test-vm
 
 unit-test:
-	$(SWIFT) test
+	$(SWIFT) test $(SWIFTPM)
 
 # Replays the committed fuzz corpus through the same code with a normal build:
 # inputs that once found something stay tests.
 fuzz-replay:
-	$(SWIFT) build --product virtio-ring-fuzz
-	$$($(SWIFT) build --show-bin-path)/virtio-ring-fuzz $(CORPUS)
+	$(SWIFT) build $(SWIFTPM) --product virtio-ring-fuzz
+	$$($(SWIFT) build $(SWIFTPM) --show-bin-path)/virtio-ring-fuzz $(CORPUS)
 
 bench:
-	$(SWIFT) build -c release --product virtio-ring-bench
-	$$($(SWIFT) build -c release --show-bin-path)/virtio-ring-bench
+	$(SWIFT) build $(SWIFTPM) -c release --product virtio-ring-bench
+	$$($(SWIFT) build $(SWIFTPM) -c release --show-bin-path)/virtio-ring-bench
 
 fuzz:
-	$(SWIFT) build -c release --product virtio-ring-fuzz --scratch-path $(FUZZ_BUILD) \
+	$(SWIFT) build $(SWIFTPM) -c release --product virtio-ring-fuzz --scratch-path $(FUZZ_BUILD) \
 		-Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
 	mkdir -p $(FUZZ_BUILD)/corpus
 	$(FUZZ_BUILD)/release/virtio-ring-fuzz -runs=$(FUZZ_RUNS) -max_len=512 -print_final_stats=1 \
@@ -56,7 +59,7 @@ fuzz:
 # Release binaries with the Swift runtime linked in: they need only glibc and
 # libstdc++, so they run on a machine (or guest) without Swift.
 install:
-	$(SWIFT) build -c release --static-swift-stdlib --scratch-path $(RELEASE)
+	$(SWIFT) build $(SWIFTPM) -c release --static-swift-stdlib --scratch-path $(RELEASE)
 	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(PREFIX)/bin
 	install -m 755 -s $(RELEASE)/release/virtiod $(RELEASE)/release/virtioctl $(DESTDIR)$(PREFIX)/bin/
 	install -d $(DESTDIR)$(MANIFESTDIR) $(DESTDIR)/etc/virtiod/plugins
@@ -66,7 +69,7 @@ install:
 		chmod 644 $(DESTDIR)$(MANIFESTDIR)/$$p.plugin; \
 	done
 	install -m 755 -s $(RELEASE)/release/virtio-ring-bench $(DESTDIR)$(LIBEXECDIR)/virtio-ring-bench
-	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && install -m 644 Units/*.service $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && install -m 644 Units/*.service Units/*.slice $(DESTDIR)$(PREFIX)/lib/systemd/system/
 	install -d $(DESTDIR)/etc/virtiod/virtiod.conf.d
 	# An existing configuration is the admin's: never overwrite it.
 	[ -e $(DESTDIR)/etc/virtiod/virtiod.conf ] || install -m 644 Units/virtiod.conf $(DESTDIR)/etc/virtiod/virtiod.conf
@@ -84,12 +87,20 @@ VM_STAGE := .build-vm-root
 # VM_VARIANTS="packed mq" runs them as two boots).
 VM_VARIANTS ?= packed,mq
 VM_VARIANT_CASES := net/traffic.sh net/offload-file.sh net/control.sh supervisor/claim-all.sh reload/net-traffic.sh
-test-vm:
+# Out-of-tree plugins the cases install in the guest, built the documented
+# way (their own package, `make install PREFIX=/usr/local`), staged per example.
+VM_EXTRA := .build-vm-extra
+EXAMPLES := rng
+vm-stage:
 	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
-	VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh $(VM_FLAGS)
+	rm -rf $(VM_EXTRA) && for e in $(EXAMPLES); do \
+		$(MAKE) -C Examples/$$e install DESTDIR=$(CURDIR)/$(VM_EXTRA)/$$e PREFIX=/usr/local || exit 1; done
+VM_ENV = VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) VIRTIOD_EXTRA_ROOT=$(CURDIR)/$(VM_EXTRA)
+test-vm: vm-stage
+	$(VM_ENV) Tests/VM/run.sh $(VM_FLAGS)
 	for v in $(VM_VARIANTS); do \
 		echo "== variant $$v: $(VM_VARIANT_CASES)"; \
-		VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --variant $$v $(VM_VARIANT_CASES) || exit 1; \
+		$(VM_ENV) Tests/VM/run.sh --variant $$v $(VM_VARIANT_CASES) || exit 1; \
 	done
 
 demo:
@@ -104,9 +115,9 @@ bench-vm:
 		VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --smp $$n --mode-script Tests/VM/bench-net.sh $(VM_FLAGS) || exit 1; \
 	done
 
-vm-shell:
-	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
-	VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --shell $(VM_FLAGS)
+vm-shell: vm-stage
+	$(VM_ENV) Tests/VM/run.sh --shell $(VM_FLAGS)
 
 clean:
-	rm -rf .build $(FUZZ_BUILD) $(RELEASE) $(VM_STAGE)
+	rm -rf .build $(FUZZ_BUILD) $(RELEASE) $(VM_STAGE) $(VM_EXTRA)
+	for e in $(EXAMPLES); do $(MAKE) -C Examples/$$e clean; done

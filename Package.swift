@@ -26,8 +26,10 @@ let package = Package(
     products: [
         .library(name: "VirtioCore", targets: ["VirtioCore"]),
         .library(name: "VirtioSoftDevice", targets: ["VirtioSoftDevice"]),
-        // The plugin SDK (docs/plugin-guide.md): what a plugin executable links.
-        .library(name: "VirtiodPluginRuntime", targets: ["VirtiodPluginRuntime"]),
+        // The plugin SDK (docs/plugin-guide.md): what a plugin executable
+        // links — the runtime, the virtio core, the syscall wrappers and
+        // the supervisor protocol.
+        .library(name: "VirtiodPluginRuntime", targets: ["VirtiodPluginRuntime", "VirtioCore", "VirtioSystem", "VirtiodProtocol"]),
         .executable(name: "virtiod", targets: ["virtiod"]),
         .executable(name: "virtioctl", targets: ["virtioctl"]),
         .executable(name: "virtio-ring-bench", targets: ["VirtioRingBench"]),

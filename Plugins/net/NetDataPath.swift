@@ -324,13 +324,13 @@ final class NetDataPath: DataPath {
 
     /// Version 1: per pair, where its buffer pools lie and its counters.
     /// Which buffers the device holds is in the queue states (token = slot).
-    var stateVersion: Int { 1 }
+    /// 2: pools as `PoolPlacement`s (1 had them as flat fields).
+    var stateVersion: Int { 2 }
 
     struct SavedState: Codable {
         struct Pair: Codable {
             var rxPosition: Int, txPosition: Int
-            var rxOffset: Int, rxLength: Int, rxBufferSize: Int
-            var txOffset: Int, txLength: Int, txBufferSize: Int
+            var rxPool: PoolPlacement, txPool: PoolPlacement
             var rx: Counters, tx: Counters
         }
         var pairs: [Pair]
@@ -351,29 +351,16 @@ final class NetDataPath: DataPath {
     func saveState() throws -> Data {
         let saved = SavedState(pairs: pairs.map {
             .init(rxPosition: $0.rxPosition, txPosition: $0.txPosition,
-                  rxOffset: $0.rxPoolState.area.offset, rxLength: $0.rxPoolState.area.length, rxBufferSize: $0.rxPoolState.bufferSize,
-                  txOffset: $0.txPoolState.area.offset, txLength: $0.txPoolState.area.length, txBufferSize: $0.txPoolState.bufferSize,
-                  rx: $0.rx, tx: $0.tx)
+                  rxPool: PoolPlacement($0.rxPoolState), txPool: PoolPlacement($0.txPoolState), rx: $0.rx, tx: $0.tx)
         }, controlPosition: controlPosition)
         return try JSONEncoder().encode(saved)
     }
 
     func resume(_ driver: DeviceDriver, state: Data, version: Int) throws {
-        guard version == 1 else { throw PluginError("net state version \(version) unknown (this plugin reads 1)") }
+        guard version == 2 else { throw PluginError("net state version \(version) unknown (this plugin reads 2)") }
         let saved = try JSONDecoder().decode(SavedState.self, from: state)
         guard !saved.pairs.isEmpty, saved.pairs.count <= taps.count else {
             throw PluginError("\(saved.pairs.count) queue pair(s) in the record, \(taps.count) TAP queue(s) here")
-        }
-        func pool(_ offset: Int, _ length: Int, _ size: Int, _ queue: Virtqueue, _ what: String) throws -> DMABufferPool {
-            // Clear of rings, scratch page and the other pools; every
-            // in-flight token must be one of its buffers, once.
-            let area = DMASlice(offset: offset, length: length)
-            try driver.claimRestoredArea(area, "the \(what) buffer pool")
-            guard let p = DMABufferPool(area: area, bufferSize: size,
-                                        inUse: queue.state.chains.filter(\.inFlight).map { Int(clamping: $0.token) }) else {
-                throw PluginError("the \(what) buffer pool in the record does not fit the queue's buffers in flight")
-            }
-            return p
         }
         var restored: [QueuePair] = []
         for (i, s) in saved.pairs.enumerated() {
@@ -381,8 +368,8 @@ final class NetDataPath: DataPath {
                   driver.queues[s.rxPosition].name == "receiveq\(i)", driver.queues[s.txPosition].name == "transmitq\(i)" else {
                 throw PluginError("queue pair \(i) in the record does not match the restored queues")
             }
-            let rx = try pool(s.rxOffset, s.rxLength, s.rxBufferSize, driver.queues[s.rxPosition].queue, "receiveq\(i)")
-            let tx = try pool(s.txOffset, s.txLength, s.txBufferSize, driver.queues[s.txPosition].queue, "transmitq\(i)")
+            let rx = try driver.restoredPool(s.rxPool, queue: s.rxPosition, "receiveq\(i)")
+            let tx = try driver.restoredPool(s.txPool, queue: s.txPosition, "transmitq\(i)")
             guard tx.bufferSize > NetHeader.size, rx.bufferSize > NetHeader.size else { throw PluginError("buffers too small") }
             let p = QueuePair(tap: taps[i], rxPosition: s.rxPosition, txPosition: s.txPosition, rxPool: rx, txPool: tx)
             p.rx = s.rx

@@ -19,6 +19,7 @@
 #include <linux/if_tun.h>
 #include <netinet/in.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include "CVirtioShim.h"
 
 int cvirtio_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
@@ -171,3 +172,12 @@ int cvirtio_pidfd_open(int pid) {
     return fd;
 }
 int cvirtio_pidfd_send_signal(int pidfd, int sig) { return (int)syscall(SYS_pidfd_send_signal, pidfd, sig, NULL, 0); }
+
+int cvirtio_timerfd_create(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK); }
+int cvirtio_timerfd_arm(int fd, long long first_ns, long long interval_ns) {
+    struct itimerspec spec = {
+        .it_interval = { .tv_sec = interval_ns / 1000000000LL, .tv_nsec = interval_ns % 1000000000LL },
+        .it_value = { .tv_sec = first_ns / 1000000000LL, .tv_nsec = first_ns % 1000000000LL },
+    };
+    return timerfd_settime(fd, 0, &spec, NULL);
+}

@@ -73,6 +73,8 @@ echo "$variant" > "$payload/variant"
 if [ ${#image_flags[@]} -gt 0 ]; then echo backports > "$payload/kernel-flavour"; else echo stock > "$payload/kernel-flavour"; fi
 [ -n "$mode_script" ] && install -m 755 "$mode_script" "$payload/mode-script"
 if [ -n "${VIRTIOD_INSTALL_ROOT:-}" ]; then cp -a "$VIRTIOD_INSTALL_ROOT/." "$payload/root/"; fi
+# Other staged installs cases may use (e.g. extra/rng: the example plugin), under /payload/extra.
+if [ -n "${VIRTIOD_EXTRA_ROOT:-}" ]; then mkdir -p "$payload/extra" && cp -a "$VIRTIOD_EXTRA_ROOT/." "$payload/extra/"; fi
 truncate -s 512M "$run/payload.img"
 mkfs.ext4 -q -F -L payload -d "$payload" "$run/payload.img"
 
@@ -110,6 +112,10 @@ case "$net" in
             ip -n "$netns" tuntap add dev "$t" mode tap $mq vnet_hdr
             ip -n "$netns" link set "$t" master br0 up
         done
+        # vmtap2: a spare 8-queue backend for a NIC hot-added over QMP
+        # (netdev_add tap,ifname=vmtap2,queues=8; plugins/many-vectors.sh).
+        ip -n "$netns" tuntap add dev vmtap2 mode tap multi_queue vnet_hdr
+        ip -n "$netns" link set vmtap2 master br0 up
         ip -n "$netns" link set br0 up
         in_netns=(ip netns exec "$netns")
         devices=(-netdev "tap,id=net0,ifname=vmtap0,script=no,downscript=no$qopt"
@@ -139,6 +145,9 @@ pci_device "virtio-balloon-pci,$modern$packed"
 pci_device "virtio-serial-pci,id=vser0,$modern$packed"
 devices+=(-device virtconsole,chardev=con0,name=org.virtiod.console0,bus=vser0.0)
 pci_device "virtio-9p-pci,fsdev=fs0,mount_tag=virtiod9p,$modern$packed"
+# An entropy device: no plugin of virtiod's own drives it; the out-of-tree
+# example (Examples/rng) does, in plugins/out-of-tree-rng.sh.
+pci_device "virtio-rng-pci,id=rng0,$modern$packed"
 # Two empty PCIe root ports for devices hot-added over QMP (device_add …,bus=hp0).
 devices+=(-device pcie-root-port,id=hp0,chassis=40,slot=40 -device pcie-root-port,id=hp1,chassis=41,slot=41)
 

@@ -57,6 +57,12 @@ int cvirtio_tap_set_carrier(int fd, int on);
 int cvirtio_if_set_hwaddr(const char *ifname, const unsigned char mac[6]);
 int cvirtio_if_set_mtu(const char *ifname, int mtu);
 
+// timerfd (timerfd_create(2)): a monotonic timer as an fd, close-on-exec and
+// non-blocking. Arm it to fire after `first_ns` and then every `interval_ns`
+// (0: once); first_ns 0 disarms it.
+int cvirtio_timerfd_create(void);
+int cvirtio_timerfd_arm(int fd, long long first_ns, long long interval_ns);
+
 // pidfds (pidfd_open(2), pidfd_send_signal(2)): a process followed by an fd
 // that turns readable when it exits, whoever its parent is; signalling
 // through it cannot hit a recycled pid. -1 with errno on failure.

@@ -34,12 +34,12 @@ protocol PluginLauncher {
 /// is handed over in the start call itself (StandardInputFileDescriptor=),
 /// so nothing else has to find, authenticate or pass it, and the properties
 /// come from the manifest. Names: virtiod-<plugin>-<address>-<generation>.service
-/// in virtiod-plugins.slice; the generation changes with every process of the
+/// in virtiod.slice; the generation changes with every process of the
 /// device, so a successor can start beside the process it replaces.
 struct UnitLauncher: PluginLauncher {
     let systemd: SystemdManager
 
-    static let slice = "virtiod-plugins.slice"
+    static let slice = "virtiod.slice"
 
     static func unitName(plugin: String, address: String, generation: Int) -> String {
         "virtiod-\(plugin)-\(address)-\(generation).service"
@@ -123,6 +123,9 @@ struct UnitLauncher: PluginLauncher {
             ("SystemCallFilter", .list(allow: true, ["@system-service"])),
             ("SystemCallFilter", .list(allow: false, ["@privileged", "@resources", "@mount", "@swap", "@reboot", "@raw-io",
                                                       "@module", "@obsolete", "@cpu-emulation", "@debug", "@clock"])),
+            // A driver: its device waits on it. It gets the CPU before
+            // ordinary services (a restarting virtiod, systemd's own work).
+            ("Nice", .i32(-10)),
             ("MemoryMax", .u64(m.memoryMax)),
             ("TasksMax", .u64(m.tasksMax)),
         ]

@@ -8,6 +8,7 @@ enum UnitValue {
     case bool(Bool)
     case u64(UInt64)
     case u32(UInt32)
+    case i32(Int32)
     case strings([String])
     /// A file descriptor (systemd takes its own duplicate).
     case fd(CInt)
@@ -135,6 +136,7 @@ final class SystemdManager {
         case .bool(let b): try open(m, "v", "b") { try appendBasic(m, "b", CInt(b ? 1 : 0)) }
         case .u64(let n): try open(m, "v", "t") { try appendBasic(m, "t", n) }
         case .u32(let n): try open(m, "v", "u") { try appendBasic(m, "u", n) }
+        case .i32(let n): try open(m, "v", "i") { try appendBasic(m, "i", n) }
         case .strings(let l): try open(m, "v", "as") { try appendStrings(m, l) }
         case .fd(let fd): try open(m, "v", "h") { try appendBasic(m, "h", fd) }
         case .exec(let path, let argv):

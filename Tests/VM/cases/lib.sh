@@ -12,7 +12,7 @@ fail() { echo "$*"; exit 1; }
 # or its transitional ID in the transitional variant.
 virtio_functions() {
     local id=$1 legacy
-    case $id in 1041) legacy=1000 ;; 1042) legacy=1001 ;; 1045) legacy=1002 ;; 1043) legacy=1003 ;; 1049) legacy=1009 ;; *) legacy=none ;; esac
+    case $id in 1041) legacy=1000 ;; 1042) legacy=1001 ;; 1045) legacy=1002 ;; 1043) legacy=1003 ;; 1049) legacy=1009 ;; 1044) legacy=1005 ;; *) legacy=none ;; esac
     local d vendor device
     # Builtins only: a process spawn costs ~50 ms under TCG, and this runs often.
     for d in /sys/bus/pci/devices/*; do

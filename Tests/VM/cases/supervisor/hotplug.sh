@@ -6,25 +6,26 @@ source /payload/cases/lib.sh
 trap stop_virtiod EXIT
 start_virtiod
 count() { virtioctl list --json | jq length; }
-[ "$(count)" -eq 6 ] || fail "expected 6 devices before hot-add"
+n0=$(count)
+[ "$n0" -eq 7 ] || fail "expected 7 devices before hot-add, saw $n0"
 known=$(virtioctl list --json | jq -r '.[].address')
 
 # 1. A modern console hot-added, claimed, then unplugged while claimed.
 host_step device_add '{"driver": "virtio-serial-pci", "id": "hot0", "bus": "hp0", "disable-legacy": "on", "iommu_platform": "on"}' >/dev/null \
     || fail "device_add failed"
-wait_for "[ \$(virtioctl list --json | jq length) -eq 7 ]" 60 || fail "hot-added device not listed: $(virtioctl list)"
+wait_for "[ \$(virtioctl list --json | jq length) -eq $((n0 + 1)) ]" 60 || fail "hot-added device not listed: $(virtioctl list)"
 hot=$(virtioctl list --json | jq -r '.[].address' | grep -vxF "$known")
 [ "$(virtioctl status "$hot" --json | jq -r .type)" = console ] || fail "hot-added device type: $(virtioctl status "$hot" --json | jq -r .type)"
 virtioctl claim "$hot" >/dev/null || fail "claim of the hot-added device failed"
 wait_state "$hot" running 60
 host_step device_del '{"id": "hot0"}' >/dev/null || fail "device_del failed"
-wait_for "[ \$(virtioctl list --json | jq length) -eq 6 ]" 90 || fail "unplugged device still listed: $(virtioctl list)"
+wait_for "[ \$(virtioctl list --json | jq length) -eq $n0 ]" 90 || fail "unplugged device still listed: $(virtioctl list)"
 [ ! -e "/sys/bus/pci/devices/$hot" ] || fail "$hot still in sysfs"
 
 # 2. A transitional console without ACCESS_PLATFORM: refused, nothing changed.
 host_step device_add '{"driver": "virtio-serial-pci", "id": "hot1", "bus": "hp1", "disable-legacy": "off", "iommu_platform": "off"}' >/dev/null \
     || fail "device_add (transitional) failed"
-wait_for "[ \$(virtioctl list --json | jq length) -eq 7 ]" 60 || fail "transitional device not listed"
+wait_for "[ \$(virtioctl list --json | jq length) -eq $((n0 + 1)) ]" 60 || fail "transitional device not listed"
 old=$(virtioctl list --json | jq -r '.[].address' | grep -vxF "$known")
 rc=0; out=$(virtioctl claim "$old" 2>&1) || rc=$?
 [ $rc -eq 6 ] || fail "claim of a device without ACCESS_PLATFORM exited $rc (expected 6): $out"
@@ -35,4 +36,4 @@ echo "$out" | grep -q "iommu_platform=on" || fail "refusal does not say what to 
 wait_for "ls /sys/bus/pci/devices/$old/virtio*/driver" 10 || fail "the kernel's virtio driver did not take the refused device back"
 ! dmesg | grep -iE "DMAR:.*fault|DMAR: \[DMA" || fail "IOMMU faults logged"
 host_step device_del '{"id": "hot1"}' >/dev/null || fail "device_del (transitional) failed"
-wait_for "[ \$(virtioctl list --json | jq length) -eq 6 ]" 90 || fail "transitional device still listed after unplug"
+wait_for "[ \$(virtioctl list --json | jq length) -eq $n0 ]" 90 || fail "transitional device still listed after unplug"
