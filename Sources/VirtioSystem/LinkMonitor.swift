@@ -25,9 +25,12 @@ public final class LinkMonitor {
 
     /// Watch interface `name` (RTMGRP_LINK events on a non-blocking socket).
     public init(interface name: String) throws {
-        let index = if_nametoindex(name)
-        guard index > 0 else { throw SystemCallError("if_nametoindex \(name)") }
-        ifindex = Int32(index)
+        // From sysfs, not if_nametoindex(3): that needs an AF_UNIX or AF_INET
+        // socket, which a plugin's sandbox may not allow (only AF_NETLINK).
+        guard let text = TextFile.read("/sys/class/net/\(name)/ifindex"), let index = Int32(text), index > 0 else {
+            throw SystemCallError("no interface \(name) in /sys/class/net", .noSuchFileOrDirectory)
+        }
+        ifindex = index
         fd = try Self.openSocket(groups: 1, blocking: false)
     }
 

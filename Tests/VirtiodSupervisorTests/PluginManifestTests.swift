@@ -95,3 +95,17 @@ final class ManifestFixture: Sendable {
         #expect(c.candidates(for: 2).isEmpty && c.manifests.count == 2)
     }
 }
+
+/// The configuration example in the README is what users copy: it must parse.
+@Suite struct ReadmeExampleTests {
+    @Test func readmeConfigExampleParses() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        let blocks = readme.components(separatedBy: "```ini\n").dropFirst().map { $0.components(separatedBy: "```")[0] }
+        try #require(!blocks.isEmpty, "no ```ini block in README.md")
+        for block in blocks {
+            let rules = try ClaimPolicy.parse(block, file: "README.md")
+            #expect(!rules.isEmpty && rules.allSatisfy { $0.claim })
+        }
+    }
+}
