@@ -21,13 +21,13 @@ cp -p "$plugin" /usr/local/lib/virtiod-net.good
 # Installed the way packages do it: a new file renamed over the old one.
 install_plugin() { printf '%s\n' "$1" > "$plugin.new"; chmod 755 "$plugin.new"; mv -f "$plugin.new" "$plugin"; }
 install_plugin $'#!/bin/sh\necho "this plugin is deliberately broken" >&2\nexit 1'
-under_traffic '! virtioctl reload net > /tmp/rollback-1 2>&1' "reload to a binary that exits at once" 9
+under_traffic '! virtioctl reload net > /tmp/rollback-1 2>&1' "reload to a binary that exits at once" 11
 grep -q "rolled back" /tmp/rollback-1 || fail "virtioctl did not say it rolled back: $(cat /tmp/rollback-1)"
 [ "$(virtioctl status "$net" --json | jq .plugin.pid)" = "$old" ] || fail "the old plugin was replaced"
 
 # 2. A plugin that starts but refuses the hand-over record (after the old one quiesced).
 install_plugin $'#!/bin/sh\nVIRTIOD_PLUGIN_FAULT=refuse-handover exec /usr/local/lib/virtiod-net.good "$@"'
-under_traffic '! virtioctl reload net > /tmp/rollback-2 2>&1' "reload to a plugin that refuses the hand-over" 9
+under_traffic '! virtioctl reload net > /tmp/rollback-2 2>&1' "reload to a plugin that refuses the hand-over" 12
 grep -q "refused the hand-over.*rolled back" /tmp/rollback-2 || fail "virtioctl did not report the refusal: $(cat /tmp/rollback-2)"
 s=$(virtioctl status "$net" --json)
 echo "$s" | jq -e --argjson old "$old" '.state == "running" and .plugin.pid == $old and .plugin.restarts == 0' >/dev/null \
