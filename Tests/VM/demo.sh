@@ -42,6 +42,8 @@ for i in $(seq 60); do
 done
 show virtioctl list
 show virtioctl plugins
+say "== every plugin process is a systemd unit of its own"
+show systemctl list-units --no-legend 'virtiod-*'
 blk=$(virtioctl list --json | jq -r '.[] | select(.type == "block") | .address')
 show virtioctl status "$blk"
 show lsblk -o NAME,SIZE,SERIAL
@@ -50,6 +52,10 @@ show virtioctl release "$blk"
 show lsblk -o NAME,SIZE,SERIAL
 show virtioctl claim "$blk"
 show journalctl -u virtiod --no-pager -o cat --lines 12
+say "== systemctl restart virtiod: the plugins keep running (same pids)"
+show virtioctl plugins
+show systemctl restart virtiod
+show virtioctl plugins
 say "== systemctl stop gives every device back to its kernel driver"
 show systemctl stop virtiod
 show virtiod discover
