@@ -70,6 +70,7 @@ install:
 	done
 	install -m 755 -s $(RELEASE)/release/virtio-ring-bench $(DESTDIR)$(LIBEXECDIR)/virtio-ring-bench
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && install -m 644 Units/*.service Units/*.slice $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	install -d $(DESTDIR)$(PREFIX)/lib/sysusers.d && install -m 644 Units/virtiod.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/virtiod.conf
 	install -d $(DESTDIR)/etc/virtiod/virtiod.conf.d
 	# An existing configuration is the admin's: never overwrite it.
 	[ -e $(DESTDIR)/etc/virtiod/virtiod.conf ] || install -m 644 Units/virtiod.conf $(DESTDIR)/etc/virtiod/virtiod.conf
@@ -91,10 +92,15 @@ VM_VARIANT_CASES := net/traffic.sh net/offload-file.sh net/control.sh supervisor
 # way (their own package, `make install PREFIX=/usr/local`), staged per example.
 VM_EXTRA := .build-vm-extra
 EXAMPLES := rng
+# Fault injection exists only in test builds (-DVIRTIOD_FAULTS): a net plugin
+# built so, for cases that play a misbehaving plugin, staged as extra/faults.
+FAULTS_BUILD := .build-faults
 vm-stage:
 	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
 	rm -rf $(VM_EXTRA) && for e in $(EXAMPLES); do \
 		$(MAKE) -C Examples/$$e install DESTDIR=$(CURDIR)/$(VM_EXTRA)/$$e PREFIX=/usr/local || exit 1; done
+	$(SWIFT) build $(SWIFTPM) --product virtiod-net -Xswiftc -DVIRTIOD_FAULTS --static-swift-stdlib --scratch-path $(FAULTS_BUILD)
+	install -D -m 755 $(FAULTS_BUILD)/debug/virtiod-net $(VM_EXTRA)/faults/usr/local/lib/virtiod-test/virtiod-net-faults
 VM_ENV = VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) VIRTIOD_EXTRA_ROOT=$(CURDIR)/$(VM_EXTRA)
 test-vm: vm-stage
 	$(VM_ENV) Tests/VM/run.sh $(VM_FLAGS)
@@ -119,5 +125,5 @@ vm-shell: vm-stage
 	$(VM_ENV) Tests/VM/run.sh --shell $(VM_FLAGS)
 
 clean:
-	rm -rf .build $(FUZZ_BUILD) $(RELEASE) $(VM_STAGE) $(VM_EXTRA)
+	rm -rf .build $(FUZZ_BUILD) $(RELEASE) $(VM_STAGE) $(VM_EXTRA) $(FAULTS_BUILD)
 	for e in $(EXAMPLES); do $(MAKE) -C Examples/$$e clean; done

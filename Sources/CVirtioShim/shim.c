@@ -119,12 +119,12 @@ int cvirtio_spawnattr_default_signals(posix_spawnattr_t *attr) {
 
 int cvirtio_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }
 
-int cvirtio_tap_open(const char *name, int multi_queue, char *out_name) {
+int cvirtio_tap_open(const char *name, int multi_queue, int exclusive, char *out_name) {
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) return -1;
     struct ifreq ifr;
     memset(&ifr, 0, sizeof ifr);
-    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (multi_queue ? IFF_MULTI_QUEUE : 0);
+    ifr.ifr_flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | (multi_queue ? IFF_MULTI_QUEUE : 0) | (exclusive ? IFF_TUN_EXCL : 0);
     strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
     if (ioctl(fd, TUNSETIFF, &ifr) < 0) { int e = errno; close(fd); errno = e; return -1; }
     memcpy(out_name, ifr.ifr_name, IFNAMSIZ);
@@ -181,3 +181,6 @@ int cvirtio_timerfd_arm(int fd, long long first_ns, long long interval_ns) {
     };
     return timerfd_settime(fd, 0, &spec, NULL);
 }
+
+int cvirtio_memfd_seal_size(int fd) { return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL); }
+int cvirtio_memfd_seals(int fd) { return fcntl(fd, F_GET_SEALS); }

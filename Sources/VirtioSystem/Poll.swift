@@ -15,3 +15,28 @@ public enum Poll {
         return entries.filter { $0.revents != 0 }.map { FileDescriptor(rawValue: $0.fd) }
     }
 }
+
+extension Poll {
+    public struct Event: Sendable, Hashable {
+        public var fd: FileDescriptor
+        public var readable: Bool
+        public var writable: Bool
+        /// Hung up or in error: nothing more will come.
+        public var closed: Bool
+    }
+
+    /// poll(2) for readability and, where asked, writability.
+    public static func wait(_ fds: [(fd: FileDescriptor, write: Bool)], timeoutMS: Int32) throws -> [Event] {
+        var entries = fds.map { pollfd(fd: $0.fd.rawValue, events: Int16(POLLIN) | ($0.write ? Int16(POLLOUT) : 0), revents: 0) }
+        let n = entries.withUnsafeMutableBufferPointer { Glibc.poll($0.baseAddress, nfds_t($0.count), timeoutMS) }
+        if n < 0 {
+            if errno == EINTR { return [] }
+            throw SystemCallError("poll")
+        }
+        return entries.filter { $0.revents != 0 }.map {
+            Event(fd: FileDescriptor(rawValue: $0.fd), readable: $0.revents & Int16(POLLIN) != 0,
+                  writable: $0.revents & Int16(POLLOUT) != 0,
+                  closed: $0.revents & (Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL)) != 0)
+        }
+    }
+}

@@ -24,7 +24,9 @@ public final class SharedMemory: @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     private let ownsFD: Bool
 
-    /// A new anonymous memory file of `size` bytes (zeroed).
+    /// A new anonymous memory file of `size` bytes (zeroed), its size sealed:
+    /// whoever else gets the fd can write the memory but never shrink or
+    /// grow it (a shrunk memfd would SIGBUS every process mapping it).
     public convenience init(name: String, size: Int) throws {
         let fd = cvirtio_memfd_create(name, cvirtio_MFD_CLOEXEC() | cvirtio_MFD_ALLOW_SEALING())
         guard fd >= 0 else { throw SystemCallError("memfd_create") }
@@ -33,11 +35,34 @@ public final class SharedMemory: @unchecked Sendable {
             close(fd)
             throw SystemCallError("ftruncate", e)
         }
+        guard cvirtio_memfd_seal_size(fd) == 0 else {
+            let e = Errno(rawValue: Glibc.errno)
+            close(fd)
+            throw SystemCallError("F_ADD_SEALS", e)
+        }
         try self.init(mapping: FileDescriptor(rawValue: fd), size: size, ownsFD: true)
     }
 
-    /// Map an existing memory file (e.g. received from the supervisor).
+    /// Seal the size now (a memfd taken back from systemd's fd store that an
+    /// older virtiod made without the seals).
+    public func sealSize() throws {
+        guard !isSizeSealed else { return }
+        guard cvirtio_memfd_seal_size(fd.rawValue) == 0 else { throw SystemCallError("F_ADD_SEALS") }
+    }
+
+    /// Whether the memfd's size is sealed (it cannot shrink or grow).
+    public var isSizeSealed: Bool {
+        let seals = cvirtio_memfd_seals(fd.rawValue)
+        return seals >= 0 && seals & 0x6 == 0x6 // F_SEAL_SHRINK | F_SEAL_GROW
+    }
+
+    /// Map an existing memory file (e.g. received from the supervisor); it
+    /// must hold at least `size` bytes, or touching the end would SIGBUS.
     public init(mapping fd: FileDescriptor, size: Int, ownsFD: Bool) throws {
+        var st = stat()
+        guard fstat(fd.rawValue, &st) == 0, Int(st.st_size) >= size else {
+            throw SystemCallError("memfd of \(st.st_size) bytes, \(size) expected", .invalidArgument)
+        }
         let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, 0)
         guard let p, p != MAP_FAILED else { throw SystemCallError("mmap") }
         self.fd = fd

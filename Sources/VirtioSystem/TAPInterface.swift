@@ -13,11 +13,15 @@ public struct TAPInterface: Sendable {
     public let fd: FileDescriptor
     public let name: String
 
-    /// Attach (or create) the interface `name`; a template like "vtnet%d" lets the kernel number it.
-    public static func open(name: String, multiQueue: Bool = false) throws -> TAPInterface {
+    /// Create the interface `name` (`exclusive`: fail if it exists) or attach
+    /// another queue to it; a template like "vtnet%d" lets the kernel number it.
+    public static func open(name: String, multiQueue: Bool = false, exclusive: Bool = false) throws -> TAPInterface {
         var out = [CChar](repeating: 0, count: 16)
-        let fd = cvirtio_tap_open(name, multiQueue ? 1 : 0, &out)
-        guard fd >= 0 else { throw SystemCallError("TUNSETIFF \(name)") }
+        let fd = cvirtio_tap_open(name, multiQueue ? 1 : 0, exclusive ? 1 : 0, &out)
+        guard fd >= 0 else {
+            if errno == EBUSY { throw SystemCallError("TUNSETIFF \(name): the interface exists already (another TAP's, or a device's)") }
+            throw SystemCallError("TUNSETIFF \(name)")
+        }
         let chosen = out.withUnsafeBufferPointer { String(cString: $0.baseAddress!) }
         return TAPInterface(fd: FileDescriptor(rawValue: fd), name: chosen)
     }

@@ -72,8 +72,8 @@ public struct UnixSocket: Sendable {
         }
     }
 
-    /// Accept one connection (close-on-exec, blocking); nil if none is pending.
-    public func accept() throws -> UnixSocket? {
+    /// Accept one connection (close-on-exec; blocking unless `nonBlocking`); nil if none is pending.
+    public func accept(nonBlocking: Bool = false) throws -> UnixSocket? {
         let c = Glibc.accept(fd.rawValue, nil, nil)
         if c < 0 {
             if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return nil }
@@ -81,9 +81,32 @@ public struct UnixSocket: Sendable {
         }
         // accept4 needs _GNU_SOURCE; a single-threaded spawner makes this safe.
         _ = fcntl(c, F_SETFD, FD_CLOEXEC)
-        // The listening socket is non-blocking; the connection should not be.
-        _ = fcntl(c, F_SETFL, fcntl(c, F_GETFL) & ~O_NONBLOCK)
+        // The listening socket is non-blocking; the connection only if asked.
+        let flags = fcntl(c, F_GETFL)
+        _ = fcntl(c, F_SETFL, nonBlocking ? flags | O_NONBLOCK : flags & ~O_NONBLOCK)
         return UnixSocket(fd: FileDescriptor(rawValue: c))
+    }
+
+    /// Read what is there (non-blocking sockets): nil if nothing is (EAGAIN),
+    /// empty at end of file.
+    public func readAvailable(max: Int) throws -> [UInt8]? {
+        var buf = [UInt8](repeating: 0, count: max)
+        let n = buf.withUnsafeMutableBytes { Glibc.read(fd.rawValue, $0.baseAddress, max) }
+        if n < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return nil }
+            throw SystemCallError("read")
+        }
+        return Array(buf[0..<n])
+    }
+
+    /// Write what the socket takes now (non-blocking sockets); the count, 0 if it is full.
+    public func writeAvailable(_ bytes: ArraySlice<UInt8>) throws -> Int {
+        let n = bytes.withUnsafeBytes { Glibc.send(fd.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        if n < 0 {
+            if errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR { return 0 }
+            throw SystemCallError("send")
+        }
+        return n
     }
 
     public struct PeerCredentials: Sendable, Hashable {
@@ -127,9 +150,18 @@ public struct UnixSocket: Sendable {
         return (Array(buf[0..<n]), fds[0..<Int(count)].map { FileDescriptor(rawValue: $0) })
     }
 
-    /// Write all of `bytes` (stream sockets).
+    /// Write all of `bytes` (stream sockets, blocking). A peer that went
+    /// away is an error (EPIPE), never SIGPIPE.
     public func writeAll(_ bytes: [UInt8]) throws {
-        _ = try bytes.withUnsafeBytes { try fd.writeAll($0) }
+        var done = 0
+        while done < bytes.count {
+            let n = bytes[done...].withUnsafeBytes { Glibc.send(fd.rawValue, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw SystemCallError("send")
+            }
+            done += n
+        }
     }
 
     /// Read until a newline or end of file (stream sockets); at most `limit` bytes.

@@ -15,7 +15,7 @@ public final class AttachedDevice {
     /// The hand-over area in the state memfd (the supervisor keeps it, so a
     /// record written here outlives this process).
     public let handover: HandoverArea
-    private let stateMemory: SharedMemory
+    let stateMemory: SharedMemory
     /// eventfd per MSI-X vector (vector 0 = configuration changes).
     public let vectors: [EventFD]
     /// INTx eventfd when the device has no MSI-X.

@@ -44,7 +44,10 @@ public enum PluginMain {
             throw PluginError("\(profile.name) plugin cannot drive a \(info.type) device (type \(info.typeID))")
         }
         let device = try AttachedDevice(info: info, fds: fds, deviceType: profile.deviceType)
-        let privileges = Privileges.drop()
+        let privileges = try Privileges.drop()
+        #if VIRTIOD_FAULTS
+        Faults.afterAttach(device)
+        #endif
         let driver = try DeviceDriver(profile: profile, device: device, link: link, privileges: privileges)
         switch info.mode ?? .fresh {
         case .fresh:
@@ -72,13 +75,33 @@ public enum PluginMain {
         return driver
     }
 
-    /// The record to take over from. VIRTIOD_PLUGIN_FAULT=refuse-handover
-    /// makes a plugin refuse it (fault injection for the roll-back test,
-    /// Tests/VM/cases/reload/rollback.sh; never set by virtiod).
+    /// The record to take over from.
     static func handoverRecord(_ device: AttachedDevice) throws -> HandoverRecord {
-        if let fault = getenv("VIRTIOD_PLUGIN_FAULT"), String(cString: fault) == "refuse-handover" {
+        #if VIRTIOD_FAULTS
+        if Faults.active == "refuse-handover" {
             throw PluginError("refusing the hand-over record (VIRTIOD_PLUGIN_FAULT=refuse-handover)")
         }
+        #endif
         return try device.handover.load()
     }
 }
+
+#if VIRTIOD_FAULTS
+/// Fault injection for the VM suite, compiled only into test builds
+/// (`swift build -Xswiftc -DVIRTIOD_FAULTS`, made by `make vm-stage`):
+/// release binaries have none of it. VIRTIOD_PLUGIN_FAULT selects one:
+/// - `refuse-handover`: refuse the hand-over record (reload/rollback.sh);
+/// - `truncate-memfd`: try to shrink the DMA and state memfds, as a hostile
+///   plugin would, and log what the kernel said (security/plugin-boundary.sh).
+enum Faults {
+    static var active: String? { getenv("VIRTIOD_PLUGIN_FAULT").map { String(cString: $0) } }
+
+    static func afterAttach(_ device: AttachedDevice) {
+        guard active == "truncate-memfd" else { return }
+        for (name, m) in [("dma", device.memory), ("state", device.stateMemory)] {
+            let r = ftruncate(m.fd.rawValue, 0)
+            PluginLog.warning("fault truncate-memfd: ftruncate(\(name), 0) = \(r)\(r == 0 ? "" : " (\(String(cString: strerror(errno))))")")
+        }
+    }
+}
+#endif

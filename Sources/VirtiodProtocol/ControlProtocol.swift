@@ -48,6 +48,8 @@ public struct ControlError: Codable, Sendable, Error, CustomStringConvertible {
         case noSuchDevice = "no-such-device"
         case refused
         case failed
+        /// virtiod is busy with this device or has too many clients: try again.
+        case busy
     }
     public var code: Code
     public var message: String
@@ -121,6 +123,8 @@ public struct PluginProcessReport: Codable, Sendable {
     public var lastReloadPauseMS: Double?
     /// The process's systemd unit (nil when virtiod spawned it directly).
     public var unit: String?
+    /// What the last `virtioctl reload` of the device did (success or why it was rolled back).
+    public var lastReload: String?
     /// The version the plugin reports of itself.
     public var version: String?
     public init(name: String, executable: String, pid: Int32?, state: PluginState, startedAt: Double?,

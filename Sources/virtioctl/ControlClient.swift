@@ -8,6 +8,10 @@ enum ControlClient {
     static func call(_ request: ControlRequest, socket path: String) throws(CLIError) -> ControlResponse {
         let socket: UnixSocket
         do { socket = try UnixSocket.connect(path: path) } catch {
+            if let e = error as? SystemCallError, e.errno == .permissionDenied || e.errno == .notPermitted {
+                throw CLIError.permissionDenied("permission denied on \(path): virtioctl needs root or membership in the "
+                                                + "virtiod group (usermod -aG virtiod USER)")
+            }
             let why = (error as? SystemCallError).map { "\($0.errno)" } ?? "\(error)"
             throw CLIError.notRunning("virtiod is not running (cannot connect to \(path): \(why)). "
                                       + "Start it with: systemctl start virtiod")

@@ -30,3 +30,18 @@ import VirtioSystem
         #expect(end.isEmpty && none.isEmpty)
     }
 }
+
+/// The memfds virtiod shares with plugins have sealed sizes: a plugin (any
+/// holder of the fd) cannot truncate them under the supervisor's mapping.
+@Suite struct SealedMemoryTests {
+    @Test func sharedMemoryCannotShrinkOrGrow() throws {
+        let m = try SharedMemory(name: "seal-test", size: 8192)
+        #expect(m.isSizeSealed)
+        #expect(ftruncate(m.fd.rawValue, 0) == -1 && errno == EPERM)
+        #expect(ftruncate(m.fd.rawValue, 1 << 20) == -1 && errno == EPERM)
+        // A second process's view of the same fd is just as bound.
+        let view = try SharedMemory(mapping: m.fd, size: 8192, ownsFD: false)
+        #expect(view.size == 8192)
+        #expect(throws: SystemCallError.self) { _ = try SharedMemory(mapping: m.fd, size: 16384, ownsFD: false) }
+    }
+}

@@ -48,6 +48,11 @@ import VirtiodSupervisor
         ("[Device]\nType=net\nHeartbeatSec=1", 3, "HeartbeatSec= needs seconds from 2 to 3600"),
         ("[Device]\nType=net\nHeartbeatSec=soon", 3, "HeartbeatSec= needs seconds"),
         ("[Device]\nType=\\", 2, "continuation at end of file"),
+        ("[Device]\nSerial=a\u{0}b\nClaim=yes", 2, "control character U+0"),
+        ("[Device]\nSerial=" + String(repeating: "x", count: 5000), 2, "longer than 4096"),
+        ("[Device]\nMACAddress=52:54:00:12:34:01\nInterfaceName=vt0\n[Device]\nType=net\nInterfaceName=vt0", 6,
+         "InterfaceName=vt0 is already given at /etc/virtiod/virtiod.conf.d/50-test.conf:3"),
+        ("[Device]\r\nType=net\r\nClaim=perhaps\r\n", 3, "Claim= needs yes or no, got 'perhaps'"),
     ])
     func malformedLinesNameFileAndLine(text: String, line: Int, reason: String) {
         do {
@@ -58,6 +63,8 @@ import VirtiodSupervisor
             #expect(error.line == line, "\(error)")
             #expect(error.reason.contains(reason), "\(error)")
             #expect(error.description.hasPrefix("/etc/virtiod/virtiod.conf.d/50-test.conf:\(line): "))
+            // Whatever the input, the message stays short and printable.
+            #expect(error.description.count < 300 && !error.description.unicodeScalars.contains { $0.value < 0x20 })
         }
     }
 
@@ -118,5 +125,20 @@ import VirtiodSupervisor
             .map { String($0.dropFirst()) }.joined(separator: "\n")
         let rules = try ClaimPolicy.parse(example, file: "example")
         #expect(rules.count == 1 && rules[0].claim && rules[0].interfaceName == "vtnet0")
+    }
+}
+
+@Suite struct ConfigFileLimitTests {
+    @Test func bigFilesAreRefusedUnread() throws {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("virtiod-big-\(getpid()).conf").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try Data(repeating: UInt8(ascii: "x"), count: 2 << 20).write(to: URL(fileURLWithPath: path))
+        #expect(throws: ConfigError.self) { _ = try INIFile.read(path) }
+        do { _ = try INIFile.read(path) } catch { #expect(error.line == 0 && error.reason.contains("larger than 1024 KiB")) }
+    }
+
+    @Test func quotedTextIsShortAndPrintable() {
+        let q = Log.quoted("a\u{0}b\u{1b}[31m" + String(repeating: "z", count: 500), limit: 20)
+        #expect(q.hasPrefix("a\\u{0}b\\u{1b}[31m") && q.contains("more characters") && q.count < 80)
     }
 }

@@ -21,6 +21,11 @@ int cvirtio_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int low);
 int cvirtio_eventfd(unsigned int initval, int flags);
 unsigned int cvirtio_MFD_CLOEXEC(void);
 unsigned int cvirtio_MFD_ALLOW_SEALING(void);
+// Seal a memfd's size (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL): no process
+// holding it — a plugin — can truncate it under a mapping (SIGBUS for the
+// others) or grow it. cvirtio_memfd_seals returns the seals (F_GET_SEALS).
+int cvirtio_memfd_seal_size(int fd);
+int cvirtio_memfd_seals(int fd);
 int cvirtio_EFD_CLOEXEC(void);
 int cvirtio_EFD_NONBLOCK(void);
 
@@ -45,10 +50,11 @@ int cvirtio_no_new_privs(void);
 
 // TAP (Documentation/networking/tuntap.rst). Open /dev/net/tun and attach
 // a TAP interface named `name` (a template such as "vtnet%d" is allowed)
-// with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR (+IFF_MULTI_QUEUE); the chosen name
-// is copied to `out_name` (16 bytes). Returns the fd (close-on-exec,
-// non-blocking) or -1 with errno.
-int cvirtio_tap_open(const char *name, int multi_queue, char *out_name);
+// with IFF_TAP|IFF_NO_PI|IFF_VNET_HDR (+IFF_MULTI_QUEUE); `exclusive` adds
+// IFF_TUN_EXCL (EBUSY if the interface exists: never join another's TAP);
+// the chosen name is copied to `out_name` (16 bytes). Returns the fd
+// (close-on-exec, non-blocking) or -1 with errno.
+int cvirtio_tap_open(const char *name, int multi_queue, int exclusive, char *out_name);
 // ioctls on a TAP fd: vnet header size, offload flags (TUN_F_*), carrier.
 int cvirtio_tap_set_vnet_header_size(int fd, int size);
 int cvirtio_tap_set_offload(int fd, unsigned int flags);

@@ -161,6 +161,9 @@ public final class ClaimedDevice {
         let transport = try VirtioPCITransport(vfio: vfio, deviceType: type)
         let memory = try SharedMemory(mapping: dma, size: size(dma), ownsFD: false)
         let stateMemory = try SharedMemory(mapping: state, size: size(state), ownsFD: false)
+        for m in [memory, stateMemory] {
+            do { try m.sealSize() } catch { Log.warning("\(error): its size stays unsealed", device: address) }
+        }
         // Nothing throws from here on.
         self.address = address
         self.type = type

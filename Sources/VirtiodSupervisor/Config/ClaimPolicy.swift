@@ -30,6 +30,8 @@ public struct DeviceRule: Sendable, Hashable {
     /// The plugin to drive it with (a manifest name); nil: the one whose DeviceType= lists the type.
     public var plugin: String?
     public var interfaceName: String?
+    /// Where `InterfaceName=` was given.
+    public var interfaceNameOrigin: ConfigLocation?
     /// Seconds a plugin may stay silent before it is killed and restarted.
     public var heartbeatTimeout: Double?
     public var options: [String: String] = [:]
@@ -68,7 +70,7 @@ public struct ClaimPolicy: Sendable, Hashable {
             for a in section.assignments {
                 func bool() throws(ConfigError) -> Bool {
                     guard let b = INIFile.boolean(a.value) else {
-                        throw ConfigError(file: file, line: a.line, reason: "\(a.key)= needs yes or no, got '\(a.value)'")
+                        throw ConfigError(file: file, line: a.line, reason: "\(a.key)= needs yes or no, got '\(a.shown)'")
                     }
                     return b
                 }
@@ -77,12 +79,12 @@ public struct ClaimPolicy: Sendable, Hashable {
                 case "Type":
                     guard DeviceType(name: a.value) != nil else {
                         let names = DeviceType.allCases.map(\.description).joined(separator: ", ")
-                        throw ConfigError(file: file, line: a.line, reason: "unknown device type '\(a.value)' (one of: \(names))")
+                        throw ConfigError(file: file, line: a.line, reason: "unknown device type '\(a.shown)' (one of: \(names))")
                     }
                     rule.type = a.value
                 case "MACAddress":
                     guard isMAC(a.value) else {
-                        throw ConfigError(file: file, line: a.line, reason: "MACAddress= needs xx:xx:xx:xx:xx:xx, got '\(a.value)'")
+                        throw ConfigError(file: file, line: a.line, reason: "MACAddress= needs xx:xx:xx:xx:xx:xx, got '\(a.shown)'")
                     }
                     rule.macAddress = a.value.lowercased()
                 case "Serial": rule.serial = a.value
@@ -90,23 +92,24 @@ public struct ClaimPolicy: Sendable, Hashable {
                 case "Force": rule.force = try bool()
                 case "Plugin":
                     guard PluginManifest.isValidName(a.value) else {
-                        throw ConfigError(file: file, line: a.line, reason: "Plugin= '\(a.value)' is not a plugin name")
+                        throw ConfigError(file: file, line: a.line, reason: "Plugin= '\(a.shown)' is not a plugin name")
                     }
                     rule.plugin = a.value
                 case "InterfaceName":
                     guard !a.value.isEmpty, a.value.utf8.count < 16, !a.value.contains("/"), !a.value.contains(where: \.isWhitespace) else {
-                        throw ConfigError(file: file, line: a.line, reason: "InterfaceName= '\(a.value)' is not a valid interface name")
+                        throw ConfigError(file: file, line: a.line, reason: "InterfaceName= '\(a.shown)' is not a valid interface name")
                     }
                     rule.interfaceName = a.value
+                    rule.interfaceNameOrigin = ConfigLocation(file: file, line: a.line)
                 case "HeartbeatSec":
                     guard let v = Double(a.value), v >= Self.heartbeatRange.lowerBound, v <= Self.heartbeatRange.upperBound else {
                         throw ConfigError(file: file, line: a.line, reason: "HeartbeatSec= needs seconds from "
-                            + "\(Int(Self.heartbeatRange.lowerBound)) to \(Int(Self.heartbeatRange.upperBound)), got '\(a.value)'")
+                            + "\(Int(Self.heartbeatRange.lowerBound)) to \(Int(Self.heartbeatRange.upperBound)), got '\(a.shown)'")
                     }
                     rule.heartbeatTimeout = v
                 case "Option":
                     guard let eq = a.value.firstIndex(of: "="), eq != a.value.startIndex else {
-                        throw ConfigError(file: file, line: a.line, reason: "Option= needs key=value, got '\(a.value)'")
+                        throw ConfigError(file: file, line: a.line, reason: "Option= needs key=value, got '\(a.shown)'")
                     }
                     rule.options[String(a.value[..<eq])] = String(a.value[a.value.index(after: eq)...])
                 default:
@@ -119,6 +122,7 @@ public struct ClaimPolicy: Sendable, Hashable {
             }
             rules.append(rule)
         }
+        try checkInterfaceNames(rules)
         return rules
     }
 
@@ -133,11 +137,23 @@ public struct ClaimPolicy: Sendable, Hashable {
             files += names.filter { $0.hasSuffix(".conf") }.sorted().map { dropInDirectory + "/" + $0 }
         }
         var rules: [DeviceRule] = []
-        for f in files {
-            guard let data = fm.contents(atPath: f) else { throw ConfigError(file: f, line: 0, reason: "cannot read file") }
-            rules += try parse(String(decoding: data, as: UTF8.self), file: f)
-        }
+        for f in files { rules += try parse(try INIFile.read(f), file: f) }
+        try checkInterfaceNames(rules)
         return ClaimPolicy(rules: rules)
+    }
+
+    /// Two rules naming the same interface would have two NICs share one TAP
+    /// (their traffic mixed): the second is an error, at its line.
+    static func checkInterfaceNames(_ rules: [DeviceRule]) throws(ConfigError) {
+        var seen: [String: String] = [:]
+        for r in rules {
+            guard let name = r.interfaceName, let at = r.interfaceNameOrigin else { continue }
+            if let first = seen[name] {
+                throw ConfigError(file: at.file, line: at.line,
+                                  reason: "InterfaceName=\(name) is already given at \(first); two NICs cannot share an interface")
+            }
+            seen[name] = "\(at.file):\(at.line)"
+        }
     }
 
     /// The rule that decides for `function` (the last matching one), if any.

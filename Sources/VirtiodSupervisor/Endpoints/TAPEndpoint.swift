@@ -43,7 +43,7 @@ final class TAPEndpoint: Endpoint {
     static func create(for device: ClaimedDevice, rule: DeviceRule?) throws -> TAPEndpoint {
         let transport = device.transport, offered = device.offeredFeatures
         let pairs = plannedQueues(transport, offered: offered)
-        let first = try TAPInterface.open(name: rule?.interfaceName ?? "vtnet%d", multiQueue: pairs > 1)
+        let first = try TAPInterface.open(name: rule?.interfaceName ?? "vtnet%d", multiQueue: pairs > 1, exclusive: true)
         var all = [first]
         do {
             for _ in 1..<pairs { all.append(try TAPInterface.open(name: first.name, multiQueue: true)) }

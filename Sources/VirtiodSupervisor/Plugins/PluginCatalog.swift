@@ -29,12 +29,8 @@ public struct PluginCatalog: Sendable {
                     catalog.overridden[stem, default: []].append(path)
                     continue
                 }
-                guard let data = fm.contents(atPath: path) else {
-                    catalog.errors.append(ConfigError(file: path, line: 0, reason: "cannot read file"))
-                    continue
-                }
                 do {
-                    catalog.manifests[stem] = try PluginManifest.parse(String(decoding: data, as: UTF8.self), path: path,
+                    catalog.manifests[stem] = try PluginManifest.parse(try INIFile.read(path), path: path,
                                                                        endpointKinds: endpointKinds)
                 } catch {
                     // Skipped; and a broken admin manifest does not bring

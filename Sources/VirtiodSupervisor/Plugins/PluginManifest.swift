@@ -75,18 +75,18 @@ public struct PluginManifest: Sendable, Hashable {
         for a in plugin.assignments {
             func fail(_ reason: String) -> ConfigError { ConfigError(file: path, line: a.line, reason: reason) }
             func size() throws(ConfigError) -> UInt64 {
-                guard let v = parseSize(a.value) else { throw fail("\(a.key)= needs a size such as 512K, 8M or 1G, got '\(a.value)'") }
+                guard let v = parseSize(a.value) else { throw fail("\(a.key)= needs a size such as 512K, 8M or 1G, got '\(a.shown)'") }
                 return v
             }
             func words() -> [String] { a.value.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init) }
             switch a.key {
             case "Name":
-                guard a.value == stem else { throw fail("Name=\(a.value) differs from the file name (\(stem).plugin)") }
+                guard a.value == stem else { throw fail("Name=\(a.shown) differs from the file name (\(stem).plugin)") }
             case "Description":
                 m.description = a.value
             case "Exec":
                 guard a.value.hasPrefix("/"), !a.value.contains(where: { $0 == " " || $0 == "\t" }) else {
-                    throw fail("Exec= needs an absolute path without spaces, got '\(a.value)'")
+                    throw fail("Exec= needs an absolute path without spaces, got '\(a.shown)'")
                 }
                 m.exec = a.value
             case "DeviceType":
@@ -96,15 +96,15 @@ public struct PluginManifest: Sendable, Hashable {
                     } else if let n = UInt32(w), n > 0, n < 256 {
                         m.deviceTypes.append(n)
                     } else {
-                        throw fail("unknown device type '\(w)' (a number 1–255 or one of: \(DeviceType.allCases.map(\.description).joined(separator: ", ")))")
+                        throw fail("unknown device type '\(Log.quoted(w, limit: 40))' (a number 1–255 or one of: \(DeviceType.allCases.map(\.description).joined(separator: ", ")))")
                     }
                 }
             case "Endpoints":
                 for w in words() {
                     guard endpointKinds.contains(w) else {
-                        throw fail("unknown endpoint '\(w)' (this virtiod makes: \(endpointKinds.joined(separator: ", ")))")
+                        throw fail("unknown endpoint '\(Log.quoted(w, limit: 40))' (this virtiod makes: \(endpointKinds.joined(separator: ", ")))")
                     }
-                    guard !m.endpoints.contains(w) else { throw fail("endpoint '\(w)' named twice") }
+                    guard !m.endpoints.contains(w) else { throw fail("endpoint '\(Log.quoted(w, limit: 40))' named twice") }
                     m.endpoints.append(w)
                 }
             case "DMAMemory", "DMAMemoryPerQueue":
@@ -115,18 +115,18 @@ public struct PluginManifest: Sendable, Hashable {
                 m.memoryMax = try size()
                 guard m.memoryMax >= 8 << 20 else { throw fail("MemoryMax= below 8M leaves a plugin no room to start") }
             case "TasksMax":
-                guard let n = UInt64(a.value), n >= 1 else { throw fail("TasksMax= needs a positive number, got '\(a.value)'") }
+                guard let n = UInt64(a.value), n >= 1 else { throw fail("TasksMax= needs a positive number, got '\(a.shown)'") }
                 m.tasksMax = n
             case "PrivateNetwork":
-                guard let b = INIFile.boolean(a.value) else { throw fail("PrivateNetwork= needs yes or no, got '\(a.value)'") }
+                guard let b = INIFile.boolean(a.value) else { throw fail("PrivateNetwork= needs yes or no, got '\(a.shown)'") }
                 m.privateNetwork = b
             case "ProcSubset":
-                guard procSubsets.contains(a.value) else { throw fail("ProcSubset= needs pid or all, got '\(a.value)'") }
+                guard procSubsets.contains(a.value) else { throw fail("ProcSubset= needs pid or all, got '\(a.shown)'") }
                 m.procSubset = a.value
             case "RestrictAddressFamilies":
                 for w in words() {
                     guard w.hasPrefix("AF_"), w.count > 3, w.dropFirst(3).allSatisfy({ $0.isUppercase || $0.isNumber }) else {
-                        throw fail("RestrictAddressFamilies= takes AF_* names, got '\(w)'")
+                        throw fail("RestrictAddressFamilies= takes AF_* names, got '\(Log.quoted(w, limit: 40))'")
                     }
                     m.addressFamilies.append(w)
                 }

@@ -31,6 +31,8 @@ final class PluginProcess {
     var version: String?
     /// The last status message answered a `query` (rather than being pushed).
     var lastStatusWasReply = false
+    /// How many `query`s it has answered (status refreshes wait for the next one).
+    var replies: UInt64 = 0
     /// Monotonic time of the last message from the process (heartbeat).
     var lastHeard = 0.0
     /// Monotonic time of the last heartbeat query sent.
@@ -44,6 +46,8 @@ final class PluginProcess {
     /// Hot reloads done, and the pause of the last one (quiesce sent → successor running).
     var reloads = 0
     var lastReloadPauseMS: Double?
+    /// What the last reload of the device did, as virtioctl was told.
+    var lastReload: String?
 
     init(manifest: PluginManifest) {
         self.manifest = manifest
@@ -56,6 +60,7 @@ final class PluginProcess {
         next.failures = failures
         next.reloads = reloads
         next.lastReloadPauseMS = lastReloadPauseMS
+        next.lastReload = lastReload
         next.generation = generation + 1
         return next
     }
@@ -137,7 +142,8 @@ final class PluginProcess {
     /// Kill it outright and forget it.
     func kill(launcher: any PluginLauncher) {
         launcher.kill(self)
-        _ = process?.waitForExit(timeoutMS: 2000)
+        // SIGKILL takes effect at once; a moment for its unit to notice.
+        _ = process?.waitForExit(timeoutMS: 500)
         forget(launcher: launcher)
     }
 
@@ -159,6 +165,7 @@ final class PluginProcess {
                                     uptimeSeconds: isRunning ? startedAt.map { max(0, wallClock() - $0) } : nil,
                                     restarts: restarts, lastExit: lastExit, reloads: reloads, lastReloadPauseMS: lastReloadPauseMS)
         r.unit = unit
+        r.lastReload = lastReload
         r.version = report?.pluginVersion ?? version
         return r
     }

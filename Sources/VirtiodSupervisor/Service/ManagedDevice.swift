@@ -11,6 +11,14 @@ final class ManagedDevice {
     var rule: DeviceRule?
     var claimed: ClaimedDevice?
     var plugin: PluginProcess?
+    /// During a hot reload: the job, the successor process (standby until it
+    /// takes over) and, once it has, the old process on its way out.
+    var reload: DeviceReload?
+    var successor: PluginProcess?
+    var retiring: PluginProcess?
+
+    /// Every plugin process of the device the loop must follow.
+    var processes: [PluginProcess] { [plugin, successor, retiring].compactMap { $0 } }
     /// Released by `virtioctl release`: not claimed again until claimed by hand or the config is reloaded.
     var heldBack = false
     /// A claim was tried under the current config (refusals are not retried on every udev event).

@@ -9,129 +9,280 @@ import VirtiodProtocol
 /// moves data, so a binary that fails to start costs no pause at all; only
 /// then is the old one quiesced (it writes its hand-over record), the
 /// successor resumes from the record, and the old one is told to exit. If
-/// the successor refuses the record or dies, the old one resumes: a roll-back.
+/// the successor refuses the record or dies, or the old one does not
+/// quiesce in time, the old one resumes: a roll-back.
 /// docs/architecture.md "Hand-over" has the sequence.
-extension Supervisor {
-    static let reloadReadyTimeout = 20.0
+///
+/// A state machine the supervisor's loop drives: messages and exits of both
+/// processes move it on (`message`, `exited`), deadlines are checked in
+/// `step`; nothing here waits.
+final class DeviceReload {
+    static let readyTimeout = 20.0
     static let quiesceTimeout = 5.0
     static let resumeTimeout = 10.0
+    static let retireTimeout = 3.0
 
-    struct ReloadResult {
+    enum Phase { case starting, quiescing, resuming, retiring, finished }
+
+    struct Result: Error {
         var ok: Bool
         var message: String
     }
 
-    func reload(_ d: ManagedDevice) -> ReloadResult {
-        guard let c = d.claimed, let old = d.plugin, let oldSocket = old.socket, let oldProcess = old.process,
-              old.state == .running else {
-            return ReloadResult(ok: false, message: "\(d.address): its plugin is not running (\(d.state.rawValue)); nothing to reload")
-        }
-        let name = old.name
-        // The manifest as installed now: an upgrade may have changed it.
-        let next = old.successor(manifest: catalog[name] ?? old.manifest)
-        do { try launch(next, for: d, c, mode: .standby) } catch {
-            return fail(d, "could not start \(next.executable): \(error); pid \(oldProcess.pid) keeps running")
-        }
-        Log.info("reload: new plugin \(next.unit ?? next.pid.map { "pid \($0)" } ?? "") starting in standby", device: d.address, plugin: name)
+    let device: ManagedDevice
+    let old: PluginProcess
+    let next: PluginProcess
+    private(set) var phase = Phase.starting
+    private(set) var deadline: Double
+    private(set) var result: Result?
+    private var quiesceSent = 0.0, quiescedAt = 0.0, runningAt = 0.0
 
-        // 1. The successor maps everything while the old process still runs.
-        if case .failure(let why) = awaitMessage(next, [.ready], timeout: Self.reloadReadyTimeout, device: d.address) {
-            abandon(next)
-            return fail(d, "the new \(name) plugin failed before taking over (\(why)); rolled back: pid \(oldProcess.pid) keeps running, traffic was not paused")
-        }
-        let newPID = next.pid ?? 0
-
-        // 2. Quiesce the old one: it stops, writes its record, waits.
-        let quiesceSent = monotonic()
-        try? oldSocket.send(PluginMessage(kind: .quiesce).encoded())
-        if case .failure(let why) = awaitMessage(old, [.quiesced], timeout: Self.quiesceTimeout, device: d.address) {
-            abandon(next)
-            if !oldProcess.hasExited, old.socket != nil, !c.handover.isSaved {
-                return fail(d, "pid \(oldProcess.pid) could not hand over (\(why)); rolled back: it keeps running")
-            }
-            old.kill(launcher: launcher)
-            pluginFailed(d, why: "plugin did not quiesce for a reload (\(why)); killed")
-            return ReloadResult(ok: false, message: "\(d.address): pid \(oldProcess.pid) did not quiesce (\(why)); it was killed and the device is reset and restarted")
-        }
-        let quiesced = monotonic()
-
-        // 3. The successor takes over from the record.
-        try? next.socket?.send(PluginMessage(kind: .resume).encoded())
-        switch awaitMessage(next, [.status], timeout: Self.resumeTimeout, device: d.address) {
-        case .failure(let why):
-            abandon(next)
-            guard c.handover.isSaved, old.socket != nil else {
-                // It took over and then died: the old state is stale now.
-                old.kill(launcher: launcher)
-                pluginFailed(d, why: "the new plugin died after taking over (\(why))")
-                return ReloadResult(ok: false, message: "\(d.address): the new \(name) plugin died after taking over (\(why)); the device is reset and restarted")
-            }
-            try? oldSocket.send(PluginMessage(kind: .resume).encoded())
-            return fail(d, "the new \(name) plugin refused the hand-over (\(why)); rolled back: pid \(oldProcess.pid) continues")
-        case .success(let m):
-            next.report = m.status
-            next.state = .running
-        }
-        let running = monotonic()
-
-        // 4. Retire the old process; it leaves without touching the device.
-        try? oldSocket.send(PluginMessage(kind: .exit).encoded())
-        old.state = .stopping
-        old.finish(timeout: 3, launcher: launcher)
-        next.reloads += 1
-        next.lastReloadPauseMS = (running - quiesceSent) * 1000
-        next.lastHeard = monotonic()
-        d.plugin = next
-        d.state = .running
-        d.reason = nil
-        func ms(_ seconds: Double) -> String { "\((seconds * 10_000).rounded() / 10) ms" }
-        let message = "\(d.address): \(name) reloaded without a device reset: pid \(oldProcess.pid) → \(newPID), "
-            + "pause \(ms(running - quiesceSent)) (quiesce \(ms(quiesced - quiesceSent)))"
-        Log.notice(message, device: d.address, plugin: name)
-        updateStatus()
-        return ReloadResult(ok: true, message: message)
+    init(device: ManagedDevice, old: PluginProcess, next: PluginProcess) {
+        self.device = device
+        self.old = old
+        self.next = next
+        deadline = monotonic() + Self.readyTimeout
     }
 
-    private func fail(_ d: ManagedDevice, _ why: String) -> ReloadResult {
-        Log.error("reload failed: \(why)", device: d.address, plugin: d.plugin?.name)
-        return ReloadResult(ok: false, message: "\(d.address): reload failed: \(why)")
+    var address: String { device.address }
+
+    /// Whether the job takes messages and exits of `p` (after the switch the
+    /// successor is the device's plugin, handled as usual).
+    func follows(_ p: PluginProcess) -> Bool {
+        p === old || (p === next && (phase == .starting || phase == .quiescing || phase == .resuming))
+    }
+
+    /// A message from the old process or the successor.
+    func message(_ m: PluginMessage, from p: PluginProcess, _ s: Supervisor) {
+        switch (phase, p === next, m.kind) {
+        case (.starting, true, .ready):
+            // 2. Quiesce the old one: it stops, writes its record, waits.
+            quiesceSent = monotonic()
+            phase = .quiescing
+            deadline = quiesceSent + Self.quiesceTimeout
+            try? old.socket?.send(PluginMessage(kind: .quiesce).encoded())
+        case (.starting, true, .error):
+            abandonSuccessor(s)
+            fail(s, "the new \(old.name) plugin failed before taking over (\(m.message ?? "error")); rolled back: "
+                 + "pid \(old.pid ?? 0) keeps running, traffic was not paused")
+        case (.quiescing, false, .quiesced):
+            // 3. The successor takes over from the record.
+            quiescedAt = monotonic()
+            phase = .resuming
+            deadline = quiescedAt + Self.resumeTimeout
+            try? next.socket?.send(PluginMessage(kind: .resume).encoded())
+        case (.quiescing, false, .error):
+            abandonSuccessor(s)
+            fail(s, "pid \(old.pid ?? 0) could not hand over (\(m.message ?? "error")); rolled back: it keeps running")
+        case (.resuming, true, .status):
+            next.report = m.status
+            next.state = .running
+            succeed(s)
+        case (.resuming, true, .error):
+            successorFailedAfterQuiesce(s, m.message ?? "error")
+        case (_, false, .status):
+            old.report = m.status
+        default:
+            break
+        }
+    }
+
+    /// One of the two processes exited (its pidfd turned readable) or hung up.
+    func exited(_ p: PluginProcess, _ s: Supervisor) {
+        let why = s.launcher.exitDescription(p) ?? "exited"
+        if p === next {
+            switch phase {
+            case .starting, .quiescing:
+                abandonSuccessor(s)
+                if phase == .quiescing { resumeOld(s) }
+                fail(s, "the new \(old.name) plugin failed before taking over (\(why)); rolled back: pid \(old.pid ?? 0) "
+                     + (phase == .quiescing ? "resumed" : "keeps running, traffic was not paused"))
+            case .resuming:
+                successorFailedAfterQuiesce(s, why)
+            case .retiring, .finished:
+                // It runs the device now: an ordinary crash.
+                s.pluginEnded(device)
+            }
+        } else {
+            switch phase {
+            case .starting:
+                abandonSuccessor(s)
+                fail(s, "the old process ended during the reload (\(why))", oldGone: true)
+            case .quiescing:
+                if s.claimedDevice(device)?.handover.isSaved == true {
+                    // It wrote its record and left: the successor can still take over.
+                    quiescedAt = monotonic()
+                    phase = .resuming
+                    deadline = quiescedAt + Self.resumeTimeout
+                    try? next.socket?.send(PluginMessage(kind: .resume).encoded())
+                } else {
+                    abandonSuccessor(s)
+                    fail(s, "pid \(old.pid ?? 0) died while quiescing (\(why))", oldGone: true)
+                }
+            case .resuming:
+                // Its record is written; what matters now is the successor.
+                break
+            case .retiring:
+                finishRetiring(s)
+            case .finished:
+                break
+            }
+        }
+    }
+
+    /// Deadlines.
+    func step(_ s: Supervisor, now: Double) {
+        guard now >= deadline else { return }
+        switch phase {
+        case .starting:
+            abandonSuccessor(s)
+            fail(s, "the new \(old.name) plugin did not get ready within \(Int(Self.readyTimeout)) s; rolled back: "
+                 + "pid \(old.pid ?? 0) keeps running, traffic was not paused")
+        case .quiescing:
+            // The old process did not answer: take the reload back and tell it
+            // to go on, so the device is never left paused.
+            abandonSuccessor(s)
+            resumeOld(s)
+            fail(s, "pid \(old.pid ?? 0) did not quiesce within \(Int(Self.quiesceTimeout)) s; rolled back: it was told to resume")
+        case .resuming:
+            successorFailedAfterQuiesce(s, "no answer within \(Int(Self.resumeTimeout)) s")
+        case .retiring:
+            s.launcher.kill(old)
+            finishRetiring(s)
+        case .finished:
+            break
+        }
+    }
+
+    // MARK: outcomes
+
+    private func succeed(_ s: Supervisor) {
+        runningAt = monotonic()
+        // 4. Retire the old process; it leaves without touching the device.
+        try? old.socket?.send(PluginMessage(kind: .exit).encoded())
+        old.state = .stopping
+        next.reloads += 1
+        next.lastReloadPauseMS = (runningAt - quiesceSent) * 1000
+        next.lastHeard = monotonic()
+        device.plugin = next
+        device.successor = nil
+        device.state = .running
+        device.reason = nil
+        func ms(_ seconds: Double) -> String { "\((seconds * 10_000).rounded() / 10) ms" }
+        let text = "\(address): \(old.name) reloaded without a device reset: pid \(old.pid ?? 0) → \(next.pid ?? 0), "
+            + "pause \(ms(runningAt - quiesceSent)) (quiesce \(ms(quiescedAt - quiesceSent)))"
+        Log.notice(text, device: address, plugin: old.name)
+        result = Result(ok: true, message: text)
+        next.lastReload = text
+        phase = .retiring
+        deadline = monotonic() + Self.retireTimeout
+        device.retiring = old
+        if old.hasExited { finishRetiring(s) }
+        s.updateStatus()
+    }
+
+    private func finishRetiring(_ s: Supervisor) {
+        old.forget(launcher: s.launcher)
+        old.state = .exited
+        device.retiring = nil
+        device.reload = nil
+        phase = .finished
+    }
+
+    private func fail(_ s: Supervisor, _ why: String, oldGone: Bool = false) {
+        Log.error("reload failed: \(why)", device: address, plugin: old.name)
+        result = Result(ok: false, message: "\(address): reload failed: \(why)")
+        device.plugin?.lastReload = result?.message
+        device.successor = nil
+        device.reload = nil
+        phase = .finished
+        if oldGone { s.pluginEnded(device) }
+    }
+
+    /// The successor failed after the old process wrote its record.
+    private func successorFailedAfterQuiesce(_ s: Supervisor, _ why: String) {
+        abandonSuccessor(s)
+        guard s.claimedDevice(device)?.handover.isSaved == true, old.socket != nil, !old.hasExited else {
+            // It took over and then died: the old state is stale now.
+            old.kill(launcher: s.launcher)
+            device.reload = nil
+            device.successor = nil
+            phase = .finished
+            s.pluginFailed(device, why: "the new plugin died after taking over (\(why))")
+            result = Result(ok: false, message: "\(address): the new \(old.name) plugin died after taking over (\(why)); "
+                            + "the device is reset and restarted")
+            return
+        }
+        resumeOld(s)
+        fail(s, "the new \(old.name) plugin refused the hand-over (\(why)); rolled back: pid \(old.pid ?? 0) continues")
+    }
+
+    private func resumeOld(_ s: Supervisor) {
+        try? old.socket?.send(PluginMessage(kind: .resume).encoded())
     }
 
     /// Kill a successor that will not take over (it has not touched the device).
-    private func abandon(_ p: PluginProcess) {
-        p.kill(launcher: launcher)
-    }
-
-    /// The next message of one of `kinds` from `p`, or why none came: an
-    /// `error` message, a hang-up, an exit, or the timeout. Status pushes on
-    /// the way are kept as the latest report.
-    func awaitMessage(_ p: PluginProcess, _ kinds: Set<PluginMessage.Kind>, timeout: Double,
-                      device: String) -> Result<PluginMessage, ReloadFailure> {
-        let deadline = monotonic() + timeout
-        while let socket = p.socket {
-            let left = deadline - monotonic()
-            guard left > 0 else { return .failure(ReloadFailure("no answer within \(Int(timeout)) s")) }
-            let watched = [socket.fd] + (p.process.map { [$0.fd] } ?? [])
-            guard let ready = try? Poll.readable(watched, timeoutMS: Int32(left * 1000) + 1), !ready.isEmpty else { continue }
-            if !ready.contains(socket.fd) {
-                // Exited; whatever it sent before is still worth reading first.
-                guard let more = try? Poll.readable([socket.fd], timeoutMS: 0), !more.isEmpty else {
-                    return .failure(ReloadFailure(launcher.exitDescription(p) ?? "exited"))
-                }
-            }
-            guard let m = receive(p, device: device) else {
-                _ = p.process?.waitForExit(timeoutMS: 1000)
-                return .failure(ReloadFailure(launcher.exitDescription(p) ?? "closed its socket"))
-            }
-            if kinds.contains(m.kind) { return .success(m) }
-            if m.kind == .error { return .failure(ReloadFailure(m.message ?? "error")) }
-            if m.kind == .status { p.report = m.status }
-        }
-        return .failure(ReloadFailure("not running"))
+    private func abandonSuccessor(_ s: Supervisor) {
+        next.kill(launcher: s.launcher)
+        device.successor = nil
     }
 }
 
-struct ReloadFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+/// `virtioctl reload`: the devices one after another; answered when all are done.
+final class ReloadOperation: PendingOperation {
+    var queue: [ManagedDevice]
+    var current: DeviceReload?
+    var results: [DeviceReload.Result] = []
+    let targets: [ManagedDevice]
+
+    init(_ devices: [ManagedDevice]) {
+        queue = devices
+        targets = devices
+    }
+
+    var wakeAt: Double { current?.deadline ?? 0 }
+
+    func step(_ s: Supervisor, now: Double) -> ControlResponse? {
+        while true {
+            if let c = current {
+                c.step(s, now: now)
+                guard let r = c.result else { return nil }
+                results.append(r)
+                current = nil
+            }
+            guard !queue.isEmpty else { break }
+            let d = queue.removeFirst()
+            switch s.startReload(d) {
+            case .success(let job): current = job
+            case .failure(let r): results.append(r)
+            }
+        }
+        let message = results.map(\.message).joined(separator: "\n")
+        let ok = results.allSatisfy(\.ok)
+        return ControlResponse(ok: ok, error: ok ? nil : ControlError(.failed, message),
+                               devices: targets.map { $0.report() }, message: message)
+    }
+}
+
+extension Supervisor {
+    /// Begin replacing `d`'s plugin process: the successor starts in standby.
+    func startReload(_ d: ManagedDevice) -> Swift.Result<DeviceReload, DeviceReload.Result> {
+        guard let c = d.claimed, let old = d.plugin, old.socket != nil, old.process != nil, old.state == .running, d.reload == nil else {
+            return .failure(.init(ok: false, message: "\(d.address): its plugin is not running (\(d.state.rawValue)); nothing to reload"))
+        }
+        // The manifest as installed now: an upgrade may have changed it.
+        let next = old.successor(manifest: catalog[old.name] ?? old.manifest)
+        do { try launch(next, for: d, c, mode: .standby) } catch {
+            Log.error("reload failed: could not start \(next.executable): \(error)", device: d.address, plugin: old.name)
+            return .failure(.init(ok: false, message: "\(d.address): reload failed: could not start \(next.executable): \(error); "
+                                  + "pid \(old.pid ?? 0) keeps running"))
+        }
+        Log.info("reload: new plugin \(next.unit ?? next.pid.map { "pid \($0)" } ?? "") starting in standby", device: d.address, plugin: old.name)
+        let job = DeviceReload(device: d, old: old, next: next)
+        d.successor = next
+        d.reload = job
+        return .success(job)
+    }
+
+    func claimedDevice(_ d: ManagedDevice) -> ClaimedDevice? { d.claimed }
 }

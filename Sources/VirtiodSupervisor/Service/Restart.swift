@@ -157,3 +157,31 @@ extension Supervisor {
                    + "\(saved) device(s) with a hand-over record")
     }
 }
+
+extension Supervisor {
+    /// The next message of one of `kinds` from `p`, waiting up to `timeout`
+    /// (only at start-up, before READY=1: the loop is not running yet), or
+    /// why none came: an `error`, a hang-up, an exit, the timeout.
+    func awaitMessage(_ p: PluginProcess, _ kinds: Set<PluginMessage.Kind>, timeout: Double,
+                      device: String) -> Result<PluginMessage, StartupWaitFailure> {
+        let deadline = monotonic() + timeout
+        while let socket = p.socket {
+            let left = deadline - monotonic()
+            guard left > 0 else { return .failure(StartupWaitFailure("no answer within \(Int(timeout)) s")) }
+            let watched = [socket.fd] + (p.process.map { [$0.fd] } ?? [])
+            guard let ready = try? Poll.readable(watched, timeoutMS: Int32(left * 1000) + 1), !ready.isEmpty else { continue }
+            if !ready.contains(socket.fd), (try? Poll.readable([socket.fd], timeoutMS: 0))?.isEmpty != false {
+                return .failure(StartupWaitFailure(launcher.exitDescription(p) ?? "exited"))
+            }
+            guard let m = receive(p, device: device) else { return .failure(StartupWaitFailure("closed its socket")) }
+            if kinds.contains(m.kind) { return .success(m) }
+            if m.kind == .error { return .failure(StartupWaitFailure(m.message ?? "error")) }
+        }
+        return .failure(StartupWaitFailure("not running"))
+    }
+}
+
+struct StartupWaitFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

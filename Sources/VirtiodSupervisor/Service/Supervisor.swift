@@ -308,7 +308,7 @@ public final class Supervisor {
 
     func checkHeartbeats() {
         let now = monotonic()
-        for d in devices.values {
+        for d in devices.values where d.reload == nil {
             guard let p = d.plugin, let socket = p.socket, p.state != .stopping else { continue }
             let timeout = d.rule?.heartbeatTimeout ?? Self.defaultHeartbeatTimeout
             if now - p.lastHeard > timeout {
@@ -385,18 +385,25 @@ public final class Supervisor {
         return m
     }
 
-    func pluginMessage(_ d: ManagedDevice) {
-        guard let p = d.plugin, p.isRunning else { return }
+    /// A message from one of `d`'s plugin processes (or its hang-up).
+    func pluginMessage(_ d: ManagedDevice, from p: PluginProcess) {
+        guard p.isRunning else { return }
         guard let m = receive(p, device: d.address) else {
             // Hung up: the process is gone or going.
-            pluginEnded(d, hungUp: true)
+            processEnded(d, p, hungUp: true)
             return
         }
+        if let job = d.reload, job.follows(p) {
+            job.message(m, from: p, self)
+            return
+        }
+        guard p === d.plugin else { return }
         switch m.kind {
         case .hello:
             break
         case .status:
             p.lastStatusWasReply = m.reply ?? false
+            if m.reply == true { p.replies &+= 1 }
             let first = p.state != .running
             p.report = m.status
             p.state = .running
@@ -407,31 +414,27 @@ public final class Supervisor {
                 updateStatus()
             }
         case .error:
-            Log.error("plugin reports: \(m.message ?? "unknown error")", device: d.address, plugin: p.name)
-            d.reason = m.message
+            Log.error("plugin reports: \(Log.quoted(m.message ?? "unknown error", limit: 500))", device: d.address, plugin: p.name)
+            d.reason = m.message.map { Log.quoted($0, limit: 500) }
         default:
             Log.warning("unexpected \(m.kind) from plugin", device: d.address, plugin: p.name)
         }
     }
 
-    /// Ask a running plugin for a fresh report (it re-reads the device
-    /// config) and wait up to `timeoutMS` for it.
-    func refreshReport(_ d: ManagedDevice, timeoutMS: Int32 = 1000) {
-        guard let p = d.plugin, p.state == .running, let socket = p.socket else { return }
-        guard (try? socket.send(PluginMessage(kind: .query).encoded())) != nil else { return }
-        let deadline = monotonic() + Double(timeoutMS) / 1000
-        while let s = p.socket, monotonic() < deadline {
-            let left = Int32(max(1, (deadline - monotonic()) * 1000))
-            guard let ready = try? Poll.readable([s.fd], timeoutMS: left), !ready.isEmpty else { continue }
-            pluginMessage(d)
-            if d.plugin?.state != .running || d.plugin?.lastStatusWasReply == true { break }
+    /// One of `d`'s plugin processes exited (its pidfd turned readable) or hung up.
+    func processEnded(_ d: ManagedDevice, _ p: PluginProcess, hungUp: Bool = false) {
+        if let job = d.reload, job.follows(p) {
+            if hungUp, !p.hasExited { p.kill(launcher: launcher) }
+            job.exited(p, self)
+            return
         }
+        if p === d.plugin { pluginEnded(d, hungUp: hungUp) }
     }
 
-    /// A plugin process ended (its pidfd turned readable) or hung up.
+    /// The device's plugin process ended (its pidfd turned readable) or hung up.
     func pluginEnded(_ d: ManagedDevice, hungUp: Bool = false) {
         guard let p = d.plugin, p.isRunning, p.state != .stopping else { return }
-        if hungUp, let process = p.process, !process.waitForExit(timeoutMS: 1000) {
+        if hungUp, let process = p.process, !process.waitForExit(timeoutMS: 200) {
             // The socket closed first; a process that keeps running without it is no use.
             p.kill(launcher: launcher)
             pluginFailed(d, why: "plugin closed its socket")
@@ -440,18 +443,13 @@ public final class Supervisor {
         pluginFailed(d, why: "plugin " + (launcher.exitDescription(p) ?? (hungUp ? "hung up" : "exited")))
     }
 
-    /// Plugin processes that have exited (pidfd readable), by device.
-    func exitedPlugins() -> [ManagedDevice] {
-        devices.values.filter { $0.plugin?.isRunning == true && $0.plugin?.hasExited == true }
-    }
-
     // MARK: reporting
 
     func updateStatus() {
         let claimed = devices.values.filter { $0.claimed != nil }
         let running = claimed.filter { $0.state == .running }.count
         var s = "\(devices.count) virtio device(s), \(claimed.count) claimed, \(running) running"
-        if let configError { s += "; config error: \(configError)" }
+        if let configError { s += "; config error: \(Log.quoted(configError, limit: 200))" }
         ServiceNotifier.status(s)
     }
 
@@ -496,103 +494,6 @@ public final class Supervisor {
             r.units = running.compactMap(\.unit)
             r.unloaded = unloadedPlugins.contains(name)
             return r
-        }
-    }
-
-    // MARK: control verbs
-
-    func handle(_ request: ControlRequest, uid: UInt32) -> ControlResponse {
-        guard request.version == ControlProtocol.version else {
-            return .failure(ControlError(.unsupportedVersion, "protocol version \(request.version) not supported (this virtiod speaks \(ControlProtocol.version))"))
-        }
-        if !ControlProtocol.readOnlyVerbs.contains(request.verb), uid != 0 {
-            return .failure(ControlError(.permissionDenied, "\(request.verb.rawValue) changes devices: only root may do that"))
-        }
-        do throws(ControlError) {
-            switch request.verb {
-            case .list:
-                return ControlResponse(devices: devices.values.sorted { $0.address < $1.address }.map { $0.report() })
-            case .status:
-                let chosen = request.device == nil ? devices.values.sorted { $0.address < $1.address } : [try find(request.device)]
-                for d in chosen { refreshReport(d) }
-                return ControlResponse(devices: chosen.map { $0.report() })
-            case .plugins:
-                return ControlResponse(plugins: pluginReports())
-            case .claim:
-                let d = try find(request.device)
-                if d.claimed != nil { return ControlResponse(devices: [d.report()], message: "\(d.address) is already claimed") }
-                if case .failure(let e) = claim(d, force: request.force ?? false) {
-                    let code: ControlError.Code = if case .refused = e { .refused } else { .failed }
-                    return ControlResponse(ok: false, error: ControlError(code, e.description), devices: [d.report()])
-                }
-                return ControlResponse(devices: [d.report()], message: "\(d.address) claimed; the \(d.plugin?.name ?? "") plugin is starting")
-            case .unload:
-                let name = try pluginName(request.plugin)
-                unloadedPlugins.insert(name)
-                let users = devices.values.filter { $0.plugin?.name == name }.sorted { $0.address < $1.address }
-                for d in users {
-                    if request.release == true {
-                        d.heldBack = true
-                        release(d, giveBack: true)
-                    } else {
-                        d.plugin?.stop(launcher: launcher)
-                        d.plugin?.restartAt = nil
-                        d.state = .unloaded
-                        d.reason = nil
-                        Log.info("plugin unloaded; the device stays claimed, reset and quiet", device: d.address, plugin: name)
-                    }
-                }
-                if request.release == true { reconcile() }
-                updateStatus()
-                return ControlResponse(devices: users.map { $0.report() },
-                                       message: "\(name) unloaded from \(users.count) device(s)"
-                                           + (request.release == true ? ", given back to the kernel" : ", which stay claimed"))
-            case .load:
-                let name = try pluginName(request.plugin)
-                unloadedPlugins.remove(name)
-                let users = devices.values.filter { $0.plugin?.name == name && $0.plugin?.isRunning == false && $0.claimed != nil }
-                for d in users.sorted(by: { $0.address < $1.address }) {
-                    // The manifest as installed now (an upgrade may have changed it).
-                    let old = d.plugin!
-                    d.plugin = old.successor(manifest: catalog[name] ?? old.manifest)
-                    d.plugin?.failures = []
-                    startPlugin(d)
-                }
-                updateStatus()
-                return ControlResponse(devices: users.map { $0.report() }, message: "\(name) loaded on \(users.count) device(s)")
-            case .reload:
-                let targets: [ManagedDevice]
-                var plugin = request.plugin
-                var device = request.device
-                if let target = request.target {
-                    // A plugin name if there is one by that name, else a device.
-                    if knownPluginNames.contains(target) { plugin = target } else { device = target }
-                }
-                if let plugin {
-                    let name = try pluginName(plugin)
-                    targets = devices.values.filter { $0.plugin?.name == name }.sorted { $0.address < $1.address }
-                    guard !targets.isEmpty else { throw ControlError(.badRequest, "no claimed device uses the \(name) plugin") }
-                } else {
-                    targets = [try find(device)]
-                }
-                let results = targets.map { reload($0) }
-                let message = results.map(\.message).joined(separator: "\n")
-                let ok = results.allSatisfy(\.ok)
-                return ControlResponse(ok: ok, error: ok ? nil : ControlError(.failed, message),
-                                       devices: targets.map { $0.report() }, message: message)
-            case .release:
-                let d = try find(request.device)
-                guard d.claimed != nil else {
-                    return ControlResponse(ok: false, error: ControlError(.badRequest, "\(d.address) is not claimed by virtiod"))
-                }
-                d.heldBack = true
-                release(d, giveBack: true)
-                reconcile()
-                let driver = binding.currentDriver(d.address)
-                return ControlResponse(devices: [d.report()], message: "\(d.address) released to \(driver ?? "no driver")")
-            }
-        } catch {
-            return .failure(error)
         }
     }
 }

@@ -6,16 +6,21 @@ import VirtiodProtocol
 
 extension Supervisor {
     /// Run the service until SIGTERM/SIGINT: one poll loop over signals, the
-    /// control socket, the udev monitor, plugin sockets and device-request
-    /// eventfds, with timers for the watchdog and plugin restarts.
+    /// control socket and its clients, the udev monitor, plugin sockets and
+    /// pidfds, and device-request eventfds, with timers for the watchdog,
+    /// plugin restarts, heartbeats and control operations. Nothing in it
+    /// waits on a client or a plugin: whatever takes time is a state machine
+    /// stepped here (ControlServer, DeviceReload, StatusOperation, StopOperation).
     public func run() throws {
         let signals = try SignalFD([SIGTERM, SIGINT, SIGHUP, SIGCHLD])
         // A client that hangs up early must not kill the service.
         signal(SIGPIPE, SIG_IGN)
         loadConfig()
         mkdir("/" + options.socketPath.split(separator: "/").dropLast().joined(separator: "/"), 0o755)
-        let control = try UnixSocket.listen(path: options.socketPath, mode: 0o666)
-        defer { control.close(); unlink(options.socketPath) }
+        let listener = try UnixSocket.listen(path: options.socketPath, mode: 0o600, backlog: 128)
+        ControlServer.grantGroup(options.socketPath)
+        let control = ControlServer(listener: listener)
+        defer { control.closeAll(); listener.close(); unlink(options.socketPath) }
         var monitor: DeviceMonitor?
         do { monitor = try DeviceMonitor() } catch {
             Log.warning("no udev monitor (\(error)): devices added or removed later are not noticed")
@@ -35,21 +40,27 @@ extension Supervisor {
             }
             restartDuePlugins()
             checkHeartbeats()
+            stepReloads(now: now)
+            control.tick(self, now: now)
             systemd.drain()
             let heartbeat = devices.values.contains { $0.plugin?.isRunning == true } ? monotonic() + 1 : nil
-            let deadlines = [watchdog != nil ? nextPing : nil, nextRestart, heartbeat].compactMap { $0 }
+            let deadlines = [watchdog != nil ? nextPing : nil, nextRestart, heartbeat, control.nextDeadline,
+                             devices.values.compactMap { $0.reload?.deadline }.min()].compactMap { $0 }
             let timeout = deadlines.min().map { Int32(max(0, min(60_000, ($0 - monotonic()) * 1000)).rounded(.up)) } ?? -1
 
-            var watched: [FileDescriptor] = [signals.fd, control.fd]
-            if let monitor { watched.append(FileDescriptor(rawValue: monitor.fd)) }
-            enum Source { case plugin, exit, request }
+            var watched: [(fd: FileDescriptor, write: Bool)] = [(signals.fd, false)] + control.pollSet
+            if let monitor { watched.append((FileDescriptor(rawValue: monitor.fd), false)) }
+            enum Source { case message(PluginProcess), exit(PluginProcess), request }
             var owners: [CInt: (ManagedDevice, Source)] = [:]
             for d in devices.values {
-                if let s = d.plugin?.socket { watched.append(s.fd); owners[s.fd.rawValue] = (d, .plugin) }
-                if d.plugin?.isRunning == true, let e = d.plugin?.process?.fd { watched.append(e); owners[e.rawValue] = (d, .exit) }
-                if let r = d.claimed?.request { watched.append(r.fd); owners[r.fd.rawValue] = (d, .request) }
+                for p in d.processes where p.isRunning {
+                    if let s = p.socket { watched.append((s.fd, false)); owners[s.fd.rawValue] = (d, .message(p)) }
+                    if let e = p.process?.fd { watched.append((e, false)); owners[e.rawValue] = (d, .exit(p)) }
+                }
+                if let r = d.claimed?.request { watched.append((r.fd, false)); owners[r.fd.rawValue] = (d, .request) }
             }
-            for fd in try Poll.readable(watched, timeoutMS: timeout) {
+            for event in try Poll.wait(watched, timeoutMS: timeout) {
+                let fd = event.fd
                 if fd == signals.fd {
                     while let (sig, _) = try signals.next() {
                         switch sig {
@@ -72,12 +83,14 @@ extension Supervisor {
                             ServiceNotifier.send("READY=1\nSTATUS=\(currentStatusLine())")
                         case SIGCHLD:
                             // Children (no systemd units) are followed by pidfd like units' processes.
-                            for d in exitedPlugins() { pluginEnded(d) }
+                            for d in devices.values {
+                                for p in d.processes where p.isRunning && p.hasExited { processEnded(d, p) }
+                            }
                         default: break
                         }
                     }
-                } else if fd == control.fd {
-                    while let client = try control.accept() { serve(client) }
+                } else if control.owns(fd) {
+                    control.handle(event, self)
                 } else if let monitor, fd.rawValue == monitor.fd {
                     let events = monitor.dispatch()
                     if events.pciChanged { reconcile() }
@@ -89,45 +102,31 @@ extension Supervisor {
                         Log.notice("the kernel asks for the device back (hot-unplug or unbind); releasing it", device: d.address)
                         d.heldBack = true
                         release(d, giveBack: false)
-                    case .plugin:
-                        pluginMessage(d)
-                    case .exit:
+                    case .message(let p):
+                        guard p.socket?.fd == fd else { continue } // already let go this turn
+                        pluginMessage(d, from: p)
+                    case .exit(let p):
+                        guard p.process?.fd == fd, p.isRunning else { continue }
                         // Read what it said last before handling the exit.
-                        if let s = d.plugin?.socket, (try? Poll.readable([s.fd], timeoutMS: 0))?.isEmpty == false { pluginMessage(d) }
-                        if d.plugin?.process?.fd == fd, d.plugin?.hasExited == true { pluginEnded(d) }
+                        while let s = p.socket, (try? Poll.readable([s.fd], timeoutMS: 0))?.isEmpty == false, p.isRunning {
+                            pluginMessage(d, from: p)
+                        }
+                        if p.isRunning, p.hasExited { processEnded(d, p) }
                     }
                 }
             }
         }
     }
 
+    /// Deadlines of reloads in progress.
+    func stepReloads(now: Double) {
+        for d in devices.values { d.reload?.step(self, now: now) }
+    }
+
     func currentStatusLine() -> String {
         let claimed = devices.values.filter { $0.claimed != nil }.count
         var s = "\(devices.count) virtio device(s), \(claimed) claimed"
-        if let configError { s += "; config error: \(configError)" }
+        if let configError { s += "; config error: \(Log.quoted(configError, limit: 200))" }
         return s
-    }
-
-    /// One control connection: a request line in, a response line out.
-    func serve(_ client: UnixSocket) {
-        defer { client.close() }
-        var tv = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(client.fd.rawValue, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        setsockopt(client.fd.rawValue, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-        let response: ControlResponse
-        if let line = try? client.readLine(limit: 65536), !line.isEmpty {
-            if let request = try? ControlWire.decoder.decode(ControlRequest.self, from: Data(line)) {
-                let uid = (try? client.peerCredentials().uid) ?? UInt32.max
-                response = handle(request, uid: uid)
-            } else {
-                response = .failure(ControlError(.badRequest, "not a version \(ControlProtocol.version) request: "
-                                                 + String(decoding: line.prefix(200), as: UTF8.self)))
-            }
-        } else {
-            return
-        }
-        guard var out = try? ControlWire.encoder.encode(response) else { return }
-        out.append(UInt8(ascii: "\n"))
-        try? client.writeAll(Array(out))
     }
 }

@@ -19,6 +19,28 @@ public enum Log {
     public static func notice(_ m: String, device: String? = nil, plugin: String? = nil) { log(.notice, m, device, plugin) }
     public static func info(_ m: String, device: String? = nil, plugin: String? = nil) { log(.info, m, device, plugin) }
 
+    /// `text` fit to quote in a log line or a status: control characters
+    /// (NUL, escape sequences, CR…) as \u{…}, at most `limit` characters,
+    /// with what was cut said. Bad input must not hide the file:line of
+    /// an error, nor make the line too long for the journal or sd_notify.
+    public static func quoted(_ text: String, limit: Int = 160) -> String {
+        var out = ""
+        var count = 0
+        for scalar in text.unicodeScalars {
+            guard count < limit else {
+                let rest = text.unicodeScalars.count - count
+                return out + "… (\(rest) more characters)"
+            }
+            if scalar.value < 0x20 || scalar.value == 0x7f || (0x80..<0xa0).contains(scalar.value) {
+                out += "\\u{\(String(scalar.value, radix: 16))}"
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+            count += 1
+        }
+        return out
+    }
+
     public static func log(_ p: Priority, _ message: String, _ device: String?, _ plugin: String?) {
         let prefix = [device, plugin.map { "[\($0)]" }].compactMap { $0 }.joined(separator: " ")
         let text = prefix.isEmpty ? message : prefix + ": " + message

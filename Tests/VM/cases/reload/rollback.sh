@@ -25,8 +25,10 @@ under_traffic '! virtioctl reload net > /tmp/rollback-1 2>&1' "reload to a binar
 grep -q "rolled back" /tmp/rollback-1 || fail "virtioctl did not say it rolled back: $(cat /tmp/rollback-1)"
 [ "$(virtioctl status "$net" --json | jq .plugin.pid)" = "$old" ] || fail "the old plugin was replaced"
 
-# 2. A plugin that starts but refuses the hand-over record (after the old one quiesced).
-install_plugin $'#!/bin/sh\nVIRTIOD_PLUGIN_FAULT=refuse-handover exec /usr/local/lib/virtiod-net.good "$@"'
+# 2. A plugin that starts but refuses the hand-over record (after the old one
+# quiesced): the net plugin built with fault injection (test builds only).
+cp -a /payload/extra/faults/. /
+install_plugin $'#!/bin/sh\nVIRTIOD_PLUGIN_FAULT=refuse-handover exec /usr/local/lib/virtiod-test/virtiod-net-faults "$@"'
 under_traffic '! virtioctl reload net > /tmp/rollback-2 2>&1' "reload to a plugin that refuses the hand-over" 12
 grep -q "refused the hand-over.*rolled back" /tmp/rollback-2 || fail "virtioctl did not report the refusal: $(cat /tmp/rollback-2)"
 s=$(virtioctl status "$net" --json)
