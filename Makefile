@@ -24,7 +24,7 @@ help:
 	@echo "make test         everything the project has: unit tests (swift test) + fuzz corpus replay"
 	@echo "make bench        release build, prints virtqueue round trips/s (split vs packed, batch 1 and 32)"
 	@echo "make bench-vm     in the test VM: TCP throughput and ping RTT, virtiod vs the kernel's virtio_net"
-	@echo "make fuzz         libFuzzer on the ring parsers, FUZZ_RUNS=$(FUZZ_RUNS) iterations"
+	@echo "make fuzz         libFuzzer on every fuzz target (rings, config, control, hand-over, netlink, PCI caps, plugins), FUZZ_RUNS=$(FUZZ_RUNS) each"
 	@echo "make install      static release binaries and units into DESTDIR (default /)"
 	@echo "make test-vm      boot the QEMU test VM and run the in-guest suite (VM_FLAGS=--variant packed …)"
 	@echo "make demo         boot the VM and show what virtiod sees, then power off"
@@ -39,22 +39,46 @@ test: unit-test fuzz-replay test-vm
 unit-test:
 	$(SWIFT) test $(SWIFTPM)
 
-# Replays the committed fuzz corpus through the same code with a normal build:
+# Fuzz targets: the ring parsers (virtio-ring-fuzz), the supervisor's parsers
+# (virtiod-fuzz, one target per folder of Tests/FuzzCorpus), and each
+# plugin's own (Plugins/<name>/Fuzz/: the plugin built with -DFUZZING is its
+# fuzzer; its corpus Fuzz/Corpus is replayed by the plugin's tests).
+FUZZ_TARGETS := ini control handover netlink pcicaps
+PLUGIN_FUZZ  := $(sort $(patsubst Plugins/%/Fuzz,%,$(wildcard Plugins/*/Fuzz)))
+
+# Replays the committed fuzz corpora through the same code with a normal build:
 # inputs that once found something stay tests.
 fuzz-replay:
 	$(SWIFT) build $(SWIFTPM) --product virtio-ring-fuzz
-	$$($(SWIFT) build $(SWIFTPM) --show-bin-path)/virtio-ring-fuzz $(CORPUS)
+	$(SWIFT) build $(SWIFTPM) --product virtiod-fuzz
+	bin=$$($(SWIFT) build $(SWIFTPM) --show-bin-path); \
+	$$bin/virtio-ring-fuzz $(CORPUS)/ring && \
+	$$bin/virtiod-fuzz $(addprefix $(CORPUS)/,$(FUZZ_TARGETS))
 
 bench:
 	$(SWIFT) build $(SWIFTPM) -c release --product virtio-ring-bench
 	$$($(SWIFT) build $(SWIFTPM) -c release --show-bin-path)/virtio-ring-bench
 
+# Each target FUZZ_RUNS times under libFuzzer + ASan; new inputs land in
+# $(FUZZ_BUILD)/corpus/<target> (copy the interesting ones into the corpora).
+FUZZ_FLAGS := -c release --scratch-path $(FUZZ_BUILD) -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
 fuzz:
-	$(SWIFT) build $(SWIFTPM) -c release --product virtio-ring-fuzz --scratch-path $(FUZZ_BUILD) \
-		-Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
-	mkdir -p $(FUZZ_BUILD)/corpus
+	$(SWIFT) build $(SWIFTPM) $(FUZZ_FLAGS) --product virtio-ring-fuzz
+	$(SWIFT) build $(SWIFTPM) $(FUZZ_FLAGS) --product virtiod-fuzz
+	for p in $(PLUGIN_FUZZ); do $(SWIFT) build $(SWIFTPM) $(FUZZ_FLAGS) --product virtiod-$$p || exit 1; done
+	mkdir -p $(FUZZ_BUILD)/corpus/ring
 	$(FUZZ_BUILD)/release/virtio-ring-fuzz -runs=$(FUZZ_RUNS) -max_len=512 -print_final_stats=1 \
-		$(FUZZ_BUILD)/corpus $(CORPUS)
+		$(FUZZ_BUILD)/corpus/ring $(CORPUS)/ring
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$t && echo "== fuzz $$t" && \
+		VIRTIOD_FUZZ_TARGET=$$t $(FUZZ_BUILD)/release/virtiod-fuzz -runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1 \
+			$(FUZZ_BUILD)/corpus/$$t $(CORPUS)/$$t || exit 1; \
+	done
+	for p in $(PLUGIN_FUZZ); do \
+		mkdir -p $(FUZZ_BUILD)/corpus/$$p && echo "== fuzz plugin $$p" && \
+		$(FUZZ_BUILD)/release/virtiod-$$p -runs=$(FUZZ_RUNS) -max_len=512 -print_final_stats=1 \
+			$(FUZZ_BUILD)/corpus/$$p Plugins/$$p/Fuzz/Corpus || exit 1; \
+	done
 
 # Release binaries with the Swift runtime linked in: they need only glibc and
 # libstdc++, so they run on a machine (or guest) without Swift.

@@ -16,8 +16,12 @@ let plugins = ((try? fm.contentsOfDirectory(atPath: pluginRoot)) ?? [])
 func hasTests(_ plugin: String) -> Bool {
     ((try? fm.contentsOfDirectory(atPath: "\(pluginRoot)/\(plugin)/Tests")) ?? []).contains { $0.hasSuffix(".swift") }
 }
+/// Not sources: tests, manifests, docs and fuzz corpora (Fuzz/*.swift are
+/// sources: a plugin's fuzz entry is built into it with -DFUZZING).
 func nonSources(_ plugin: String) -> [String] {
-    ((try? fm.contentsOfDirectory(atPath: "\(pluginRoot)/\(plugin)")) ?? []).filter { $0 == "Tests" || $0.hasSuffix(".plugin") || $0.hasSuffix(".md") }
+    ((try? fm.contentsOfDirectory(atPath: "\(pluginRoot)/\(plugin)")) ?? [])
+        .filter { $0 == "Tests" || $0.hasSuffix(".plugin") || $0.hasSuffix(".md") }
+        + (fm.fileExists(atPath: "\(pluginRoot)/\(plugin)/Fuzz/Corpus") ? ["Fuzz/Corpus"] : [])
 }
 
 let package = Package(
@@ -34,6 +38,7 @@ let package = Package(
         .executable(name: "virtioctl", targets: ["virtioctl"]),
         .executable(name: "virtio-ring-bench", targets: ["VirtioRingBench"]),
         .executable(name: "virtio-ring-fuzz", targets: ["VirtioRingFuzz"]),
+        .executable(name: "virtiod-fuzz", targets: ["VirtiodFuzz"]),
     ] + plugins.map { .executable(name: "virtiod-\($0)", targets: ["virtiod-\($0)"]) },
     dependencies: [
         .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
@@ -97,6 +102,12 @@ let package = Package(
             name: "VirtioRingBench",
             dependencies: ["VirtioCore", "VirtioSoftDevice"],
             swiftSettings: strict),
+        // Fuzz targets over the supervisor's parsers (config, manifests,
+        // control protocol, hand-over record, netlink, PCI capabilities).
+        .executableTarget(
+            name: "VirtiodFuzz",
+            dependencies: ["VirtiodSupervisor", "VirtiodProtocol", "VirtioPCI", "VirtioSystem", "VirtioCore", "CVirtioShim"],
+            swiftSettings: strict),
         .executableTarget(
             name: "VirtioRingFuzz",
             dependencies: ["VirtioCore", "VirtioSoftDevice", "CVirtioShim"],
@@ -118,7 +129,7 @@ let package = Package(
                            "VirtiodProtocol", "HandoverProbe"],
             swiftSettings: strict),
     ] + plugins.map {
-        .executableTarget(name: "virtiod-\($0)", dependencies: ["VirtiodPluginRuntime", "VirtioCore", "VirtioSystem"],
+        .executableTarget(name: "virtiod-\($0)", dependencies: ["VirtiodPluginRuntime", "VirtioCore", "VirtioSystem", "CVirtioShim"],
                           path: "Plugins/\($0)", exclude: nonSources($0), swiftSettings: strict)
     } + plugins.filter(hasTests).map {
         .testTarget(name: "virtiod-\($0)-tests", dependencies: [.target(name: "virtiod-\($0)"), "VirtioCore", "VirtioSoftDevice"],

@@ -22,6 +22,9 @@ var profile = PluginProfile(
     dataPath: { try NetDataPath(device: $0) })
 profile.queuePlan = { try NetDataPath.plan(negotiated: $0, device: $1) }
 profile.readConfig = NetConfig.read
+#if FUZZING
+PluginFuzz.run(fuzzNetHeader)
+#endif
 // A receive buffer the device says it overfilled is one dropped packet.
 profile.droppableQueues = Set((0..<64).map { "receiveq\($0)" })
 PluginMain.run(profile)

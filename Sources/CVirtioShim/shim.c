@@ -135,8 +135,10 @@ int cvirtio_tap_set_vnet_header_size(int fd, int size) { return ioctl(fd, TUNSET
 int cvirtio_tap_set_offload(int fd, unsigned int flags) { return ioctl(fd, TUNSETOFFLOAD, (unsigned long)flags); }
 int cvirtio_tap_set_carrier(int fd, int on) { return ioctl(fd, TUNSETCARRIER, &on); }
 
+/* Interface ioctls (SIOCSIFHWADDR, SIOCSIFMTU) reach dev_ioctl through any
+ * socket: an AF_UNIX one, so virtiod needs no IP socket family at all. */
 static int if_ioctl(unsigned long request, struct ifreq *ifr) {
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0) return -1;
     int rc = ioctl(s, request, ifr);
     int e = errno;

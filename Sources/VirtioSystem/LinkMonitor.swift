@@ -65,10 +65,10 @@ public final class LinkMonitor {
             let n = buffer.withUnsafeMutableBytes { recv(fd.rawValue, $0.baseAddress, $0.count, 0) }
             if n < 0, errno == ENOBUFS { changed = true; continue }
             guard n > 0 else { return changed }
-            Self.forEachMessage(buffer[0..<n]) { type, body in
+            NetlinkParser.forEachMessage(buffer[0..<n]) { type, body in
                 // ifinfomsg: family u8, pad u8, type u16, index i32, …
                 if type == Self.rtmNewLink, body.count >= 8,
-                   Int32(bitPattern: Self.le32(body, at: body.startIndex + 4)) == ifindex { changed = true }
+                   Int32(bitPattern: NetlinkParser.le32(body, at: body.startIndex + 4)) == ifindex { changed = true }
             }
         }
     }
@@ -90,13 +90,13 @@ public final class LinkMonitor {
         while !done {
             let n = buffer.withUnsafeMutableBytes { recv(s.rawValue, $0.baseAddress, $0.count, 0) }
             guard n > 0 else { throw SystemCallError("recv RTM_GETADDR") }
-            Self.forEachMessage(buffer[0..<n]) { type, body in
+            NetlinkParser.forEachMessage(buffer[0..<n]) { type, body in
                 if type == Self.nlmsgDone || type == Self.nlmsgError { done = true; return }
                 guard type == Self.rtmNewAddr, body.count >= 8 else { return }
                 let family = body[body.startIndex]
-                let index = Self.le32(body, at: body.startIndex + 4)
+                let index = NetlinkParser.le32(body, at: body.startIndex + 4)
                 guard Int32(bitPattern: index) == ifindex else { return }
-                Self.forEachAttribute(body.dropFirst(8)) { kind, value in
+                NetlinkParser.forEachAttribute(body.dropFirst(8)) { kind, value in
                     // IFA_LOCAL (2) for IPv4 (IFA_ADDRESS may be the peer), IFA_ADDRESS (1) for IPv6.
                     if family == UInt8(AF_INET), kind == 2, value.count == 4 { v4.append(Array(value)) }
                     if family == UInt8(AF_INET6), kind == 1, value.count == 16 { v6.append(Array(value)) }
@@ -104,37 +104,6 @@ public final class LinkMonitor {
             }
         }
         return (v4, v6)
-    }
-
-    static func le32(_ b: ArraySlice<UInt8>, at i: Int) -> UInt32 {
-        UInt32(b[i]) | UInt32(b[i + 1]) << 8 | UInt32(b[i + 2]) << 16 | UInt32(b[i + 3]) << 24
-    }
-
-    static func le16(_ b: ArraySlice<UInt8>, at i: Int) -> UInt16 { UInt16(b[i]) | UInt16(b[i + 1]) << 8 }
-
-    /// Each netlink message (type, body after the 16-byte nlmsghdr: length
-    /// u32, type u16, …); stops at a length that does not fit.
-    static func forEachMessage(_ data: ArraySlice<UInt8>, _ body: (UInt16, ArraySlice<UInt8>) -> Void) {
-        forEachRecord(data, header: 16, length: { le32(data, at: $0) }, typeAt: 4, body)
-    }
-
-    /// Each rtattr (type, value after the 4-byte header: length u16, type u16);
-    /// stops at a length that does not fit.
-    static func forEachAttribute(_ data: ArraySlice<UInt8>, _ body: (UInt16, ArraySlice<UInt8>) -> Void) {
-        forEachRecord(data, header: 4, length: { UInt32(le16(data, at: $0)) }, typeAt: 2, body)
-    }
-
-    /// The length-prefixed, 4-byte-aligned records both formats are made
-    /// of: every length is checked against what is left before it is used.
-    private static func forEachRecord(_ data: ArraySlice<UInt8>, header: Int, length: (Int) -> UInt32, typeAt: Int,
-                                      _ body: (UInt16, ArraySlice<UInt8>) -> Void) {
-        var at = data.startIndex
-        while data.endIndex - at >= header {
-            let n = Int(length(at))
-            guard n >= header, n <= data.endIndex - at else { return }
-            body(le16(data, at: at + typeAt), data[(at + header)..<(at + n)])
-            at += (n + 3) & ~3
-        }
     }
 
     /// The interface's state now, from sysfs: its flags are the kernel's own
@@ -145,4 +114,41 @@ public final class LinkMonitor {
         let mac = TextFile.read("/sys/class/net/\(name)/address").map { $0.split(separator: ":").compactMap { UInt8($0, radix: 16) } }
         return LinkState(flags: flags, mac: mac?.count == 6 ? mac : nil)
     }
+}
+
+/// The one walker of netlink messages (nlmsghdr) and route attributes
+/// (rtattr): length-prefixed, 4-byte-aligned records, every length checked
+/// against what is left before it is used (fuzzed by virtiod-fuzz netlink).
+public enum NetlinkParser {
+    public static func le32(_ b: ArraySlice<UInt8>, at i: Int) -> UInt32 {
+        UInt32(b[i]) | UInt32(b[i + 1]) << 8 | UInt32(b[i + 2]) << 16 | UInt32(b[i + 3]) << 24
+    }
+
+    public static func le16(_ b: ArraySlice<UInt8>, at i: Int) -> UInt16 { UInt16(b[i]) | UInt16(b[i + 1]) << 8 }
+
+    /// Each netlink message (type, body after the 16-byte nlmsghdr: length
+    /// u32, type u16, …); stops at a length that does not fit.
+    public static func forEachMessage(_ data: ArraySlice<UInt8>, _ body: (UInt16, ArraySlice<UInt8>) -> Void) {
+        forEachRecord(data, header: 16, length: { le32(data, at: $0) }, typeAt: 4, body)
+    }
+
+    /// Each rtattr (type, value after the 4-byte header: length u16, type u16);
+    /// stops at a length that does not fit.
+    public static func forEachAttribute(_ data: ArraySlice<UInt8>, _ body: (UInt16, ArraySlice<UInt8>) -> Void) {
+        forEachRecord(data, header: 4, length: { UInt32(le16(data, at: $0)) }, typeAt: 2, body)
+    }
+
+    /// The length-prefixed, 4-byte-aligned records both formats are made
+    /// of: every length is checked against what is left before it is used.
+    static func forEachRecord(_ data: ArraySlice<UInt8>, header: Int, length: (Int) -> UInt32, typeAt: Int,
+                                      _ body: (UInt16, ArraySlice<UInt8>) -> Void) {
+        var at = data.startIndex
+        while data.endIndex - at >= header {
+            let n = Int(length(at))
+            guard n >= header, n <= data.endIndex - at else { return }
+            body(le16(data, at: at + typeAt), data[(at + header)..<(at + n)])
+            at += (n + 3) & ~3
+        }
+    }
+
 }

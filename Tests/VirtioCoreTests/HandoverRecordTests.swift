@@ -95,13 +95,13 @@ import VirtiodProtocol
         w.u16(8); w.u16(1); w.u8(10); w.u8(77); w.u8(0); w.u8(1)
         w.u16(64); w.u16(2); w.u32(0)
         var seen: [(UInt16, [UInt8])] = []
-        LinkMonitor.forEachAttribute(w.bytes[...]) { seen.append(($0, Array($1))) }
+        NetlinkParser.forEachAttribute(w.bytes[...]) { seen.append(($0, Array($1))) }
         #expect(seen.count == 1 && seen[0].0 == 1 && seen[0].1 == [10, 77, 0, 1])
         // A netlink message whose length is below its own header is not read.
         var m = ByteWriter()
         m.u32(8); m.u16(16); m.zeros(10)
         var messages = 0
-        LinkMonitor.forEachMessage(m.bytes[...]) { _, _ in messages += 1 }
+        NetlinkParser.forEachMessage(m.bytes[...]) { _, _ in messages += 1 }
         #expect(messages == 0)
     }
 }

@@ -59,7 +59,7 @@ int cvirtio_tap_open(const char *name, int multi_queue, int exclusive, char *out
 int cvirtio_tap_set_vnet_header_size(int fd, int size);
 int cvirtio_tap_set_offload(int fd, unsigned int flags);
 int cvirtio_tap_set_carrier(int fd, int on);
-// Interface attributes through an AF_INET datagram socket's ioctls.
+// Interface attributes through the ioctls of an AF_UNIX datagram socket.
 int cvirtio_if_set_hwaddr(const char *ifname, const unsigned char mac[6]);
 int cvirtio_if_set_mtu(const char *ifname, int mtu);
 

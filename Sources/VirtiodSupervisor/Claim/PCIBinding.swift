@@ -18,16 +18,15 @@ public struct PCIBinding: Sendable {
             .map { String($0.split(separator: "/").last ?? "") }
     }
 
-    /// Bind `address` to vfio-pci: load the module if needed, set
-    /// driver_override, unbind the current driver, re-probe.
+    /// Bind `address` to vfio-pci: set driver_override, unbind the current
+    /// driver, re-probe. The module is loaded before virtiod starts (the
+    /// unit wants modprobe@vfio_pci.service; virtiod itself may not load
+    /// modules).
     public func bindToVFIO(_ address: String) throws {
         if currentDriver(address) == "vfio-pci" { return }
-        if !FileManager.default.fileExists(atPath: "\(sysfs)/bus/pci/drivers/vfio-pci") {
-            let child = try ChildProcess.spawn("/sbin/modprobe", arguments: ["vfio-pci"])
-            let rc = try child.wait()
-            guard rc == 0, FileManager.default.fileExists(atPath: "\(sysfs)/bus/pci/drivers/vfio-pci") else {
-                throw ClaimError.binding("modprobe vfio-pci failed (exit \(rc)); is the vfio-pci module installed?")
-            }
+        guard FileManager.default.fileExists(atPath: "\(sysfs)/bus/pci/drivers/vfio-pci") else {
+            throw ClaimError.binding("the vfio-pci driver is not loaded (modprobe vfio-pci, or start virtiod through its unit, "
+                                     + "which loads it)")
         }
         try write(devicePath(address) + "/driver_override", "vfio-pci")
         if currentDriver(address) != nil { try write(devicePath(address) + "/driver/unbind", address) }

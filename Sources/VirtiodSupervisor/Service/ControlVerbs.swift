@@ -112,7 +112,7 @@ extension Supervisor {
 
     /// The synchronous form, for tests: steps a pending operation until it
     /// answers (without the loop, plugins are not heard from meanwhile).
-    func handle(_ request: ControlRequest, uid: UInt32) -> ControlResponse {
+    public func handle(_ request: ControlRequest, uid: UInt32) -> ControlResponse {
         switch begin(request, uid: uid) {
         case .done(let r):
             return r
