@@ -58,7 +58,7 @@ restart() {
     systemctl restart virtiod || return 1
     wait_state "$net" running 30
 }
-under_traffic restart "systemctl restart virtiod"
+under_traffic restart "systemctl restart virtiod" 16
 gap=$(longest_reply_gap /tmp/traffic-ping)
 [ "$gap" -le "$limit" ] || fail "systemctl restart virtiod: longest gap $gap ms (noise floor $floor ms, limit $limit ms)"
 [ "$(virtioctl status "$net" --json | jq .plugin.pid)" = "$pid0" ] || fail "the plugin process changed across the restart"
