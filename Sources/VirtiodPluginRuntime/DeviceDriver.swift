@@ -28,6 +28,8 @@ public final class DeviceDriver {
     public private(set) var config: [String: ConfigValue] = [:]
     /// The page `request` uses (allocated on first use, handed over).
     var scratch: DMASlice?
+    /// Tokens of `request` chains (so a late answer is never taken for the next one's).
+    var requestSerial: UInt64 = 1 << 40
     /// SIGTERM/SIGINT as events: a plugin told to stop by systemd hands over.
     let signals: SignalFD?
 
@@ -311,7 +313,7 @@ public final class DeviceDriver {
     /// no byte with any ring or area accepted before.
     public func claimRestoredArea(_ area: DMASlice, _ what: String) throws {
         let rings = queues.map { $0.queue.memory.area }
-        guard area.offset >= 0, area.length > 0, area.offset + area.length <= device.allocator.cursor,
+        guard area.offset >= 0, area.length > 0, let end = area.end, end <= device.allocator.cursor,
               !(rings + restoredAreas).contains(where: { $0.overlaps(area) }) else {
             throw PluginError("\(what) in the hand-over record (\(area)) overlaps other DMA memory or lies outside the allocated part")
         }

@@ -15,19 +15,28 @@ extension DeviceDriver {
             throw PluginError("request of \(readable.count)+\(writable) bytes is larger than the scratch page")
         }
         let q = queues[index]
+        // Late answers to requests that timed out are dropped first.
+        while let stale = try q.queue.popUsed() {
+            PluginLog.notice("\(profile.name) \(device.info.address): a late answer to request \(stale.token) dropped")
+        }
+        // A request that timed out may still be written by the device: its
+        // page is left to it, and this one gets a fresh page.
+        if q.queue.inFlight > 0 { scratch = nil }
         let page = try scratchPage()
         let input = DMASlice(offset: page.offset, length: readable.count)
         let output = DMASlice(offset: page.offset + Self.scratchSize / 2, length: writable)
         let region = device.region
         region.copy(readable, into: input)
+        requestSerial &+= 1
+        let token = requestSerial
         try q.queue.add([.readable(region.deviceAddress(input), readable.count),
-                         .writable(region.deviceAddress(output), writable)], token: 1)
+                         .writable(region.deviceAddress(output), writable)], token: token)
         if q.queue.publish() { transport.notify(q.index) }
         let vector = q.vector == noMSIXVector ? nil : device.vectors[Int(q.vector)]
         for _ in 0..<500 {
-            if let used = try q.queue.popUsed() {
+            while let used = try q.queue.popUsed() {
                 // The queue core checked used.length against the writable bytes.
-                return region.bytes(output, count: Int(used.length))
+                if used.token == token { return region.bytes(output, count: Int(used.length)) }
             }
             if let vector {
                 if try !Poll.readable([vector.fd], timeoutMS: 10).isEmpty {
@@ -37,7 +46,7 @@ extension DeviceDriver {
                 usleep(10_000)
             }
         }
-        throw PluginError("no answer from the device within 5 s")
+        throw PluginError("no answer from the device within 5 s (request \(token) left to the device)")
     }
 
     static let scratchSize = 4096

@@ -26,9 +26,16 @@ extension DeviceDriver {
         guard position >= 0, position < queues.count else { throw PluginError("\(what): queue \(position) is not set up") }
         let area = DMASlice(offset: placement.offset, length: placement.length)
         try claimRestoredArea(area, "the \(what) buffer pool")
-        let tokens = queues[position].queue.state.chains.filter(\.inFlight).map { Int(clamping: $0.token) }
-        guard let pool = DMABufferPool(area: area, bufferSize: placement.bufferSize, inUse: tokens) else {
+        let inFlight = queues[position].queue.state.chains.filter(\.inFlight)
+        guard placement.bufferSize > 0,
+              let pool = DMABufferPool(area: area, bufferSize: placement.bufferSize, inUse: inFlight.map { Int(clamping: $0.token) })
+        else {
             throw PluginError("the \(what) buffer pool in the record does not fit the queue's buffers in flight")
+        }
+        // The device may write a chain's whole writable capacity: it must fit the buffer the chain is.
+        if let big = inFlight.first(where: { $0.writableCapacity > UInt64(placement.bufferSize) }) {
+            throw PluginError("the \(what) queue state has a chain of \(big.writableCapacity) writable bytes in flight, "
+                              + "more than a \(placement.bufferSize)-byte buffer of its pool")
         }
         return pool
     }

@@ -11,7 +11,7 @@ public enum ControlProtocol {
 }
 
 public enum ControlVerb: String, Codable, Sendable, CaseIterable {
-    case list, status, plugins, claim, release, unload, load, reload
+    case list, status, plugins, claim, release, unload, load, reload, restart
 }
 
 public struct ControlRequest: Codable, Sendable {

@@ -14,7 +14,7 @@ struct Virtioctl: ParsableCommand {
             64 usage error.
             """,
         subcommands: [List.self, Status.self, Plugins.self, Wait.self, Claim.self, Release.self, Unload.self, Load.self,
-                      Reload.self])
+                      Reload.self, Restart.self])
 
     /// No verb: `list`, as `networkctl` does.
     func run() throws {
@@ -233,5 +233,22 @@ struct Load: ParsableCommand {
     func run() throws {
         let r = try global.call(.load, plugin: plugin)
         global.show(r, done: "loaded")
+    }
+}
+
+struct Restart: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Start a device's plugin again now, with a device reset (root).",
+        discussion: """
+            After its plugin failed too often (RestartLimitBurst= failures within RestartLimitIntervalSec=), \
+            a device stays failed; this tries again, counting failures afresh. A running plugin is stopped \
+            first. To replace a running plugin without a reset, use reload.
+            """)
+    @OptionGroup var global: GlobalOptions
+    @Argument(help: "PCI address (or a unique suffix).") var device: String
+
+    func run() throws {
+        let r = try global.call(.restart, device: device)
+        global.show(r, done: "restarted")
     }
 }

@@ -47,6 +47,8 @@ import VirtiodSupervisor
         ("[Device]\nType=net\nOption=novalue", 3, "Option= needs key=value"),
         ("[Device]\nType=net\nHeartbeatSec=1", 3, "HeartbeatSec= needs seconds from 2 to 3600"),
         ("[Device]\nType=net\nHeartbeatSec=soon", 3, "HeartbeatSec= needs seconds"),
+        ("[Device]\nType=net\nRestartLimitBurst=0", 3, "RestartLimitBurst= needs a number from 1"),
+        ("[Device]\nType=net\nRestartLimitIntervalSec=forever", 3, "RestartLimitIntervalSec= needs seconds"),
         ("[Device]\nType=\\", 2, "continuation at end of file"),
         ("[Device]\nSerial=a\u{0}b\nClaim=yes", 2, "control character U+0"),
         ("[Device]\nSerial=" + String(repeating: "x", count: 5000), 2, "longer than 4096"),

@@ -16,7 +16,16 @@ public struct DMASlice: Sendable, Hashable, Codable {
 
     /// Whether the two share a byte.
     public func overlaps(_ other: DMASlice) -> Bool {
-        offset < other.offset + other.length && other.offset < offset + length
+        // A slice whose end does not fit an Int (from a hand-over record,
+        // say) overlaps everything: whoever asks refuses it, nothing traps.
+        guard let end, let otherEnd = other.end else { return true }
+        return offset < otherEnd && other.offset < end
+    }
+
+    /// offset + length, nil if that overflows or either is negative.
+    public var end: Int? {
+        let (e, overflow) = offset.addingReportingOverflow(length)
+        return overflow || offset < 0 || length < 0 ? nil : e
     }
 
     /// The one rule for untrusted addresses: the slice a device address and

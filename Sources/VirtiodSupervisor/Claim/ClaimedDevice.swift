@@ -71,15 +71,24 @@ public final class ClaimedDevice {
             // num_queues: QEMU's virtio-net changes that with the negotiated
             // features (MQ), which happens later, in the plugin.
             let count = min(table, Self.maxVectors)
-            vectors = try (0..<count).map { _ in try EventFD() }
-            if count > 0 {
-                try vfio.enableMSIX(vectors)
-                intx = nil
-            } else {
-                let e = try EventFD()
-                try vfio.enableINTx(e)
-                intx = e
+            // Every eventfd made here is closed again if anything below fails.
+            var made: [EventFD] = []
+            do {
+                for _ in 0..<count { made.append(try EventFD()) }
+                if count > 0 {
+                    try vfio.enableMSIX(made)
+                    intx = nil
+                } else {
+                    let e = try EventFD()
+                    made.append(e)
+                    try vfio.enableINTx(e)
+                    intx = e
+                }
+            } catch {
+                for e in made { e.close() }
+                throw error
             }
+            vectors = count > 0 ? made : []
             let req = try? EventFD()
             if let req, (try? vfio.enableRequestIRQ(req)) != nil { request = req } else {
                 req?.close()

@@ -34,6 +34,13 @@ public struct DeviceRule: Sendable, Hashable {
     public var interfaceNameOrigin: ConfigLocation?
     /// Seconds a plugin may stay silent before it is killed and restarted.
     public var heartbeatTimeout: Double?
+    /// As systemd's StartLimitBurst=/…IntervalSec=: after this many failures
+    /// of the device's plugin within the interval, it is not restarted
+    /// again until `virtioctl restart` (or claim) says so.
+    public var restartLimitBurst: Int?
+    public var restartLimitInterval: Double?
+    public static let defaultRestartLimitBurst = 5
+    public static let defaultRestartLimitInterval = 60.0
     public var options: [String: String] = [:]
     /// "file:line" of the section, for `virtioctl status` and logs.
     public var origin: String
@@ -107,6 +114,16 @@ public struct ClaimPolicy: Sendable, Hashable {
                             + "\(Int(Self.heartbeatRange.lowerBound)) to \(Int(Self.heartbeatRange.upperBound)), got '\(a.shown)'")
                     }
                     rule.heartbeatTimeout = v
+                case "RestartLimitBurst":
+                    guard let n = Int(a.value), (1...1000).contains(n) else {
+                        throw ConfigError(file: file, line: a.line, reason: "RestartLimitBurst= needs a number from 1 to 1000, got '\(a.shown)'")
+                    }
+                    rule.restartLimitBurst = n
+                case "RestartLimitIntervalSec":
+                    guard let v = Double(a.value), v >= 1, v <= 86400 else {
+                        throw ConfigError(file: file, line: a.line, reason: "RestartLimitIntervalSec= needs seconds from 1 to 86400, got '\(a.shown)'")
+                    }
+                    rule.restartLimitInterval = v
                 case "Option":
                     guard let eq = a.value.firstIndex(of: "="), eq != a.value.startIndex else {
                         throw ConfigError(file: file, line: a.line, reason: "Option= needs key=value, got '\(a.shown)'")

@@ -85,6 +85,31 @@ extension Supervisor {
                 }
                 try refuseDuringReload(targets)
                 return .pending(ReloadOperation(targets))
+            case .restart:
+                // Start the device's plugin again now: after it failed (the
+                // failure count starts afresh), or, if it runs, stop it
+                // (device reset) and start a new one.
+                let d = try find(request.device)
+                guard d.claimed != nil, let p = d.plugin else {
+                    return .done(ControlResponse(ok: false, error: ControlError(.badRequest, "\(d.address) is not claimed by virtiod")))
+                }
+                try refuseDuringReload([d])
+                let name = p.name
+                return .pending(StopOperation([d], self) { s in
+                    guard let old = d.plugin, d.claimed != nil else {
+                        return ControlResponse(ok: false, error: ControlError(.failed, "\(d.address) went away"), devices: [d.report()])
+                    }
+                    s.unloadedPlugins.remove(name)
+                    let fresh = old.successor(manifest: s.catalog[name] ?? old.manifest)
+                    fresh.failures = []
+                    fresh.restarts = old.restarts + 1
+                    d.plugin = fresh
+                    // Whatever the old process left, the device starts from a reset.
+                    d.claimed?.resetDevice()
+                    s.startPlugin(d)
+                    s.updateStatus()
+                    return ControlResponse(devices: [d.report()], message: "\(d.address): the \(name) plugin is starting again")
+                })
             case .release:
                 let d = try find(request.device)
                 guard d.claimed != nil else {

@@ -265,7 +265,9 @@ public final class Supervisor {
         d.state = .failed
         d.reason = why
         let now = monotonic()
-        p.failures = p.failures.filter { now - $0 < 60 } + [now]
+        let burst = d.rule?.restartLimitBurst ?? DeviceRule.defaultRestartLimitBurst
+        let interval = d.rule?.restartLimitInterval ?? DeviceRule.defaultRestartLimitInterval
+        p.failures = p.failures.filter { now - $0 < interval } + [now]
         // A plugin that stopped cleanly (SIGTERM) left a hand-over record:
         // its successor continues the device. Otherwise (crash, kill -9, a
         // record the successor refused) the device's state cannot be
@@ -275,9 +277,10 @@ public final class Supervisor {
         } else {
             d.claimed?.resetDevice()
         }
-        if p.failures.count >= 5 {
+        if p.failures.count >= burst {
             p.restartAt = nil
-            d.reason = "\(why); \(p.failures.count) failures within a minute, not restarting (virtioctl release / claim to retry)"
+            d.reason = "\(why); \(p.failures.count) failures within \(Int(interval)) s (RestartLimitBurst=\(burst)), "
+                + "not restarting: virtioctl restart \(d.address) tries again"
             Log.error(d.reason!, device: d.address, plugin: p.name)
         } else {
             let delay = min(30, 0.5 * Double(1 << (p.failures.count - 1)))
