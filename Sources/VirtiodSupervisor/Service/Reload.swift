@@ -109,7 +109,7 @@ final class DeviceReload {
                 abandonSuccessor(s)
                 fail(s, "the old process ended during the reload (\(why))", oldGone: true)
             case .quiescing:
-                if s.claimedDevice(device)?.handover.isSaved == true {
+                if s.hasSavedRecord(device) {
                     // It wrote its record and left: the successor can still take over.
                     quiescedAt = monotonic()
                     phase = .resuming
@@ -202,7 +202,7 @@ final class DeviceReload {
     /// The successor failed after the old process wrote its record.
     private func successorFailedAfterQuiesce(_ s: Supervisor, _ why: String) {
         abandonSuccessor(s)
-        guard s.claimedDevice(device)?.handover.isSaved == true, old.socket != nil, !old.hasExited else {
+        guard s.hasSavedRecord(device), old.socket != nil, !old.hasExited else {
             // It took over and then died: the old state is stale now.
             old.kill(launcher: s.launcher)
             device.reload = nil
@@ -283,6 +283,4 @@ extension Supervisor {
         d.reload = job
         return .success(job)
     }
-
-    func claimedDevice(_ d: ManagedDevice) -> ClaimedDevice? { d.claimed }
 }

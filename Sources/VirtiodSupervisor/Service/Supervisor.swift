@@ -17,7 +17,7 @@ public final class Supervisor {
     var catalog = PluginCatalog()
     /// Starts plugin processes: as systemd units under systemd, as children otherwise.
     let launcher: any PluginLauncher
-    let systemd = SystemdManager()
+    let systemd: SystemdManager
     /// `--describe` answers by executable (see PluginDescription.swift).
     var descriptions: [String: (stamp: String, value: PluginSelfDescription?)] = [:]
     var devices: [String: ManagedDevice] = [:]
@@ -26,9 +26,24 @@ public final class Supervisor {
     let binding = PCIBinding()
     let checks = ClaimChecks()
 
-    public init(options: SupervisorOptions) {
+    public convenience init(options: SupervisorOptions) {
+        self.init(options: options, launcher: nil)
+    }
+
+    /// `launcher` nil: systemd units under systemd, children otherwise (tests pass a fake).
+    init(options: SupervisorOptions, launcher: (any PluginLauncher)?) {
         self.options = options
-        launcher = FDStore.available && SystemdManager.available ? UnitLauncher(systemd: systemd) : DirectLauncher()
+        let systemd = SystemdManager()
+        self.systemd = systemd
+        self.launcher = launcher ?? (FDStore.available && SystemdManager.available ? UnitLauncher(systemd: systemd) : DirectLauncher())
+    }
+
+    /// Tests: whether a device's hand-over area holds a record, without a device.
+    var savedRecordOverride: ((ManagedDevice) -> Bool)?
+
+    /// Whether `d`'s last plugin left a hand-over record.
+    func hasSavedRecord(_ d: ManagedDevice) -> Bool {
+        savedRecordOverride?(d) ?? (d.claimed?.handover.isSaved == true)
     }
 
     // MARK: configuration
