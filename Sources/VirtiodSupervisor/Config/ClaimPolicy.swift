@@ -71,7 +71,7 @@ public struct ClaimPolicy: Sendable, Hashable {
         var rules: [DeviceRule] = []
         for section in try INIFile.parse(text, file: file) {
             guard section.name == "Device" else {
-                throw ConfigError(file: file, line: section.line, reason: "unknown section [\(section.name)] (expected [Device])")
+                throw ConfigError(file: file, line: section.line, reason: "unknown section [\(Log.quoted(section.name, limit: 40))] (expected [Device])")
             }
             var rule = DeviceRule(origin: "\(file):\(section.line)")
             for a in section.assignments {
@@ -130,7 +130,7 @@ public struct ClaimPolicy: Sendable, Hashable {
                     }
                     rule.options[String(a.value[..<eq])] = String(a.value[a.value.index(after: eq)...])
                 default:
-                    throw ConfigError(file: file, line: a.line, reason: "unknown key '\(a.key)' in [Device]")
+                    throw ConfigError(file: file, line: a.line, reason: "unknown key '\(Log.quoted(a.key, limit: 40))' in [Device]")
                 }
             }
             guard rule.hasMatch else {

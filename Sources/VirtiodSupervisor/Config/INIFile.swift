@@ -68,7 +68,7 @@ public enum INIFile {
         let lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
         for (i, raw) in lines.enumerated() {
             let number = i + 1
-            if let bad = raw.unicodeScalars.first(where: { ($0.value < 0x20 && $0 != "\t" && $0 != "\r") || $0.value == 0x7f }) {
+            if let bad = raw.unicodeScalars.first(where: { ($0.value < 0x20 && $0 != "\t" && $0 != "\r") || (0x7f..<0xa0).contains($0.value) }) {
                 throw ConfigError(file: file, line: number, reason: "control character U+\(String(bad.value, radix: 16, uppercase: true)) in "
                                   + "'\(Log.quoted(String(raw), limit: 60))'")
             }
@@ -105,7 +105,7 @@ public enum INIFile {
                 throw ConfigError(file: file, line: pendingLine, reason: "invalid key '\(Log.quoted(key, limit: 80))'")
             }
             guard !sections.isEmpty else {
-                throw ConfigError(file: file, line: pendingLine, reason: "assignment '\(key)=' outside any section")
+                throw ConfigError(file: file, line: pendingLine, reason: "assignment '\(Log.quoted(key, limit: 40))=' outside any section")
             }
             sections[sections.count - 1].assignments.append(INIAssignment(key: key, value: value, line: pendingLine))
         }

@@ -66,7 +66,7 @@ public struct PluginManifest: Sendable, Hashable {
             throw ConfigError(file: path, line: 1, reason: "no [Plugin] section")
         }
         if let other = sections.first(where: { $0.name != "Plugin" }) {
-            throw ConfigError(file: path, line: other.line, reason: "unknown section [\(other.name)] (expected [Plugin])")
+            throw ConfigError(file: path, line: other.line, reason: "unknown section [\(Log.quoted(other.name, limit: 40))] (expected [Plugin])")
         }
         if sections.filter({ $0.name == "Plugin" }).count > 1 {
             throw ConfigError(file: path, line: sections.filter { $0.name == "Plugin" }[1].line, reason: "a second [Plugin] section")
@@ -131,7 +131,7 @@ public struct PluginManifest: Sendable, Hashable {
                     m.addressFamilies.append(w)
                 }
             default:
-                throw fail("unknown key '\(a.key)' in [Plugin]")
+                throw fail("unknown key '\(Log.quoted(a.key, limit: 40))' in [Plugin]")
             }
         }
         guard !m.exec.isEmpty else { throw ConfigError(file: path, line: plugin.line, reason: "[Plugin] has no Exec=") }
