@@ -54,6 +54,8 @@ public final class VirtioPCITransport: Transport {
 
     /// The BARs mapped into this process (false: reached through pread/pwrite).
     public var barsMapped: Bool { bars.values.allSatisfy(\.isMapped) }
+    /// Register accesses the VFIO device fd refused, over all BARs.
+    public var failedRegisterAccesses: UInt64 { bars.values.reduce(0) { $0 &+ $1.failedAccesses } }
 
     // MARK: common configuration (§4.1.4.3)
 

@@ -103,7 +103,8 @@ public final class DeviceDriver {
             configVector: device.info.vectors > 0 ? 0 : nil,
             configInterrupts: device.intx != nil ? intxConfigChanges : interrupts.first ?? 0,
             config: config.merging(identity) { a, _ in a }.merging(dataPath?.facts ?? [:]) { a, _ in a },
-            status: transport.readStatus().names, registerAccess: transport.barsMapped ? "mmap" : "pread")
+            status: transport.readStatus().names, registerAccess: transport.barsMapped ? "mmap" : "pread",
+            registerErrors: transport.failedRegisterAccesses)
     }
 
     func sendStatus(reply: Bool = false) throws {

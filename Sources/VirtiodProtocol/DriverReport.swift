@@ -59,10 +59,12 @@ public struct DriverReport: Codable, Sendable {
     public var status: [String]
     /// How the plugin reaches the registers ("mmap" or "pread").
     public var registerAccess: String
+    /// Register reads/writes through pread/pwrite that failed (lost writes, all-ones reads).
+    public var registerErrors: UInt64?
 
     public init(stub: Bool, pluginVersion: String, offered: FeatureSet, negotiated: FeatureSet, deviceQueues: Int,
                 queues: [Queue], msixVectors: Int, interruptMode: String, configVector: Int?, configInterrupts: UInt64,
-                config: [String: ConfigValue], status: [String], registerAccess: String) {
+                config: [String: ConfigValue], status: [String], registerAccess: String, registerErrors: UInt64? = nil) {
         self.stub = stub
         self.pluginVersion = pluginVersion
         self.offered = offered
@@ -76,5 +78,6 @@ public struct DriverReport: Codable, Sendable {
         self.config = config
         self.status = status
         self.registerAccess = registerAccess
+        self.registerErrors = registerErrors
     }
 }

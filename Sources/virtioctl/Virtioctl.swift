@@ -121,6 +121,8 @@ struct Status: ParsableCommand {
             }
             lines.append(("Plugin", s))
             if let e = p.lastExit { lines.append(("Last exit", e)) }
+            if let r = p.lastReload { lines.append(("Last reload", r)) }
+            if let u = p.unit { lines.append(("Unit", u)) }
         }
         if let r = d.driver {
             lines.append(("Status", r.status.joined(separator: " ")))
@@ -140,7 +142,7 @@ struct Status: ParsableCommand {
             for (k, v) in r.config.sorted(by: { $0.key < $1.key }) {
                 lines.append((k == r.config.keys.sorted().first ? "Device config" : "", "\(k) = \(v)"))
             }
-            lines.append(("Registers", r.registerAccess))
+            lines.append(("Registers", r.registerAccess + (r.registerErrors.map { $0 > 0 ? ", \($0) failed accesses" : "" } ?? "")))
         }
         let width = lines.map(\.0.count).max() ?? 0
         print("● \(d.address) (\(d.type))")

@@ -34,6 +34,11 @@ public final class MMIORegion: @unchecked Sendable {
 
     public var isMapped: Bool { base != nil }
 
+    /// Register reads and writes the device fd refused (pread/pwrite
+    /// failed): reads then see all ones, writes are lost — counted here,
+    /// reported by plugins, never silent.
+    public private(set) var failedAccesses: UInt64 = 0
+
     @inline(__always)
     private func check<T>(_ offset: Int, _: T.Type) {
         precondition(offset >= 0 && offset + MemoryLayout<T>.size <= size && offset % MemoryLayout<T>.size == 0,
@@ -66,6 +71,7 @@ public final class MMIORegion: @unchecked Sendable {
         let ok = withUnsafeMutableBytes(of: &v) { buf in
             (try? device.read(region: info, offset: offset, into: buf)) != nil
         }
+        if !ok { failedAccesses &+= 1 }
         return ok ? T(littleEndian: v) : T.max
     }
 
@@ -79,7 +85,8 @@ public final class MMIORegion: @unchecked Sendable {
             return
         }
         var le = value.littleEndian
-        withUnsafeBytes(of: &le) { buf in try? device.write(region: info, offset: offset, from: buf) }
+        let ok = withUnsafeBytes(of: &le) { buf in (try? device.write(region: info, offset: offset, from: buf)) != nil }
+        if !ok { failedAccesses &+= 1 }
     }
 
     /// Copy bytes out one at a time (device-specific config is byte-addressed).
