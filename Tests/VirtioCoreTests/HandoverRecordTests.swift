@@ -78,6 +78,17 @@ import VirtiodProtocol
         #expect(!a.overlaps(DMASlice(offset: 0, length: 4096)))
     }
 
+    /// Slices named by a hand-over record may be anything: arithmetic on
+    /// them never traps, and an impossible one overlaps everything (refused).
+    @Test func impossibleSlicesOverlapEverythingWithoutTrapping() {
+        let a = DMASlice(offset: 4096, length: 4096)
+        let huge = DMASlice(offset: Int.max - 10, length: 100)
+        #expect(huge.end == nil && huge.overlaps(a) && a.overlaps(huge))
+        #expect(DMASlice(offset: -5, length: 10).end == nil)
+        #expect(DMASlice(offset: 10, length: -1).overlaps(a))
+        #expect(a.end == 8192)
+    }
+
     @Test func textFilesAreReadTrimmedAndByField() throws {
         let path = "/tmp/virtiod-textfile-\(getpid())"
         defer { unlink(path) }
