@@ -5,7 +5,7 @@ import VirtioCore
 import VirtioSystem
 import VirtiodProtocol
 
-/// The life of a plugin process: wait for `attach` on fd 3, bring the device
+/// The life of a plugin process: wait for `attach` on standard input, bring the device
 /// up with the profile's features and queues (virtio 1.2 §3.1.1), report it,
 /// then serve interrupts and supervisor messages until `stop` (reset the
 /// device, exit 0) or until the supervisor goes away or SIGTERM comes (write
