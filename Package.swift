@@ -106,11 +106,11 @@ let package = Package(
         // control protocol, hand-over record, netlink, PCI capabilities).
         .executableTarget(
             name: "VirtiodFuzz",
-            dependencies: ["VirtiodSupervisor", "VirtiodProtocol", "VirtioPCI", "VirtioSystem", "VirtioCore", "CVirtioShim"],
+            dependencies: ["VirtiodSupervisor", "VirtiodProtocol", "VirtioPCI", "VirtioSystem", "VirtioCore"],
             swiftSettings: strict),
         .executableTarget(
             name: "VirtioRingFuzz",
-            dependencies: ["VirtioCore", "VirtioSoftDevice", "CVirtioShim"],
+            dependencies: ["VirtioCore", "VirtioSoftDevice", "VirtioSystem"],
             swiftSettings: strict),
         // Helper process for the hand-over test: drives one side of a live queue.
         .executableTarget(

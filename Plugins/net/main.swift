@@ -4,6 +4,7 @@
 // becomes the TAP carrier; the control queue mirrors the interface's
 // promiscuous mode and MAC and answers announce requests.
 import VirtioCore
+import VirtioSystem
 import VirtiodPluginRuntime
 
 let wanted: NetFeatures = [.mac, .status, .mtu, .speedDuplex, .mergeableRxBuffers, .controlVirtqueue, .multiqueue,
@@ -23,7 +24,7 @@ var profile = PluginProfile(
 profile.queuePlan = { try NetDataPath.plan(negotiated: $0, device: $1) }
 profile.readConfig = NetConfig.read
 #if FUZZING
-PluginFuzz.run(fuzzNetHeader)
+FuzzDriver.run(fuzzNetHeader)
 #endif
 // A receive buffer the device says it overfilled is one dropped packet.
 profile.droppableQueues = Set((0..<64).map { "receiveq\($0)" })

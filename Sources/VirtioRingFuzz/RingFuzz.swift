@@ -3,9 +3,9 @@
 // event suppression areas), the queue-state decoder, and the software
 // device's parsing of driver-written memory.
 //
-// Built with libFuzzer (see `make fuzz`), `LLVMFuzzerTestOneInput` is the
-// entry point. Built normally, the same executable replays the files or
-// folders given as arguments, so a corpus can be rerun without libFuzzer.
+// Built with libFuzzer (see `make fuzz`), main.swift hands `fuzzRing` to
+// libFuzzer; built normally, it replays the files or folders given, so a
+// corpus can be rerun without libFuzzer (both through `FuzzDriver`).
 //
 // After every step the driver's bookkeeping must stay consistent
 // (`QueueState.inconsistency() == nil`); anything else is a crash.
