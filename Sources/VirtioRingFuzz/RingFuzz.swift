@@ -102,9 +102,3 @@ func fuzzRing(_ data: UnsafeRawBufferPointer) {
         check(queue)
     }
 }
-
-@_cdecl("LLVMFuzzerTestOneInput")
-public func LLVMFuzzerTestOneInput(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
-    fuzzRing(UnsafeRawBufferPointer(start: data, count: size))
-    return 0
-}

@@ -25,9 +25,9 @@ final class TAPEndpoint: Endpoint {
     }
 
     // virtio-net config fields this endpoint reads (§5.1.4 struct virtio_net_config).
-    private static let macFeature: UInt64 = 1 << 5
-    private static let mtuFeature: UInt64 = 1 << 3
-    private static let multiqueueFeature: UInt64 = 1 << 22
+    private static let macFeature = NetFeatures.mac.rawValue
+    private static let mtuFeature = NetFeatures.mtu.rawValue
+    private static let multiqueueFeature = NetFeatures.multiqueue.rawValue
 
     static func plannedQueues(_ transport: VirtioPCITransport, offered: UInt64) -> Int {
         guard offered & multiqueueFeature != 0, transport.configSize >= 10,

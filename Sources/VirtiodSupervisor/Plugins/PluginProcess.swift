@@ -33,6 +33,8 @@ final class PluginProcess {
     var lastStatusWasReply = false
     /// How many `query`s it has answered (status refreshes wait for the next one).
     var replies: UInt64 = 0
+    /// Left running by an earlier virtiod and taken back (its first status says it answers).
+    var reattached = false
     /// Monotonic time of the last message from the process (heartbeat).
     var lastHeard = 0.0
     /// Monotonic time of the last heartbeat query sent.

@@ -58,19 +58,14 @@ final class DeviceReload {
         case (.starting, true, .ready):
             // 2. Quiesce the old one: it stops, writes its record, waits.
             quiesceSent = monotonic()
-            phase = .quiescing
-            deadline = quiesceSent + Self.quiesceTimeout
-            try? old.socket?.send(PluginMessage(kind: .quiesce).encoded())
+            enter(.quiescing, for: Self.quiesceTimeout, telling: old, .quiesce)
         case (.starting, true, .error):
             abandonSuccessor(s)
             fail(s, "the new \(old.name) plugin failed before taking over (\(m.message ?? "error")); rolled back: "
                  + "pid \(old.pid ?? 0) keeps running, traffic was not paused")
         case (.quiescing, false, .quiesced):
             // 3. The successor takes over from the record.
-            quiescedAt = monotonic()
-            phase = .resuming
-            deadline = quiescedAt + Self.resumeTimeout
-            try? next.socket?.send(PluginMessage(kind: .resume).encoded())
+            resumeSuccessor()
         case (.quiescing, false, .error):
             abandonSuccessor(s)
             fail(s, "pid \(old.pid ?? 0) could not hand over (\(m.message ?? "error")); rolled back: it keeps running")
@@ -111,10 +106,7 @@ final class DeviceReload {
             case .quiescing:
                 if s.hasSavedRecord(device) {
                     // It wrote its record and left: the successor can still take over.
-                    quiescedAt = monotonic()
-                    phase = .resuming
-                    deadline = quiescedAt + Self.resumeTimeout
-                    try? next.socket?.send(PluginMessage(kind: .resume).encoded())
+                    resumeSuccessor()
                 } else {
                     abandonSuccessor(s)
                     fail(s, "pid \(old.pid ?? 0) died while quiescing (\(why))", oldGone: true)
@@ -154,7 +146,19 @@ final class DeviceReload {
         }
     }
 
-    // MARK: outcomes
+    // MARK: transitions and outcomes
+
+    private func enter(_ newPhase: Phase, for seconds: Double, telling p: PluginProcess, _ kind: PluginMessage.Kind) {
+        phase = newPhase
+        deadline = monotonic() + seconds
+        try? p.socket?.send(PluginMessage(kind: kind).encoded())
+    }
+
+    /// The old process's record is written: the successor takes over from it.
+    private func resumeSuccessor() {
+        quiescedAt = monotonic()
+        enter(.resuming, for: Self.resumeTimeout, telling: next, .resume)
+    }
 
     private func succeed(_ s: Supervisor) {
         runningAt = monotonic()

@@ -94,7 +94,7 @@ extension Supervisor {
 
     /// Talk again to the plugin process an earlier virtiod left running: its
     /// socket came back from the fd store ("plugin.<name>.<generation>"). It
-    /// must answer a `query` with a status from a pid in its own unit. Older
+    /// is asked for a status, which must come from a pid in its own unit. Older
     /// generations (a reload cut short) are let go: they leave without
     /// touching the device when their socket closes.
     func reattach(_ d: ManagedDevice, sockets: [String: FileDescriptor]) -> Bool {
@@ -118,23 +118,18 @@ extension Supervisor {
         p.storeName = "\(slug)/\(live.key)"
         if launcher is UnitLauncher { p.unit = UnitLauncher.unitName(plugin: live.name, address: d.address, generation: live.generation) }
         d.plugin = p
+        // Not waited for here: the loop takes its answer like any status
+        // (with its pid), a hang-up like any exit, silence like any missed
+        // heartbeat.
+        p.reattached = true
+        p.startedAt = wallClock()
         p.lastHeard = monotonic()
         p.lastAsked = p.lastHeard
+        d.state = .starting
         try? p.socket?.send(PluginMessage(kind: .query).encoded())
-        if case .success(let m) = awaitMessage(p, [.status], timeout: 5, device: d.address), p.process != nil {
-            p.report = m.status
-            p.state = .running
-            p.startedAt = wallClock()
-            d.state = .running
-            Log.notice("taken back after a restart of virtiod: its plugin (\(p.unit ?? "pid \(p.pid ?? 0)")) kept running and answers; no reset",
-                       device: d.address, plugin: p.name)
-            return true
-        }
-        Log.warning("taken back after a restart of virtiod, but its plugin \(p.unit ?? "") does not answer; starting a new one",
-                    device: d.address, plugin: p.name)
-        p.kill(launcher: launcher)
-        d.plugin = nil
-        return false
+        Log.notice("taken back after a restart of virtiod: its plugin (\(p.unit ?? p.name)) is asked to report; no reset",
+                   device: d.address, plugin: p.name)
+        return true
     }
 
     /// SIGTERM during `systemctl restart`: leave every device running.
@@ -156,32 +151,4 @@ extension Supervisor {
         Log.notice("restarting: \(claimed) device(s) stay claimed and running; \(running) plugin unit(s) keep running, "
                    + "\(saved) device(s) with a hand-over record")
     }
-}
-
-extension Supervisor {
-    /// The next message of one of `kinds` from `p`, waiting up to `timeout`
-    /// (only at start-up, before READY=1: the loop is not running yet), or
-    /// why none came: an `error`, a hang-up, an exit, the timeout.
-    func awaitMessage(_ p: PluginProcess, _ kinds: Set<PluginMessage.Kind>, timeout: Double,
-                      device: String) -> Result<PluginMessage, StartupWaitFailure> {
-        let deadline = monotonic() + timeout
-        while let socket = p.socket {
-            let left = deadline - monotonic()
-            guard left > 0 else { return .failure(StartupWaitFailure("no answer within \(Int(timeout)) s")) }
-            let watched = [socket.fd] + (p.process.map { [$0.fd] } ?? [])
-            guard let ready = try? Poll.readable(watched, timeoutMS: Int32(left * 1000) + 1), !ready.isEmpty else { continue }
-            if !ready.contains(socket.fd), (try? Poll.readable([socket.fd], timeoutMS: 0))?.isEmpty != false {
-                return .failure(StartupWaitFailure(launcher.exitDescription(p) ?? "exited"))
-            }
-            guard let m = receive(p, device: device) else { return .failure(StartupWaitFailure("closed its socket")) }
-            if kinds.contains(m.kind) { return .success(m) }
-            if m.kind == .error { return .failure(StartupWaitFailure(m.message ?? "error")) }
-        }
-        return .failure(StartupWaitFailure("not running"))
-    }
-}
-
-struct StartupWaitFailure: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }

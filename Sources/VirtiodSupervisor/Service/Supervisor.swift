@@ -427,7 +427,10 @@ public final class Supervisor {
             p.state = .running
             d.state = .running
             d.reason = nil
-            if first {
+            if first, p.reattached {
+                Log.notice("its plugin (\(p.unit ?? "pid \(p.pid ?? 0)")) kept running and answers; no reset", device: d.address, plugin: p.name)
+                updateStatus()
+            } else if first {
                 Log.info("running: \(m.status?.negotiated.names.joined(separator: " ") ?? "")", device: d.address, plugin: p.name)
                 updateStatus()
             }

@@ -109,6 +109,12 @@ final class SystemdManager {
 
     // MARK: appending typed values
 
+    // SAFETY (all appends below): each pointer handed to sd-bus lives for
+    // the duration of the call (withCString / withUnsafePointer /
+    // withUnsafeBytes), and sd_bus_message_append_basic/_array copy what
+    // they read into the message before returning; `T` is only ever a
+    // plain integer of the width the D-Bus type letter says.
+
     private func append(_ m: OpaquePointer, _ s: String) throws {
         try s.withCString { p in try check(sd_bus_message_append_basic(m, CChar(UInt8(ascii: "s")), p), "append") }
     }
@@ -209,6 +215,8 @@ final class SystemdManager {
     func unit(ofPID pid: pid_t) -> String? {
         guard let reply = try? call("GetUnitByPID", { m in try appendBasic(m, "u", UInt32(pid)) }) else { return nil }
         defer { sd_bus_message_unref(reply) }
+        // SAFETY: the string read points into `reply`, which is unref'd (defer)
+        // only after it is copied into a String.
         var path: UnsafePointer<CChar>?
         guard sd_bus_message_read_basic(reply, CChar(UInt8(ascii: "o")), &path) >= 0, let path else { return nil }
         return unitProperty(objectPath: String(cString: path), interface: "org.freedesktop.systemd1.Unit", "Id")
@@ -234,6 +242,7 @@ final class SystemdManager {
     func exitDescription(unit: String) -> String? {
         guard let reply = try? call("GetUnit", { m in try append(m, unit) }) else { return nil }
         defer { sd_bus_message_unref(reply) }
+        // SAFETY: as in `unit(ofPID:)`: copied before `reply` goes.
         var p: UnsafePointer<CChar>?
         guard sd_bus_message_read_basic(reply, CChar(UInt8(ascii: "o")), &p) >= 0, let p else { return nil }
         let path = String(cString: p)

@@ -46,8 +46,7 @@ final class EntropyDataPath: DataPath {
         var added = false
         while q.queue.freeDescriptors > 0, let slot = pool.take() {
             let s = pool.slice(slot)
-            try q.queue.add([BufferSegment(address: region.deviceAddress(s), length: UInt32(s.length), deviceWritable: true)],
-                            token: UInt64(slot))
+            try q.queue.add([.writable(region.deviceAddress(s), s.length)], token: UInt64(slot))
             added = true
         }
         self.pool = pool

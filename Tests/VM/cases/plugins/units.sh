@@ -38,8 +38,11 @@ for f in "$net" "$blk"; do
     eval "uid_${f//[:.]/_}=$uid"
     [ "$(systemctl show -P Description "$unit")" != "${unit}" ] && systemctl show -P Description "$unit" | grep -q "$f" \
         || fail "$f: description '$(systemctl show -P Description "$unit")' does not name the device"
-    [ "$(systemctl show -P MemoryMax "$unit")" -gt 0 ] 2>/dev/null || fail "$f: no MemoryMax on $unit"
-    [ "$(systemctl show -P TasksMax "$unit")" -gt 0 ] 2>/dev/null || fail "$f: no TasksMax on $unit"
+    # The limits are the manifest's.
+    manifest=/usr/lib/virtiod/plugins/$(echo "$s" | jq -r .plugin.name).plugin
+    mem=$(numfmt --from=iec "$(sed -n 's/^MemoryMax=//p' "$manifest")") tasks=$(sed -n 's/^TasksMax=//p' "$manifest")
+    [ "$(systemctl show -P MemoryMax "$unit")" = "$mem" ] || fail "$f: MemoryMax $(systemctl show -P MemoryMax "$unit"), manifest says $mem"
+    [ "$(systemctl show -P TasksMax "$unit")" = "$tasks" ] || fail "$f: TasksMax $(systemctl show -P TasksMax "$unit"), manifest says $tasks"
     journalctl -u "$unit" --no-pager -o cat | grep -q "DRIVER_OK" || fail "$f: journalctl -u $unit shows no plugin lines"
     score=$(systemd-analyze security "$unit" 2>/dev/null | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\) .*/\1/p')
     echo "$unit: uid $uid, systemd-analyze security exposure $score"
