@@ -96,6 +96,8 @@ install:
 	install -m 755 -s $(RELEASE)/release/virtio-ring-bench $(DESTDIR)$(LIBEXECDIR)/virtio-ring-bench
 	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && install -m 644 Units/*.service Units/*.slice $(DESTDIR)$(PREFIX)/lib/systemd/system/
 	install -d $(DESTDIR)$(PREFIX)/lib/sysusers.d && install -m 644 Units/virtiod.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/virtiod.conf
+	install -d $(DESTDIR)$(PREFIX)/lib/udev/rules.d && install -m 644 Units/*.rules $(DESTDIR)$(PREFIX)/lib/udev/rules.d/
+	install -d $(DESTDIR)$(PREFIX)/lib/modprobe.d && install -m 644 Units/virtiod.modprobe $(DESTDIR)$(PREFIX)/lib/modprobe.d/virtiod.conf
 	install -d $(DESTDIR)/etc/virtiod/virtiod.conf.d
 	# An existing configuration is the admin's: never overwrite it.
 	[ -e $(DESTDIR)/etc/virtiod/virtiod.conf ] || install -m 644 Units/virtiod.conf $(DESTDIR)/etc/virtiod/virtiod.conf

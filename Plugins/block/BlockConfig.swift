@@ -20,7 +20,18 @@ enum BlockConfig {
             try c.number("min_io_size", UInt16.self, at: 26)
             try c.number("opt_io_size", UInt32.self, at: 28)
         }
+        if c.has(BlockFeatures.configWCE.rawValue) { try c.number("writeback", UInt8.self, at: 32) }
         if c.has(BlockFeatures.multiqueue.rawValue) { try c.number("num_queues", UInt16.self, at: 34) }
+        if c.has(BlockFeatures.discard.rawValue) {
+            try c.number("max_discard_sectors", UInt32.self, at: 36)
+            try c.number("max_discard_seg", UInt32.self, at: 40)
+            try c.number("discard_sector_alignment", UInt32.self, at: 44)
+        }
+        if c.has(BlockFeatures.writeZeroes.rawValue) {
+            try c.number("max_write_zeroes_sectors", UInt32.self, at: 48)
+            try c.number("max_write_zeroes_seg", UInt32.self, at: 52)
+            try c.number("write_zeroes_may_unmap", UInt8.self, at: 56)
+        }
         return c.values
     }
 

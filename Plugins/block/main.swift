@@ -1,16 +1,18 @@
-// virtiod-block: the block device (virtio 1.2 §5.2). Stub: negotiates what a
-// block driver uses, sets up request queue 0, reports capacity, block size,
-// seg_max and topology, and asks the disk for its serial (GET_ID). The
-// ublk/NBD export comes later.
+// virtiod-block: the block device (virtio 1.2 §5.2) exported to the host as
+// /dev/nbdN over the `nbd` endpoint: one NBD connection per request queue,
+// reads, writes, flushes, discards and zeroing passed to the disk without
+// a copy here, hand-over of requests in flight across reloads.
 import VirtioCore
 import VirtiodPluginRuntime
 
 let wanted: BlockFeatures = [.sizeMax, .segMax, .geometry, .readOnly, .blockSize, .flush, .topology,
-                             .configWCE, .multiqueue, .discard, .writeZeroes]
+                             .multiqueue, .discard, .writeZeroes]
 var profile = PluginProfile(
-    name: "block", deviceType: .block, stub: true,
+    name: "block", deviceType: .block, stub: false,
     features: FeatureRequest(required: 0, wanted: wanted.rawValue),
-    queues: ["requestq0"])
+    queues: ["requestq0"], // the plan below decides
+    dataPath: { try BlockDataPath(device: $0) })
+profile.queuePlan = { try BlockDataPath.plan(negotiated: $0, device: $1) }
 profile.readConfig = BlockConfig.read
 profile.identify = BlockConfig.serial
 PluginMain.run(profile)

@@ -129,24 +129,24 @@ public enum NetlinkParser {
     /// Each netlink message (type, body after the 16-byte nlmsghdr: length
     /// u32, type u16, …); stops at a length that does not fit.
     public static func forEachMessage(_ data: ArraySlice<UInt8>, _ body: (UInt16, ArraySlice<UInt8>) -> Void) {
-        forEachRecord(data, header: 16, length: { le32(data, at: $0) }, typeAt: 4, body)
+        forEachRecord(data, header: 16, length: { le32(data, at: $0) }, typeAt: 4) { body($1, $2) }
     }
 
     /// Each rtattr (type, value after the 4-byte header: length u16, type u16);
     /// stops at a length that does not fit.
     public static func forEachAttribute(_ data: ArraySlice<UInt8>, _ body: (UInt16, ArraySlice<UInt8>) -> Void) {
-        forEachRecord(data, header: 4, length: { UInt32(le16(data, at: $0)) }, typeAt: 2, body)
+        forEachRecord(data, header: 4, length: { UInt32(le16(data, at: $0)) }, typeAt: 2) { body($1, $2) }
     }
 
     /// The length-prefixed, 4-byte-aligned records both formats are made
     /// of: every length is checked against what is left before it is used.
     static func forEachRecord(_ data: ArraySlice<UInt8>, header: Int, length: (Int) -> UInt32, typeAt: Int,
-                                      _ body: (UInt16, ArraySlice<UInt8>) -> Void) {
+                                      _ body: (_ header: ArraySlice<UInt8>, UInt16, ArraySlice<UInt8>) -> Void) {
         var at = data.startIndex
         while data.endIndex - at >= header {
             let n = Int(length(at))
             guard n >= header, n <= data.endIndex - at else { return }
-            body(le16(data, at: at + typeAt), data[(at + header)..<(at + n)])
+            body(data[at..<(at + header)], le16(data, at: at + typeAt), data[(at + header)..<(at + n)])
             at += (n + 3) & ~3
         }
     }

@@ -22,6 +22,19 @@ public struct UnixSocket: Sendable {
         return (UnixSocket(fd: FileDescriptor(rawValue: fds[0])), UnixSocket(fd: FileDescriptor(rawValue: fds[1])))
     }
 
+    /// A connected pair of SOCK_STREAM sockets, both close-on-exec (e.g. an
+    /// NBD connection: the kernel gets one end, a plugin the other).
+    public static func streamPair() throws -> (UnixSocket, UnixSocket) {
+        var fds: [CInt] = [0, 0]
+        guard socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+            throw SystemCallError("socketpair")
+        }
+        return (UnixSocket(fd: FileDescriptor(rawValue: fds[0])), UnixSocket(fd: FileDescriptor(rawValue: fds[1])))
+    }
+
+    /// shutdown(2) both directions: the peer reads end-of-file, whoever else holds this socket too.
+    public func shutdownBoth() { _ = Glibc.shutdown(fd.rawValue, CInt(SHUT_RDWR)) }
+
     /// A SOCK_STREAM socket listening at `path` (an old socket file there is replaced).
     public static func listen(path: String, mode: mode_t = 0o666, backlog: CInt = 16) throws -> UnixSocket {
         let s = socket(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue) | CInt(SOCK_NONBLOCK.rawValue), 0)

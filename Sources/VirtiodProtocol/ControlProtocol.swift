@@ -161,6 +161,8 @@ public struct DeviceReport: Codable, Sendable {
     public var interfaces: [String]
     public var plugin: PluginProcessReport?
     public var driver: DriverReport?
+    /// The kernel-facing endpoints virtiod made for it (a TAP interface, /dev/nbd0…).
+    public var endpoints: [EndpointReport] = []
 
     public init(address: String, type: String, deviceID: String, state: DeviceState, kernelDriver: String?,
                 iommuGroup: Int?, numaNode: Int?, reason: String? = nil, rule: String? = nil, interfaces: [String] = [],
@@ -209,5 +211,21 @@ public struct PluginReport: Codable, Sendable {
         self.stub = stub
         self.devices = devices
         self.pids = pids
+    }
+}
+
+/// One kernel-facing endpoint of a claimed device, as `virtioctl status` shows it.
+public struct EndpointReport: Codable, Sendable, Equatable {
+    public var kind: String
+    /// What users see of it ("vtnet0", "/dev/nbd0").
+    public var summary: String
+    /// Its name among interfaces and disks, if it has one ("nbd0").
+    public var name: String?
+    public var details: [String: String]
+    public init(kind: String, summary: String, name: String?, details: [String: String]) {
+        self.kind = kind
+        self.summary = summary
+        self.name = name
+        self.details = details
     }
 }

@@ -111,6 +111,10 @@ struct Status: ParsableCommand {
         lines.append(("IOMMU group", d.iommuGroup.map(String.init) ?? "-"))
         if let rule = d.rule { lines.append(("Config", rule)) }
         if !d.interfaces.isEmpty { lines.append(("Interfaces", d.interfaces.joined(separator: ", "))) }
+        for (i, e) in d.endpoints.enumerated() {
+            let facts = e.details.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+            lines.append((i == 0 ? "Endpoints" : "", "\(e.summary) (\(e.kind))" + (facts.isEmpty ? "" : ": \(facts)")))
+        }
         if let p = d.plugin {
             var s = "\(p.name) (\(p.executable))"
             if let pid = p.pid { s += ", pid \(pid)" }

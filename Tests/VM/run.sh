@@ -80,6 +80,9 @@ mkfs.ext4 -q -F -L payload -d "$payload" "$run/payload.img"
 
 # --- devices ---------------------------------------------------------------
 truncate -s 64M "$run/blk0.raw"
+# Disks the block cases hot-add (device_add virtio-blk-pci,drive=NODE): a
+# filesystem disk, a read-only one, one to grow, one for fio.
+for d in blkfs:384M blkro:64M blkgrow:64M blkfio:256M; do truncate -s "${d#*:}" "$run/${d%%:*}.raw"; done
 mkdir -p "$run/share" && echo "hello from the host" > "$run/share/hello.txt"
 modern="disable-legacy=on,iommu_platform=on"
 packed=""
@@ -124,6 +127,10 @@ case "$net" in
 esac
 devices+=(
     -drive "file=$run/blk0.raw,if=none,id=blk0,format=raw"
+    -blockdev "driver=raw,node-name=blkfs,file.driver=file,file.filename=$run/blkfs.raw,discard=unmap"
+    -blockdev "driver=raw,node-name=blkro,read-only=on,file.driver=file,file.filename=$run/blkro.raw"
+    -blockdev "driver=raw,node-name=blkgrow,file.driver=file,file.filename=$run/blkgrow.raw"
+    -blockdev "driver=raw,node-name=blkfio,file.driver=file,file.filename=$run/blkfio.raw"
     -chardev "socket,id=con0,path=$run/console.sock,server=on,wait=off"
     -fsdev "local,id=fs0,path=$run/share,security_model=none"
 )

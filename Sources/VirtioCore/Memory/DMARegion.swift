@@ -126,6 +126,32 @@ public final class DMARegion: @unchecked Sendable {
         pointer(slice).storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt16.self)
     }
 
+    public func storeLE32(_ value: UInt32, _ slice: DMASlice, at offset: Int) {
+        precondition(offset >= 0 && offset + 4 <= slice.length, "le32 at \(offset) outside \(slice)")
+        pointer(slice).storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt32.self)
+    }
+
+    public func storeLE64(_ value: UInt64, _ slice: DMASlice, at offset: Int) {
+        precondition(offset >= 0 && offset + 8 <= slice.length, "le64 at \(offset) outside \(slice)")
+        pointer(slice).storeBytes(of: value.littleEndian, toByteOffset: offset, as: UInt64.self)
+    }
+
+    /// Whether the first `count` bytes of `slice` are all zero.
+    public func isZero(_ slice: DMASlice, count: Int) -> Bool {
+        precondition(count >= 0 && count <= slice.length, "\(count) bytes checked in \(slice)")
+        let p = pointer(slice)
+        var i = 0
+        while i + 8 <= count {
+            if p.loadUnaligned(fromByteOffset: i, as: UInt64.self) != 0 { return false }
+            i += 8
+        }
+        while i < count {
+            if p.load(fromByteOffset: i, as: UInt8.self) != 0 { return false }
+            i += 1
+        }
+        return true
+    }
+
     /// Translate a device address and length coming from untrusted memory
     /// (a descriptor) into a slice; nil if any byte falls outside the region.
     @inline(__always)

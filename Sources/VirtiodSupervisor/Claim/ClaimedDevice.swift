@@ -114,7 +114,9 @@ public final class ClaimedDevice {
         if let intx { e.append(("intx", intx.fd)) }
         if let request { e.append(("req", request.fd)) }
         for endpoint in endpoints {
-            e += endpoint.fds.enumerated().map { ("\(Self.endpointPrefix)\(FDName.endpoint(Swift.type(of: endpoint).kind, $0))", $1) }
+            let kind = Swift.type(of: endpoint).kind
+            e += endpoint.fds.enumerated().map { ("\(Self.endpointPrefix)\(FDName.endpoint(kind, $0))", $1) }
+            if let state = endpoint.stateFD { e.append(("\(Self.endpointPrefix)\(kind).\(Self.endpointStateSuffix)", state)) }
         }
         return e.map { ("\(slug)/\($0.0)", $0.1) }
     }
@@ -134,6 +136,8 @@ public final class ClaimedDevice {
 
     /// Store names of endpoint fds start with this ("ep.tap.0").
     static let endpointPrefix = "ep."
+    /// …and an endpoint's own state memfd is "ep.<kind>.state".
+    static let endpointStateSuffix = "state"
 
     /// Take back a device an earlier virtiod claimed, from its stored fds
     /// (keys without the slug; endpoints and plugin sockets are the caller's): nothing is reset or reprogrammed — the IOMMU

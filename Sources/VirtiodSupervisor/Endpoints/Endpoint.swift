@@ -23,8 +23,9 @@ protocol Endpoint: AnyObject {
     /// Make it for a device just claimed (config rule for names and options).
     static func create(for device: ClaimedDevice, rule: DeviceRule?) throws -> Self
     /// Take it back from the fd store after a restart of virtiod, touching
-    /// nothing. Throws without taking any fd; on success owns `fds`.
-    static func restore(for device: ClaimedDevice, fds: [FileDescriptor]) throws -> Self
+    /// nothing. Throws without taking any fd; on success owns `fds` and
+    /// `state` (the `stateFD` stored, if it has one).
+    static func restore(for device: ClaimedDevice, fds: [FileDescriptor], state: FileDescriptor?) throws -> Self
 
     /// Its fds, in index order (named `<kind>.<index>` for the plugin and the store).
     var fds: [FileDescriptor] { get }
@@ -32,6 +33,20 @@ protocol Endpoint: AnyObject {
     var facts: [String: String] { get }
     /// What users see of it (`vtnet0`, `/dev/nbd0`…), for status and logs.
     var summary: String { get }
+    /// Its name among the machine's interfaces and disks (`vtnet0`, `nbd0`), if it has one.
+    var name: String? { get }
+    /// Facts for `virtioctl status` (size, connections…).
+    var details: [String: String] { get }
+    /// A memfd of the supervisor's own (never given to plugins) holding what
+    /// a restart of virtiod needs to find the endpoint again; stored beside its fds.
+    var stateFD: FileDescriptor? { get }
+    /// The plugin sent a report (its config, with what identify requests learnt).
+    func deviceReported(_ device: ClaimedDevice, config: [String: ConfigValue])
+    /// A plugin is about to start on the reset device (not taking over from
+    /// a hand-over record): whatever an earlier plugin read from the
+    /// endpoint and never answered is lost, so renew what must be. True if
+    /// `fds` changed (the fd store is then updated).
+    func beforeFreshPlugin(_ device: ClaimedDevice) throws -> Bool
     /// udev finished with network interface `name` (a TAP may need its MAC again).
     func interfaceAppeared(_ name: String)
     /// Close every fd (the endpoint disappears with the last one).
@@ -40,6 +55,13 @@ protocol Endpoint: AnyObject {
 
 extension Endpoint {
     func interfaceAppeared(_ name: String) {}
+    var name: String? { nil }
+    var details: [String: String] { facts }
+    var stateFD: FileDescriptor? { nil }
+    func deviceReported(_ device: ClaimedDevice, config: [String: ConfigValue]) {}
+    func beforeFreshPlugin(_ device: ClaimedDevice) throws -> Bool { false }
+
+    var report: EndpointReport { EndpointReport(kind: Self.kind, summary: summary, name: name, details: details) }
 
     var info: EndpointInfo {
         EndpointInfo(kind: Self.kind, fds: fds.indices.map { FDName.endpoint(Self.kind, $0) }, facts: facts)
@@ -48,7 +70,7 @@ extension Endpoint {
 
 /// Every endpoint kind virtiod can make.
 enum EndpointKinds {
-    static var all: [any Endpoint.Type] { [TAPEndpoint.self, RandomEndpoint.self] }
+    static var all: [any Endpoint.Type] { [TAPEndpoint.self, NBDEndpoint.self, RandomEndpoint.self] }
 
     static func named(_ kind: String) -> (any Endpoint.Type)? { all.first { $0.kind == kind } }
     static var names: [String] { all.map { $0.kind } }

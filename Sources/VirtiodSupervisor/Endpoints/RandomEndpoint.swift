@@ -21,7 +21,7 @@ final class RandomEndpoint: Endpoint {
         RandomEndpoint(fd: try FileDescriptor.open(path, .writeOnly, options: [.closeOnExec, .nonBlocking]))
     }
 
-    static func restore(for device: ClaimedDevice, fds: [FileDescriptor]) throws -> RandomEndpoint {
+    static func restore(for device: ClaimedDevice, fds: [FileDescriptor], state: FileDescriptor?) throws -> RandomEndpoint {
         guard fds.count == 1 else { throw ClaimError.setup("expected one \(kind) fd in the fd store, found \(fds.count)") }
         return RandomEndpoint(fd: fds[0])
     }

@@ -17,7 +17,6 @@ final class TAPEndpoint: Endpoint {
 
     let queues: [TAPInterface]
     private let mac: [UInt8]?
-    var name: String { queues[0].name }
 
     private init(queues: [TAPInterface], mac: [UInt8]?) {
         self.queues = queues
@@ -68,7 +67,7 @@ final class TAPEndpoint: Endpoint {
         }
     }
 
-    static func restore(for device: ClaimedDevice, fds: [FileDescriptor]) throws -> TAPEndpoint {
+    static func restore(for device: ClaimedDevice, fds: [FileDescriptor], state: FileDescriptor?) throws -> TAPEndpoint {
         guard let first = fds.first else { throw ClaimError.setup("no TAP fd in the fd store") }
         let name = try TAPInterface.name(of: first)
         return TAPEndpoint(queues: fds.map { TAPInterface(fd: $0, name: name) },
@@ -76,14 +75,16 @@ final class TAPEndpoint: Endpoint {
     }
 
     var fds: [FileDescriptor] { queues.map(\.fd) }
-    var facts: [String: String] { ["interface": name, "queues": String(queues.count)] }
-    var summary: String { name }
+    var interface: String { queues[0].name }
+    var facts: [String: String] { ["interface": interface, "queues": String(queues.count)] }
+    var summary: String { interface }
+    var name: String? { interface }
 
     /// udev's link policy (MACAddressPolicy=) may have replaced the device's
     /// MAC set right after creation: put it back.
     func interfaceAppeared(_ interface: String) {
-        guard interface == name, let mac else { return }
-        do { try queues[0].setMACAddress(mac) } catch { Log.warning("TAP \(name): \(error)") }
+        guard interface == self.interface, let mac else { return }
+        do { try queues[0].setMACAddress(mac) } catch { Log.warning("TAP \(interface): \(error)") }
     }
 
     func close() {

@@ -33,12 +33,14 @@ final class ManagedDevice {
     var type: DeviceType? { function.typeID.flatMap { DeviceType(rawValue: $0) } }
 
     func report() -> DeviceReport {
-        var interfaces = function.interfaces + function.blockDevices
-        if let name = plugin?.report?.config["interface"] { interfaces.append(name.description) }
-        return DeviceReport(
+        let endpoints = claimed?.endpoints ?? []
+        let interfaces = function.interfaces + function.blockDevices + endpoints.compactMap(\.name)
+        var r = DeviceReport(
             address: address, type: function.type ?? "type\(function.typeID.map(String.init) ?? "?")",
             deviceID: "1af4:" + String(function.deviceID, radix: 16), state: state, kernelDriver: function.driver,
             iommuGroup: function.iommuGroup, numaNode: function.numaNode, reason: reason, rule: rule?.origin,
             interfaces: interfaces, plugin: plugin?.processReport(now: monotonic()), driver: plugin?.report)
+        r.endpoints = endpoints.map(\.report)
+        return r
     }
 }

@@ -32,10 +32,17 @@ extension Supervisor {
             var fds = all
             let sockets = fds.filter { $0.key.hasPrefix("plugin.") }
             var endpointFDs: [String: [(Int, FileDescriptor)]] = [:]
+            var endpointState: [String: FileDescriptor] = [:]
             for (key, fd) in fds where key.hasPrefix(ClaimedDevice.endpointPrefix) {
-                // "ep.<kind>.<index>"
+                // "ep.<kind>.<index>", "ep.<kind>.state"
                 let parts = key.dropFirst(ClaimedDevice.endpointPrefix.count).split(separator: ".")
-                if parts.count == 2, let i = Int(parts[1]) { endpointFDs[String(parts[0]), default: []].append((i, fd)) }
+                if parts.count == 2, let i = Int(parts[1]) {
+                    endpointFDs[String(parts[0]), default: []].append((i, fd))
+                } else if parts.count == 2, parts[1] == ClaimedDevice.endpointStateSuffix {
+                    endpointState[String(parts[0])] = fd
+                } else {
+                    try? fd.close()
+                }
             }
             fds = fds.filter { !$0.key.hasPrefix("plugin.") && !$0.key.hasPrefix(ClaimedDevice.endpointPrefix) }
             func closeAll() {
@@ -59,12 +66,13 @@ extension Supervisor {
             do {
                 for (kind, list) in endpointFDs.sorted(by: { $0.key < $1.key }) {
                     guard let type = EndpointKinds.named(kind) else { throw ClaimError.setup("unknown endpoint kind \(kind) in the fd store") }
-                    c.endpoints.append(try type.restore(for: c, fds: list.sorted { $0.0 < $1.0 }.map(\.1)))
+                    c.endpoints.append(try type.restore(for: c, fds: list.sorted { $0.0 < $1.0 }.map(\.1), state: endpointState[kind]))
                 }
             } catch {
                 Log.error("cannot take the device's endpoints back (\(error)); giving it back to the kernel", device: f.address)
-                let taken = Set(c.endpoints.flatMap(\.fds).map(\.rawValue))
+                let taken = Set(c.endpoints.flatMap { $0.fds + ($0.stateFD.map { [$0] } ?? []) }.map(\.rawValue))
                 for list in endpointFDs.values { for (_, fd) in list where !taken.contains(fd.rawValue) { try? fd.close() } }
+                for fd in endpointState.values where !taken.contains(fd.rawValue) { try? fd.close() }
                 for fd in sockets.values { try? fd.close() }
                 FDStore.remove(names: names)
                 c.close()

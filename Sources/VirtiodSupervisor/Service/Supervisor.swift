@@ -250,6 +250,14 @@ public final class Supervisor {
         guard let c = d.claimed, let p = d.plugin else { return }
         let mode: AttachMode = c.handover.isSaved ? .adopt : .fresh
         do {
+            if mode == .fresh {
+                var renewed = false
+                for e in c.endpoints { if try e.beforeFreshPlugin(c) { renewed = true } }
+                if renewed {
+                    c.removeStoredFDs()
+                    c.storeFDs()
+                }
+            }
             try launch(p, for: d, c, mode: mode)
             d.state = .starting
             d.reason = nil
@@ -424,6 +432,7 @@ public final class Supervisor {
             if m.reply == true { p.replies &+= 1 }
             let first = p.state != .running
             p.report = m.status
+            if let c = d.claimed { for e in c.endpoints { e.deviceReported(c, config: m.status?.config ?? [:]) } }
             p.state = .running
             d.state = .running
             d.reason = nil

@@ -229,3 +229,47 @@ device_used_idx() {
     host_step x-query-virtio-queue-status "{\"path\": \"/machine/peripheral/$1/virtio-backend\", \"queue\": $2}" \
         | jq '."used-idx"'
 }
+
+# --- disks (block cases) ---------------------------------------------------
+
+# hot_add_disk ID NODE BUS SERIAL [EXTRA-JSON-PROPERTIES]: device_add a modern
+# virtio-blk on root port BUS backed by QEMU block node NODE; prints its PCI
+# address once virtiod lists it (virtiod must run).
+hot_add_disk() {
+    local id=$1 node=$2 bus=$3 serial=$4 extra=${5:-} before after
+    before=$(virtioctl list --json | jq -r '.[].address' | sort)
+    host_step device_add "{\"driver\": \"virtio-blk-pci\", \"id\": \"$id\", \"drive\": \"$node\", \"bus\": \"$bus\", \"serial\": \"$serial\", \"disable-legacy\": \"on\", \"iommu_platform\": \"on\"$extra}" >/dev/null \
+        || fail "device_add $id failed"
+    wait_for "[ \$(virtioctl list --json | jq length) -gt $(echo "$before" | wc -l) ]" 60 || fail "hot-added disk $id not listed"
+    after=$(virtioctl list --json | jq -r '.[].address' | sort)
+    comm -13 <(echo "$before") <(echo "$after") | head -n1
+}
+
+# remove_disk ID ADDRESS: release it if virtiod holds it, then device_del.
+remove_disk() {
+    virtioctl release "$2" >/dev/null 2>&1 || true
+    host_step device_del "{\"id\": \"$1\"}" >/dev/null || true
+    wait_for "[ ! -e /sys/bus/pci/devices/$2 ]" 60 || true
+}
+
+# claim_disk ADDRESS SERIAL: claim a disk, wait for its plugin and for
+# /dev/disk/by-id/virtiod-SERIAL; prints the /dev/nbdN it is.
+claim_disk() {
+    virtioctl claim "$1" >/dev/null || fail "claim $1 failed: $(virtioctl status "$1" --json | jq -r .reason)"
+    wait_state "$1" running 60
+    wait_for "[ -b /dev/disk/by-id/virtiod-$2 ]" 30 \
+        || fail "no /dev/disk/by-id/virtiod-$2: endpoints $(virtioctl status "$1" --json | jq -c .endpoints)"
+    local dev
+    dev=$(virtioctl status "$1" --json | jq -r '.endpoints[] | select(.kind == "nbd") | .details.device')
+    [ "$(readlink -f "/dev/disk/by-id/virtiod-$2")" = "$dev" ] || fail "by-id link points to $(readlink -f "/dev/disk/by-id/virtiod-$2"), status says $dev"
+    echo "$dev"
+}
+
+# A block counter summed over the disk's queues: disk_counter ADDRESS NAME.
+disk_counter() {
+    virtioctl status "$1" --json | jq "[.driver.queues[].counters.$2] | add"
+}
+
+# Kernel I/O errors logged after kernel log line $1 (dmesg_lines before).
+dmesg_lines() { dmesg | wc -l; }
+io_errors() { dmesg | tail -n +$(($1 + 1)) | grep -E "I/O error|blk_update_request|Buffer I/O error|EXT4-fs error|critical medium" || true; }

@@ -1,0 +1,132 @@
+import FoundationEssentials
+import SystemPackage
+import VirtioCore
+import VirtioSystem
+import VirtiodPluginRuntime
+
+/// virtio-blk's data path (virtio 1.2 §5.2.6) behind the `nbd` endpoint:
+/// request queue i serves NBD connection i (`BlockQueue`). Capacity changes
+/// (config interrupt, §5.2.4) are followed here for range checks; the
+/// supervisor resizes /dev/nbdN from the device's config itself.
+final class BlockDataPath: DataPath {
+    /// Slots per queue: requests of up to 64 × 64 KiB in flight per queue.
+    static let slotsPerQueue = 64
+    /// Data segments a chain may have: the indirect table holds 16 descriptors (header and status take 2).
+    static let maxDataSegments = 14
+
+    let connections: [UnixSocket]
+    private var queues: [BlockQueue] = []
+    private var limits: BlockLimits?
+    private var partBytes = BlockSlot.dataSize
+    private var indirect = false
+
+    init(device: AttachedDevice) throws {
+        connections = try Self.connections(device)
+    }
+
+    static func connections(_ device: AttachedDevice) throws -> [UnixSocket] {
+        let e = try device.endpoint("nbd")
+        guard !e.fds.isEmpty else { throw PluginError("the nbd endpoint came without connections") }
+        return e.fds.map(UnixSocket.init)
+    }
+
+    /// requestq0 … one per NBD connection, as many as the device has (F_MQ: num_queues, §5.2.2).
+    static func plan(negotiated: UInt64, device: AttachedDevice) throws -> [(index: Int, name: String)] {
+        var deviceQueues = 1
+        if BlockFeatures(rawValue: negotiated).contains(.multiqueue) {
+            deviceQueues = max(1, Int(try device.transport.readConfig(UInt16.self, at: 34)))
+        }
+        let n = min(deviceQueues, try connections(device).count)
+        return (0..<n).map { ($0, "requestq\($0)") }
+    }
+
+    private func context(_ driver: DeviceDriver) -> BlockContext {
+        BlockContext(driver: driver, limits: limits!, partBytes: partBytes, indirect: indirect)
+    }
+
+    private func setUpLimits(_ driver: DeviceDriver) throws {
+        let l = try BlockLimits.read(driver.transport, negotiated: driver.negotiated)
+        limits = l
+        indirect = TransportFeatures(rawValue: driver.negotiated).contains(.indirectDescriptors)
+        // Without indirect tables a chain takes ring slots directly: keep it small.
+        partBytes = l.partBytes(slotData: BlockSlot.dataSize, maxDataSegments: indirect ? Self.maxDataSegments : 4)
+    }
+
+    func start(_ driver: DeviceDriver) throws {
+        try setUpLimits(driver)
+        for position in driver.queues.indices {
+            let pool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: BlockSlot.size, count: Self.slotsPerQueue)
+            queues.append(BlockQueue(position: position, connection: connections[position], pool: pool))
+        }
+        PluginLog.info("block \(driver.device.info.address): \(queues.count) request queue(s), \(limits!.capacityBytes) bytes"
+            + (limits!.readOnly ? ", read-only" : "") + ", \(partBytes / 1024) KiB per device request")
+    }
+
+    var pollFDs: [FileDescriptor] { queues.filter(\.wantsInput).map(\.connection.fd) }
+
+    func ready(_ fd: FileDescriptor, _ driver: DeviceDriver) throws {
+        guard let q = queues.first(where: { $0.connection.fd == fd }) else { return }
+        try q.pump(context(driver))
+    }
+
+    func interrupt(queue index: Int, _ driver: DeviceDriver) throws {
+        guard index < queues.count else { return }
+        try queues[index].collect(context(driver))
+    }
+
+    func configChanged(_ driver: DeviceDriver) {
+        guard let old = limits, let new = try? BlockLimits.read(driver.transport, negotiated: driver.negotiated) else { return }
+        if new.capacitySectors != old.capacitySectors {
+            PluginLog.notice("block \(driver.device.info.address): capacity now \(new.capacityBytes) bytes (was \(old.capacityBytes))")
+        }
+        limits?.capacitySectors = new.capacitySectors
+    }
+
+    func counters(queue position: Int) -> [String: UInt64] {
+        guard position < queues.count else { return [:] }
+        let q = queues[position], c = q.counters
+        return ["requests": c.requests, "reads": c.reads, "writes": c.writes, "flushes": c.flushes, "discards": c.discards,
+                "write_zeroes": c.writeZeroes, "read_bytes": c.readBytes, "write_bytes": c.writeBytes,
+                "errors": c.errors, "refused": c.refused, "in_flight": UInt64(q.inFlight), "kicks": c.kicks]
+    }
+
+    var facts: [String: ConfigValue] {
+        guard let limits else { return [:] }
+        return ["capacity_bytes": .number(limits.capacityBytes), "read_only": .text(limits.readOnly ? "yes" : "no"),
+                "export": .text("nbd"), "connections": .number(UInt64(connections.count)),
+                "request_bytes": .number(UInt64(partBytes)), "slots_per_queue": .number(UInt64(Self.slotsPerQueue))]
+    }
+
+    // MARK: hand-over
+
+    struct State: Codable {
+        var queues: [BlockQueue.Record]
+    }
+
+    var stateVersion: Int { 1 }
+
+    /// Nothing to finish: replies are sent whole, and a request half read
+    /// from a connection travels in the record (the successor reads on).
+    func quiesce(_ driver: DeviceDriver) throws {}
+
+    func saveState() throws -> Data {
+        try JSONEncoder().encode(State(queues: queues.map(\.record)))
+    }
+
+    func resume(_ driver: DeviceDriver, state: Data, version: Int) throws {
+        guard version == 1 else { throw PluginError("block state version \(version) is not one this plugin reads") }
+        let s = try JSONDecoder().decode(State.self, from: state)
+        try setUpLimits(driver)
+        guard s.queues.count == driver.queues.count, s.queues.enumerated().allSatisfy({ $0.offset == $0.element.position }),
+              s.queues.count <= connections.count else {
+            throw PluginError("the record has \(s.queues.count) queue(s), the device \(driver.queues.count), the endpoint \(connections.count)")
+        }
+        let ctx = context(driver)
+        queues = try s.queues.map { try BlockQueue.restore($0, connection: connections[$0.position], ctx, driver: driver) }
+    }
+
+    /// What the device returned and the kernel sent during the pause.
+    func continueAfterHandover(_ driver: DeviceDriver) throws {
+        for q in queues { try q.collect(context(driver)) }
+    }
+}

@@ -1,0 +1,55 @@
+import VirtioCore
+import VirtiodPluginRuntime
+
+/// What the disk allows, from struct virtio_blk_config (virtio 1.2 §5.2.4)
+/// and the negotiated features: device-written, so every value is bounded
+/// before it sizes anything.
+struct BlockLimits: Codable, Equatable {
+    var capacitySectors: UInt64
+    var readOnly: Bool
+    var flush: Bool
+    var discard: Bool
+    var writeZeroes: Bool
+    /// Largest data segment (VIRTIO_BLK_F_SIZE_MAX), if any.
+    var sizeMax: Int?
+    /// Most data segments per request (VIRTIO_BLK_F_SEG_MAX), if any.
+    var segMax: Int?
+    var maxDiscardSectors: UInt32
+    var maxWriteZeroesSectors: UInt32
+
+    static let sectorSize = 512
+
+    static func read(_ transport: any Transport, negotiated: UInt64) throws -> BlockLimits {
+        let f = BlockFeatures(rawValue: negotiated)
+        func u32(_ offset: Int) throws -> UInt32 { transport.configSize >= offset + 4 ? try transport.readConfig(UInt32.self, at: offset) : 0 }
+        let sizeMax = f.contains(.sizeMax) ? Int(try u32(8)) : 0
+        let segMax = f.contains(.segMax) ? Int(try u32(12)) : 0
+        let discardSectors = f.contains(.discard) ? try u32(36) : 0
+        let zeroSectors = f.contains(.writeZeroes) ? try u32(48) : 0
+        return BlockLimits(
+            capacitySectors: min(try transport.readConfig(UInt64.self, at: 0), UInt64.max / 512),
+            readOnly: f.contains(.readOnly), flush: f.contains(.flush),
+            discard: discardSectors > 0, writeZeroes: zeroSectors > 0,
+            // A device saying 0 says nothing; below a sector it cannot be meant.
+            sizeMax: sizeMax > 0 ? max(sizeMax, sectorSize) : nil, segMax: segMax > 0 ? segMax : nil,
+            maxDiscardSectors: discardSectors, maxWriteZeroesSectors: zeroSectors)
+    }
+
+    var capacityBytes: UInt64 { capacitySectors * 512 }
+
+    /// Bytes one read or write request to the device carries: a slot's
+    /// data, fewer if seg_max × size_max (and the chain's room for data
+    /// segments) say so; whole sectors.
+    func partBytes(slotData: Int, maxDataSegments: Int) -> Int {
+        let segments = min(segMax ?? maxDataSegments, maxDataSegments)
+        let perSegment = sizeMax ?? slotData
+        let bytes = min(slotData, perSegment.multipliedReportingOverflow(by: max(1, segments)).partialValue)
+        return max(Self.sectorSize, bytes / Self.sectorSize * Self.sectorSize)
+    }
+
+    /// Data segment lengths for `length` bytes (each at most size_max).
+    func segments(_ length: Int) -> [Int] {
+        let step = sizeMax ?? length
+        return stride(from: 0, to: length, by: max(1, step)).map { min(step, length - $0) }
+    }
+}

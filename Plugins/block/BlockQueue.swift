@@ -1,0 +1,418 @@
+import Glibc
+import VirtioCore
+import VirtioSystem
+import VirtiodPluginRuntime
+
+/// One request queue of the disk and the NBD connection it serves (virtio
+/// 1.2 §5.2.6; one connection per queue, so the kernel's hardware queue i is
+/// device queue i). Requests are read from the connection straight into DMA
+/// slots (write payload included), go to the device as one request per
+/// slot, and are answered from the slots (read data included): nothing is
+/// copied in this process. Replies go out in any order, as NBD allows.
+final class BlockQueue {
+    let position: Int
+    let connection: UnixSocket
+    var pool: DMABufferPool
+    /// Requests with slots, by id.
+    private(set) var requests: [Int: PendingRequest] = [:]
+    private var nextID = 1
+    /// Which request each slot in use belongs to.
+    private var owner: [Int: Int] = [:]
+    /// Header bytes read so far (fewer than 28).
+    private var header: [UInt8] = []
+    /// The write whose payload is being read.
+    private var receiving: Int?
+    /// Read and checked, waiting for enough free slots (reading stops meanwhile).
+    private var waiting: PendingRequest?
+    /// Requests with parts not yet added (the ring was full).
+    private var unsubmitted: [Int] = []
+    /// Payload bytes of a refused write still to be read and dropped.
+    private var sinkRemaining = 0
+    var counters = Counters()
+    private var added = false
+
+    struct Counters: Codable, Equatable {
+        var requests: UInt64 = 0, reads: UInt64 = 0, writes: UInt64 = 0, flushes: UInt64 = 0
+        var discards: UInt64 = 0, writeZeroes: UInt64 = 0, readBytes: UInt64 = 0, writeBytes: UInt64 = 0
+        var errors: UInt64 = 0, refused: UInt64 = 0, kicks: UInt64 = 0
+    }
+
+    init(position: Int, connection: UnixSocket, pool: DMABufferPool) {
+        self.position = position
+        self.connection = connection
+        self.pool = pool
+    }
+
+    /// Reading stops while a request waits for slots.
+    var wantsInput: Bool { waiting == nil }
+    var inFlight: Int { requests.count }
+
+    // MARK: reading requests
+
+    /// Read and start what the connection has, up to `budget` requests.
+    func pump(_ ctx: BlockContext, budget: Int = 64) throws {
+        defer { publish(ctx) }
+        var started = 0
+        while started < budget {
+            if sinkRemaining > 0 {
+                guard try sink() else { return }
+                continue
+            }
+            if let id = receiving {
+                guard try receivePayload(id, ctx) else { return }
+                continue
+            }
+            if let w = waiting {
+                guard start(w, ctx) else { return }
+                waiting = nil
+                started += 1
+                continue
+            }
+            guard let r = try readHeader() else { return }
+            try accept(r, ctx)
+        }
+    }
+
+    /// The next request header, once all 28 bytes are in.
+    private func readHeader() throws -> NBDWire.Request? {
+        var chunk = [UInt8](repeating: 0, count: NBDWire.requestSize - header.count)
+        let n = try chunk.withUnsafeMutableBytes { try connection.receiveAvailable(into: $0) }
+        guard let n else { return nil }
+        if n == 0 { throw PluginError("NBD connection \(position): closed by the kernel") }
+        header += chunk[0..<n]
+        guard header.count == NBDWire.requestSize else { return nil }
+        defer { header = [] }
+        guard let r = NBDWire.parse(header) else {
+            throw PluginError("NBD connection \(position): a request header without the request magic; the stream is out of step")
+        }
+        return r
+    }
+
+    /// Check a request and either answer it at once or queue it for slots.
+    private func accept(_ r: NBDWire.Request, _ ctx: BlockContext) throws {
+        counters.requests &+= 1
+        let payload = r.command == NBDWire.Command.write.rawValue ? Int(r.length) : 0
+        func refuse(_ error: UInt32, _ why: String) throws {
+            counters.refused &+= 1
+            PluginLog.warning("block \(ctx.address) queue \(position): \(why); answered with error \(error)")
+            sinkRemaining = payload
+            try reply(error: error, handle: r.handle, data: [])
+        }
+        guard let command = NBDWire.Command(rawValue: r.command) else {
+            return try refuse(NBDWire.einval, "unknown NBD command \(r.command)")
+        }
+        let limits = ctx.limits
+        switch command {
+        case .disconnect:
+            PluginLog.info("block \(ctx.address) queue \(position): the kernel disconnects")
+            return
+        case .flush where !limits.flush:
+            // Without VIRTIO_BLK_F_FLUSH writes are durable when answered.
+            return try reply(error: 0, handle: r.handle, data: [])
+        case .trim where !limits.discard, .writeZeroes where !limits.writeZeroes:
+            return try refuse(NBDWire.enotsup, "\(command) is not offered by the device")
+        default: break
+        }
+        if limits.readOnly, command == .write || command == .trim || command == .writeZeroes {
+            return try refuse(NBDWire.eperm, "\(command) on a read-only disk")
+        }
+        if command != .flush {
+            let end = r.offset.addingReportingOverflow(UInt64(r.length))
+            guard r.offset % 512 == 0, r.length % 512 == 0, !end.overflow, end.partialValue <= limits.capacityBytes else {
+                return try refuse(NBDWire.einval, "\(command) of \(r.length) bytes at \(r.offset) is not whole sectors within the \(limits.capacityBytes)-byte disk")
+            }
+            if r.length == 0 { return try reply(error: 0, handle: r.handle, data: []) }
+        }
+        let p = PendingRequest(handle: r.handle, command: command, offset: r.offset, length: r.length)
+        let parts = p.parts(partBytes: ctx.partBytes, limits: limits).count
+        guard parts <= pool.count else {
+            return try refuse(NBDWire.einval, "\(command) of \(r.length) bytes needs \(parts) slots; the queue has \(pool.count)")
+        }
+        waiting = p
+    }
+
+    /// Give `p` its slots and go on with it; false if there are not enough free.
+    private func start(_ r: PendingRequest, _ ctx: BlockContext) -> Bool {
+        var p = r
+        let parts = p.parts(partBytes: ctx.partBytes, limits: ctx.limits).count
+        guard pool.freeCount >= parts else { return false }
+        p.slots = (0..<parts).map { _ in pool.take()! }
+        let id = nextID
+        nextID &+= 1
+        for s in p.slots { owner[s] = id }
+        requests[id] = p
+        if p.command == .write {
+            receiving = id
+        } else {
+            submit(id, ctx)
+        }
+        return true
+    }
+
+    /// Read write payload straight into the request's slots; true once a
+    /// request's payload is complete (it is then submitted).
+    private func receivePayload(_ id: Int, _ ctx: BlockContext) throws -> Bool {
+        guard var p = requests[id] else { receiving = nil; return true }
+        while p.received < Int(p.length) {
+            let part = p.received / ctx.partBytes, within = p.received % ctx.partBytes
+            let partLength = min(ctx.partBytes, Int(p.length) - part * ctx.partBytes)
+            let slice = pool.slice(p.slots[part])
+            // SAFETY: the target is inside slot `part`'s data (within < partLength <= dataSize).
+            let target = UnsafeMutableRawBufferPointer(start: ctx.region.pointer(slice) + within, count: partLength - within)
+            guard let n = try connection.receiveAvailable(into: target) else {
+                requests[id] = p
+                return false
+            }
+            if n == 0 { throw PluginError("NBD connection \(position): closed by the kernel in a write's payload") }
+            p.received += n
+        }
+        receiving = nil
+        // A write of zeroes costs the device nothing to transfer (blkdiscard -z, mkfs).
+        if ctx.limits.writeZeroes, Int(ctx.limits.maxWriteZeroesSectors) * 512 >= ctx.partBytes {
+            let parts = p.parts(partBytes: ctx.partBytes, limits: ctx.limits)
+            p.zeroes = parts.indices.allSatisfy { ctx.region.isZero(pool.slice(p.slots[$0]), count: parts[$0].length) }
+        }
+        requests[id] = p
+        submit(id, ctx)
+        return true
+    }
+
+    /// Drop a refused write's payload.
+    private func sink() throws -> Bool {
+        var scratch = [UInt8](repeating: 0, count: min(sinkRemaining, 65536))
+        guard let n = try scratch.withUnsafeMutableBytes({ try connection.receiveAvailable(into: $0) }) else { return false }
+        if n == 0 { throw PluginError("NBD connection \(position): closed by the kernel") }
+        sinkRemaining -= n
+        return true
+    }
+
+    // MARK: the device
+
+    /// Add the parts of request `id` not added yet, as far as the ring has room.
+    func submit(_ id: Int, _ ctx: BlockContext) {
+        guard var p = requests[id] else { return }
+        let parts = p.parts(partBytes: ctx.partBytes, limits: ctx.limits)
+        let queue = ctx.queue(position)
+        let type = p.deviceType
+        while p.submitted < parts.count {
+            let part = parts[p.submitted]
+            let slot = pool.slice(p.slots[p.submitted])
+            let region = ctx.region
+            var chain: [BufferSegment] = []
+            let at = region.deviceAddress(slot)
+            chain.append(.readable(at + UInt64(BlockSlot.headerOffset), 16))
+            switch type {
+            case .read, .write:
+                var offset = 0
+                for length in ctx.limits.segments(part.length) {
+                    chain.append(type == .read ? .writable(at + UInt64(offset), length) : .readable(at + UInt64(offset), length))
+                    offset += length
+                }
+            case .discard, .writeZeroes:
+                region.storeLE64(part.sector, slot, at: BlockSlot.segmentOffset)
+                region.storeLE32(UInt32(part.length / 512), slot, at: BlockSlot.segmentOffset + 8)
+                region.storeLE32(0, slot, at: BlockSlot.segmentOffset + 12) // no unmap for zeroing
+                chain.append(.readable(at + UInt64(BlockSlot.segmentOffset), 16))
+            case .flush, .getID:
+                break
+            }
+            chain.append(.writable(at + UInt64(BlockSlot.statusOffset), 1))
+            let needed = ctx.indirect ? 1 : chain.count
+            guard queue.freeDescriptors >= needed else { break }
+            region.storeLE32(type.rawValue, slot, at: BlockSlot.headerOffset)
+            region.storeLE32(0, slot, at: BlockSlot.headerOffset + 4)
+            region.storeLE64(type == .flush ? 0 : part.sector, slot, at: BlockSlot.headerOffset + 8)
+            // The status byte is the device's to write: an unwritten one reads as an error.
+            region.copy([0xff], into: DMASlice(offset: slot.offset + BlockSlot.statusOffset, length: 1))
+            do {
+                try queue.add(chain, token: UInt64(p.slots[p.submitted]), indirect: ctx.indirect)
+            } catch {
+                break
+            }
+            p.submitted += 1
+            p.outstanding += 1
+            added = true
+        }
+        requests[id] = p
+        if p.submitted < parts.count {
+            if !unsubmitted.contains(id) { unsubmitted.append(id) }
+        } else {
+            unsubmitted.removeAll { $0 == id }
+        }
+    }
+
+    /// Make what was added visible; kick the device if it asks.
+    func publish(_ ctx: BlockContext) {
+        guard added else { return }
+        added = false
+        if ctx.queue(position).publish() {
+            ctx.notify(position)
+            counters.kicks &+= 1
+        }
+    }
+
+    /// Take what the device returned; answer requests whose parts are all
+    /// back; then add what waited for room and read on.
+    func collect(_ ctx: BlockContext) throws {
+        let queue = ctx.queue(position)
+        while let used = try queue.popUsed() {
+            // Tokens beyond the pool are the runtime's own requests (GET_ID at bring-up).
+            guard used.token < UInt64(pool.count), let id = owner[Int(used.token)], var p = requests[id] else { continue }
+            let slot = Int(used.token)
+            guard let part = p.slots.firstIndex(of: slot), part < p.submitted, p.outstanding > 0 else { continue }
+            let slice = pool.slice(slot)
+            var status = ctx.region.load8(slice, at: BlockSlot.statusOffset)
+            if status > BlockStatus.unsupported { status = BlockStatus.ioError }
+            // A read the device says it filled less than asked is not trusted.
+            if p.command == .read, status == BlockStatus.ok {
+                let expected = p.parts(partBytes: ctx.partBytes, limits: ctx.limits)[part].length + 1
+                if Int(used.length) < expected { status = BlockStatus.ioError }
+            }
+            if status != BlockStatus.ok { p.status = max(p.status, status) }
+            p.outstanding -= 1
+            requests[id] = p
+            if p.isDone { try finish(id, ctx) }
+        }
+        for id in unsubmitted { submit(id, ctx) }
+        try pump(ctx)
+    }
+
+    /// Answer request `id` and free its slots.
+    private func finish(_ id: Int, _ ctx: BlockContext) throws {
+        guard let p = requests.removeValue(forKey: id) else { return }
+        let error = p.replyError
+        if error != 0 {
+            counters.errors &+= 1
+            PluginLog.warning("block \(ctx.address) queue \(position): \(p.command) of \(p.length) bytes at \(p.offset) failed (device status \(p.status))")
+        }
+        switch p.command {
+        case .read: counters.reads &+= 1; if error == 0 { counters.readBytes &+= UInt64(p.length) }
+        case .write:
+            if p.zeroes { counters.writeZeroes &+= 1 } else { counters.writes &+= 1 }
+            if error == 0 { counters.writeBytes &+= UInt64(p.length) }
+        case .flush, .disconnect: counters.flushes &+= 1
+        case .trim: counters.discards &+= 1
+        case .writeZeroes: counters.writeZeroes &+= 1
+        }
+        var data: [DMASlice] = []
+        if p.command == .read, error == 0 {
+            for (i, part) in p.parts(partBytes: ctx.partBytes, limits: ctx.limits).enumerated() {
+                data.append(DMASlice(offset: pool.slice(p.slots[i]).offset, length: part.length))
+            }
+        }
+        defer {
+            for s in p.slots {
+                owner[s] = nil
+                pool.give(s)
+            }
+        }
+        try reply(error: error, handle: p.handle, data: data, ctx)
+    }
+
+    private func reply(error: UInt32, handle: UInt64, data: [DMASlice], _ ctx: BlockContext? = nil) throws {
+        let head = NBDWire.reply(error: error, handle: handle)
+        try head.withUnsafeBytes { h in
+            // SAFETY: each slice is a slot's data in the DMA region, mapped while `ctx` lives.
+            let pieces = [h] + data.map { UnsafeRawBufferPointer(start: ctx!.region.pointer($0), count: $0.length) }
+            do { try connection.sendAll(pieces) } catch {
+                throw PluginError("NBD connection \(position): reply not sent: \(error)")
+            }
+        }
+    }
+
+    // MARK: hand-over
+
+    struct Record: Codable {
+        var position: Int
+        var pool: PoolPlacement
+        var requests: [Int: PendingRequest]
+        var nextID: Int
+        var header: [UInt8]
+        var receiving: Int?
+        var waiting: PendingRequest?
+        var unsubmitted: [Int]
+        var sinkRemaining: Int
+        var counters: Counters
+    }
+
+    var record: Record {
+        Record(position: position, pool: PoolPlacement(pool), requests: requests, nextID: nextID, header: header,
+               receiving: receiving, waiting: waiting, unsubmitted: unsubmitted, sinkRemaining: sinkRemaining, counters: counters)
+    }
+
+    /// Continue from a predecessor's record (shared memory: checked against
+    /// the queue's own state before anything is used). Throws, touching
+    /// nothing, if anything does not fit.
+    static func restore(_ r: Record, connection: UnixSocket, _ ctx: BlockContext, driver: DeviceDriver) throws -> BlockQueue {
+        let what = "queue \(r.position)"
+        guard r.pool.bufferSize == BlockSlot.size, r.pool.length >= BlockSlot.size, r.pool.length % BlockSlot.size == 0 else {
+            throw PluginError("\(what): the record's slot pool is not one of this plugin's")
+        }
+        let count = r.pool.length / BlockSlot.size
+        var held: [Int: Int] = [:]
+        for (id, p) in r.requests {
+            let parts = p.parts(partBytes: ctx.partBytes, limits: ctx.limits).count
+            guard id > 0, id < r.nextID, p.slots.count == parts, p.submitted >= 0, p.submitted <= parts,
+                  p.outstanding >= 0, p.outstanding <= p.submitted, p.received >= 0, p.received <= Int(p.length),
+                  p.status <= BlockStatus.unsupported || p.status == 0xff else {
+                throw PluginError("\(what): request \(id) in the record does not add up")
+            }
+            for s in p.slots {
+                guard s >= 0, s < count, held.updateValue(id, forKey: s) == nil else {
+                    throw PluginError("\(what): slot \(s) out of range or held twice in the record")
+                }
+            }
+        }
+        if let id = r.receiving {
+            guard let p = r.requests[id], p.command == .write, p.submitted == 0 else {
+                throw PluginError("\(what): the write being received in the record is not there")
+            }
+        }
+        for id in r.unsubmitted {
+            guard let p = r.requests[id], p.submitted < p.slots.count else { throw PluginError("\(what): bad unsubmitted entry") }
+        }
+        guard r.header.count < NBDWire.requestSize, r.sinkRemaining >= 0, r.waiting?.slots.isEmpty ?? true else {
+            throw PluginError("\(what): the record's reading state does not add up")
+        }
+        // What the queue says the device holds must be exactly the parts the record says are out.
+        let queue = driver.queues[r.position].queue
+        var outByRequest: [Int: Int] = [:]
+        for chain in queue.state.chains where chain.inFlight && chain.token < (1 << 40) {
+            guard chain.token < UInt64(count), let id = held[Int(chain.token)] else {
+                throw PluginError("\(what): a buffer in flight (token \(chain.token)) is no request's in the record")
+            }
+            outByRequest[id, default: 0] += 1
+        }
+        for (id, p) in r.requests where outByRequest[id, default: 0] != p.outstanding {
+            throw PluginError("\(what): request \(id) has \(outByRequest[id, default: 0]) part(s) in flight, the record says \(p.outstanding)")
+        }
+        let area = DMASlice(offset: r.pool.offset, length: r.pool.length)
+        try driver.claimRestoredArea(area, "the \(what) slot pool")
+        guard let pool = DMABufferPool(area: area, bufferSize: BlockSlot.size, inUse: Array(held.keys)) else {
+            throw PluginError("\(what): the slot pool does not fit")
+        }
+        let q = BlockQueue(position: r.position, connection: connection, pool: pool)
+        q.requests = r.requests
+        q.nextID = r.nextID
+        q.owner = held
+        q.header = r.header
+        q.receiving = r.receiving
+        q.waiting = r.waiting
+        q.unsubmitted = r.unsubmitted
+        q.sinkRemaining = r.sinkRemaining
+        q.counters = r.counters
+        return q
+    }
+}
+
+/// What a queue needs of its data path and driver while it works.
+struct BlockContext {
+    let driver: DeviceDriver
+    let limits: BlockLimits
+    let partBytes: Int
+    let indirect: Bool
+    var region: DMARegion { driver.device.region }
+    var address: String { driver.device.info.address }
+    func queue(_ position: Int) -> Virtqueue { driver.queues[position].queue }
+    func notify(_ position: Int) { driver.transport.notify(driver.queues[position].index) }
+}

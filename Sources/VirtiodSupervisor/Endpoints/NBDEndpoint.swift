@@ -1,0 +1,321 @@
+import FoundationEssentials
+import Glibc
+import SystemPackage
+import VirtioCore
+import VirtioPCI
+import VirtioSystem
+
+/// Endpoint `nbd`: the disk of a virtio-blk device (virtio 1.2 §5.2) as a
+/// kernel block device /dev/nbdN, set up through the kernel's "nbd" generic
+/// netlink family (not the ioctls: with those the device dies with the
+/// process sitting in NBD_DO_IT). One stream socketpair per queue: the
+/// kernel gets one end at CONNECT (one hardware queue per socket,
+/// NBD_FLAG_CAN_MULTI_CONN), the plugin the other (`nbd.<i>`), and the
+/// supervisor keeps a copy of the plugin's end — so a reload passes the same
+/// connection to the successor and the kernel notices nothing.
+///
+/// CONNECT waits for the plugin's first report: the disk's serial (GET_ID,
+/// which only a driver can ask) names the backend, `virtiod-SERIAL`, from
+/// which the shipped udev rule makes /dev/disk/by-id/virtiod-SERIAL.
+///
+/// Timeouts: a request unanswered for `requestTimeout` is re-queued by the
+/// kernel, never failed (timeout > 0 with one connection, or any timeout
+/// with several, re-queues since 4.x); while no connection is alive new I/O
+/// waits up to `deadConnectionTimeout` instead of failing. A plugin that
+/// crashes takes the requests it read with it: the supervisor shuts its
+/// copies down (the kernel marks the connections dead), gives the kernel
+/// fresh socketpairs (RECONFIGURE) and the new plugin their other ends; the
+/// lost requests are sent again on the new connections when they time out.
+final class NBDEndpoint: Endpoint {
+    static let kind = "nbd"
+    /// Most connections (and request queues) per disk.
+    static let maxQueues = 4
+    static let requestTimeout: UInt64 = 8
+    static let deadConnectionTimeout: UInt64 = 300
+
+    /// The plugin's ends of the connections (the supervisor's copies).
+    private(set) var sockets: [UnixSocket]
+    /// The kernel's ends, until CONNECT or RECONFIGURE hands them over.
+    private var kernelEnds: [UnixSocket]
+    /// What a restart of virtiod needs to find the device again (`Persisted`).
+    private let stateMemory: SharedMemory
+    private(set) var persisted: Persisted?
+    /// How many connections the disk has (fixed at creation).
+    let connections: Int
+    /// A plugin has had the connections (one taken back after a restart of virtiod has).
+    private var used: Bool
+
+    struct Persisted: Codable {
+        var index: Int
+        var backend: String
+        var sizeBytes: UInt64
+        var blockSize: UInt64
+        var flags: UInt64
+
+        /// INDEX and BACKEND_IDENTIFIER: a device with a backend takes no RECONFIGURE without it.
+        var identifying: NetlinkAttributes {
+            var a = NetlinkAttributes()
+            a.u32(NBDNetlink.attrIndex, UInt32(index))
+            a.string(NBDNetlink.attrBackendIdentifier, backend)
+            return a
+        }
+    }
+
+    private init(sockets: [UnixSocket], kernelEnds: [UnixSocket], stateMemory: SharedMemory, persisted: Persisted?) {
+        used = persisted != nil
+        connections = sockets.count
+        self.sockets = sockets
+        self.kernelEnds = kernelEnds
+        self.stateMemory = stateMemory
+        self.persisted = persisted
+    }
+
+    static func plannedQueues(_ transport: VirtioPCITransport, offered: UInt64) -> Int {
+        guard offered & BlockFeatures.multiqueue.rawValue != 0, transport.configSize >= 36,
+              let n = try? transport.readConfig(UInt16.self, at: 34) else { return 1 }
+        return max(1, min(maxQueues, Int(n)))
+    }
+
+    static func pairs(_ count: Int) throws -> (ours: [UnixSocket], kernel: [UnixSocket]) {
+        var ours: [UnixSocket] = [], kernel: [UnixSocket] = []
+        do {
+            for _ in 0..<count {
+                let (a, b) = try UnixSocket.streamPair()
+                ours.append(a)
+                kernel.append(b)
+            }
+        } catch {
+            for s in ours + kernel { try? s.fd.close() }
+            throw error
+        }
+        return (ours, kernel)
+    }
+
+    static func create(for device: ClaimedDevice, rule: DeviceRule?) throws -> NBDEndpoint {
+        // The module (nbds_max=0: CONNECT makes devices as needed) is loaded by
+        // modprobe@nbd.service; fail here, with the reason, if it is not there.
+        _ = try NBDNetlink()
+        let (ours, kernel) = try pairs(plannedQueues(device.transport, offered: device.offeredFeatures))
+        do {
+            return NBDEndpoint(sockets: ours, kernelEnds: kernel, stateMemory: try SharedMemory(name: "virtiod-nbd", size: 4096),
+                               persisted: nil)
+        } catch {
+            for s in ours + kernel { try? s.fd.close() }
+            throw error
+        }
+    }
+
+    static func restore(for device: ClaimedDevice, fds: [FileDescriptor], state: FileDescriptor?) throws -> NBDEndpoint {
+        guard let state else { throw ClaimError.setup("no nbd state in the fd store") }
+        let memory = try SharedMemory(mapping: state, size: 4096, ownsFD: true)
+        guard let p = Self.load(memory) else {
+            throw ClaimError.setup("the nbd device was not connected yet when virtiod stopped")
+        }
+        // The index must still be this disk's (a DISCONNECT elsewhere could have freed it).
+        guard TextFile.read("/sys/block/nbd\(p.index)/backend") == p.backend else {
+            throw ClaimError.setup("/dev/nbd\(p.index) is no longer \(p.backend)")
+        }
+        return NBDEndpoint(sockets: fds.map(UnixSocket.init), kernelEnds: [], stateMemory: memory, persisted: p)
+    }
+
+    var fds: [FileDescriptor] { sockets.map(\.fd) }
+    var stateFD: FileDescriptor? { stateMemory.fd }
+    var facts: [String: String] { ["connections": String(sockets.count)] }
+    var name: String? { persisted.map { "nbd\($0.index)" } }
+    var summary: String { persisted.map { "/dev/nbd\($0.index)" } ?? "nbd (connects at the plugin's first report)" }
+    var details: [String: String] {
+        var d = ["connections": String(sockets.count), "request_timeout_s": String(Self.requestTimeout),
+                 "dead_connection_timeout_s": String(Self.deadConnectionTimeout)]
+        if let p = persisted {
+            d["device"] = "/dev/nbd\(p.index)"
+            d["size_bytes"] = String(p.sizeBytes)
+            d["block_size"] = String(p.blockSize)
+            d["backend"] = p.backend
+            d["by_id"] = "/dev/disk/by-id/\(p.backend)"
+            d["read_only"] = p.flags & NBDNetlink.flagReadOnly != 0 ? "yes" : "no"
+        }
+        return d
+    }
+
+    // MARK: the kernel side
+
+    /// What the device says now: size, block size, the server flags its
+    /// negotiated features allow.
+    private static func geometry(_ device: ClaimedDevice) throws -> (size: UInt64, blockSize: UInt64, flags: UInt64) {
+        let t = device.transport
+        let negotiated = BlockFeatures(rawValue: t.readDriverFeatures())
+        let sectors = try t.readConfig(UInt64.self, at: 0)
+        guard sectors <= UInt64.max / 512 else { throw ClaimError.setup("the disk reports \(sectors) sectors") }
+        var blockSize: UInt64 = 512
+        if negotiated.contains(.blockSize), t.configSize >= 24 {
+            let b = UInt64(try t.readConfig(UInt32.self, at: 20))
+            if b >= 512, b <= 4096, b & (b - 1) == 0 { blockSize = b }
+        }
+        var flags = NBDNetlink.flagHasFlags | NBDNetlink.flagCanMultiConn
+        if negotiated.contains(.readOnly) { flags |= NBDNetlink.flagReadOnly }
+        if negotiated.contains(.flush) { flags |= NBDNetlink.flagSendFlush }
+        if negotiated.contains(.discard) { flags |= NBDNetlink.flagSendTrim }
+        return (sectors * 512, blockSize, flags)
+    }
+
+    /// The plugin reported (its config and identity): connect the disk on
+    /// the first report, follow a capacity change on later ones.
+    func deviceReported(_ device: ClaimedDevice, config: [String: ConfigValue]) {
+        do {
+            if var p = persisted {
+                let (size, _, _) = try Self.geometry(device)
+                guard size != p.sizeBytes else { return }
+                var a = p.identifying
+                a.u64(NBDNetlink.attrSizeBytes, size)
+                _ = try NBDNetlink().request(NBDNetlink.cmdReconfigure, a)
+                Log.info("/dev/nbd\(p.index) resized from \(p.sizeBytes) to \(size) bytes", device: device.address)
+                p.sizeBytes = size
+                persist(p)
+                return
+            }
+            guard !kernelEnds.isEmpty else { return }
+            try connect(device, serial: config["serial"].flatMap { if case .text(let s) = $0 { s } else { nil } })
+        } catch {
+            Log.error("nbd: \(error)", device: device.address)
+        }
+    }
+
+    private func connect(_ device: ClaimedDevice, serial: String?) throws {
+        let (size, blockSize, flags) = try Self.geometry(device)
+        let backend = "virtiod-" + Self.backendName(serial: serial, address: device.address)
+        var a = NetlinkAttributes()
+        a.u64(NBDNetlink.attrSizeBytes, size)
+        a.u64(NBDNetlink.attrBlockSizeBytes, blockSize)
+        a.u64(NBDNetlink.attrTimeout, Self.requestTimeout)
+        a.u64(NBDNetlink.attrDeadConnTimeout, Self.deadConnectionTimeout)
+        a.u64(NBDNetlink.attrServerFlags, flags)
+        a.u64(NBDNetlink.attrClientFlags, NBDNetlink.clientDestroyOnDisconnect)
+        a.string(NBDNetlink.attrBackendIdentifier, backend)
+        a.nested(NBDNetlink.attrSockets, NBDNetlink.socketItems(kernelEnds))
+        let reply = try NBDNetlink().request(NBDNetlink.cmdConnect, a)
+        guard let i = reply[NBDNetlink.attrIndex], i.count >= 4 else { throw ClaimError.setup("CONNECT answered without an index") }
+        let index = Int(NetlinkParser.le32(i, at: i.startIndex))
+        for s in kernelEnds { try? s.fd.close() }
+        kernelEnds = []
+        persist(Persisted(index: index, backend: backend, sizeBytes: size, blockSize: blockSize, flags: flags))
+        Log.info("disk exported as /dev/nbd\(index) (\(size) bytes, \(sockets.count) connection(s), backend \(backend)"
+                 + (flags & NBDNetlink.flagReadOnly != 0 ? ", read-only" : "") + ")", device: device.address)
+    }
+
+    /// The serial as udev may use it in a path: [A-Za-z0-9._-], else the PCI address.
+    static func backendName(serial: String?, address: String) -> String {
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+        if let serial, !serial.isEmpty, serial.count <= 20, serial.allSatisfy(allowed.contains) { return serial }
+        return ClaimedDevice.storeSlug(address)
+    }
+
+    /// A fresh plugin comes (the last one died, or was stopped): what it
+    /// read from the connections and never answered is lost with it. Shut
+    /// our copies down (the kernel marks the connections dead), make fresh
+    /// pairs, and hand the kernel its ends (RECONFIGURE replaces only dead
+    /// connections, so wait for the kernel to have seen them die). The very
+    /// first plugin finds the connections untouched.
+    func beforeFreshPlugin(_ device: ClaimedDevice) throws -> Bool {
+        guard used else {
+            used = true
+            return false
+        }
+        for s in sockets { s.shutdownBoth(); try? s.fd.close() }
+        sockets = []
+        for s in kernelEnds { try? s.fd.close() }
+        kernelEnds = []
+        guard let p = persisted else {
+            (sockets, kernelEnds) = try Self.pairs(connections)
+            return true
+        }
+        // RECONFIGURE puts each socket in the first dead slot and quietly
+        // ignores the rest while none is dead (the kernel may not have read
+        // the shutdown yet): a socket it did not take is seen by its peer
+        // end hanging up once our copy of the kernel end is closed.
+        var taken: [UnixSocket] = []
+        var lastError: (any Error)?
+        for _ in 0..<150 where taken.count < connections {
+            let (ours, kernel) = try Self.pairs(connections - taken.count)
+            var a = p.identifying
+            a.nested(NBDNetlink.attrSockets, NBDNetlink.socketItems(kernel))
+            do { _ = try NBDNetlink().request(NBDNetlink.cmdReconfigure, a) } catch { lastError = error }
+            for s in kernel { try? s.fd.close() }
+            for s in ours {
+                if s.peerClosed { try? s.fd.close() } else { taken.append(s) }
+            }
+            if taken.count < connections { usleep(20_000) }
+        }
+        sockets = taken
+        guard taken.count == connections else {
+            throw ClaimError.setup("/dev/nbd\(p.index) took \(taken.count) of \(connections) fresh connection(s)"
+                                   + (lastError.map { ": \($0)" } ?? ""))
+        }
+        Log.info("/dev/nbd\(p.index): \(connections) fresh connection(s); requests the last plugin read are sent again when they time out",
+                 device: device.address)
+        return true
+    }
+
+    func close() {
+        if let p = persisted {
+            do { _ = try NBDNetlink().request(NBDNetlink.cmdDisconnect, p.identifying) } catch {
+                Log.warning("nbd: DISCONNECT of /dev/nbd\(p.index): \(error)")
+            }
+        }
+        for s in sockets + kernelEnds { try? s.fd.close() }
+    }
+
+    // MARK: the record a restart of virtiod reads
+
+    private func persist(_ p: Persisted) {
+        persisted = p
+        guard let json = try? JSONEncoder().encode(p), json.count <= stateMemory.size - 4 else { return }
+        // SAFETY: the mapping is `stateMemory.size` bytes; a 4-byte length and
+        // at most size - 4 bytes of JSON are written inside it.
+        stateMemory.base.storeBytes(of: UInt32(json.count).littleEndian, as: UInt32.self)
+        json.withUnsafeBytes { stateMemory.base.advanced(by: 4).copyMemory(from: $0.baseAddress!, byteCount: json.count) }
+    }
+
+    private static func load(_ m: SharedMemory) -> Persisted? {
+        // SAFETY: reads stay inside the `m.size`-byte mapping (the length is checked first).
+        let n = Int(UInt32(littleEndian: m.base.loadUnaligned(as: UInt32.self)))
+        guard n > 0, n <= m.size - 4 else { return nil }
+        let data = Data(bytes: m.base.advanced(by: 4), count: n)
+        return try? JSONDecoder().decode(Persisted.self, from: data)
+    }
+}
+
+/// The kernel's "nbd" generic netlink family (include/uapi/linux/nbd-netlink.h)
+/// and the server flags of the NBD protocol (include/uapi/linux/nbd.h).
+struct NBDNetlink {
+    static let cmdConnect: UInt8 = 1, cmdDisconnect: UInt8 = 2, cmdReconfigure: UInt8 = 3
+    static let attrIndex: UInt16 = 1, attrSizeBytes: UInt16 = 2, attrBlockSizeBytes: UInt16 = 3, attrTimeout: UInt16 = 4
+    static let attrServerFlags: UInt16 = 5, attrClientFlags: UInt16 = 6, attrSockets: UInt16 = 7
+    static let attrDeadConnTimeout: UInt16 = 8, attrBackendIdentifier: UInt16 = 10
+    static let sockItem: UInt16 = 1, sockFD: UInt16 = 1
+    static let clientDestroyOnDisconnect: UInt64 = 1 << 0
+    static let flagHasFlags: UInt64 = 1 << 0, flagReadOnly: UInt64 = 1 << 1, flagSendFlush: UInt64 = 1 << 2
+    static let flagSendTrim: UInt64 = 1 << 5, flagCanMultiConn: UInt64 = 1 << 8
+
+    let netlink: GenericNetlink
+
+    init() throws {
+        do { netlink = try GenericNetlink(family: "nbd") } catch {
+            throw ClaimError.setup("the kernel's nbd module is not loaded (modprobe nbd nbds_max=0; virtiod.service wants modprobe@nbd.service): \(error)")
+        }
+    }
+
+    func request(_ command: UInt8, _ attributes: NetlinkAttributes) throws -> [UInt16: ArraySlice<UInt8>] {
+        try netlink.request(command, attributes)
+    }
+
+    /// NBD_ATTR_SOCKETS' items: one NBD_SOCK_ITEM { NBD_SOCK_FD } per socket.
+    static func socketItems(_ sockets: [UnixSocket]) -> NetlinkAttributes {
+        var items = NetlinkAttributes()
+        for s in sockets {
+            var item = NetlinkAttributes()
+            item.u32(sockFD, UInt32(bitPattern: s.fd.rawValue))
+            items.nested(sockItem, item)
+        }
+        return items
+    }
+}

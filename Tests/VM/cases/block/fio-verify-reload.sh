@@ -1,0 +1,65 @@
+# The disk keeps working while its driver is replaced: fio random writes
+# with crc32c verification (4–64 KiB, queue depth 16, 2 jobs on disjoint
+# halves) run while the block plugin is reloaded 3 times, virtiod is
+# restarted once and the plugin is killed with SIGKILL once. fio must end
+# with 0 I/O errors and 0 verify failures, and the kernel log must hold no
+# I/O error. The longest I/O latency after each event is printed (fio's
+# per-I/O latency log).
+source /payload/cases/lib.sh
+mark=$(dmesg_lines)
+disk=""
+cleanup() { [ -n "${fio_pid:-}" ] && kill "$fio_pid" 2>/dev/null; [ -z "$disk" ] || remove_disk fio0 "$disk"; stop_virtiod; }
+trap cleanup EXIT
+start_virtiod
+disk=$(hot_add_disk fio0 blkfio hp0 fio0)
+dev=$(claim_disk "$disk" fio0)
+rm -f /tmp/fio-lat*
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+start=$(now_ms)
+fio --name=verify --filename="$dev" --direct=1 --ioengine=libaio --rw=randwrite --bsrange=4k-64k --iodepth=16 \
+    --numjobs=2 --size=120M --offset_increment=128M --verify=crc32c --verify_backlog=64 --verify_fatal=1 \
+    --time_based --runtime=70 --write_lat_log=/tmp/fio-lat --log_avg_msec=0 --output-format=json --output=/tmp/fio.json &
+fio_pid=$!
+events=()
+event() { events+=("$1:$(( $(now_ms) - start ))"); }
+sleep 6
+for i in 1 2 3; do
+    event "reload$i"
+    virtioctl reload block > /tmp/reload.out 2>&1 || fail "reload $i failed: $(cat /tmp/reload.out)"
+    sleep 5
+done
+event restart
+systemctl restart virtiod || fail "systemctl restart virtiod failed"
+wait_state "$disk" running 30
+sleep 5
+event kill
+pid=$(virtioctl status "$disk" --json | jq .plugin.pid)
+kill -9 "$pid"
+wait_for "[ \"\$(virtioctl status $disk --json | jq .plugin.restarts)\" -ge 1 ]" 30 || fail "the block plugin was not restarted"
+wait_state "$disk" running 60
+rc=0; wait "$fio_pid" || rc=$?
+fio_pid=""
+[ -s /tmp/fio.json ] || fail "fio wrote no report (exit $rc)"
+# fio may print notes before its JSON report.
+sed -n '1,/^{/p' /tmp/fio.json | grep -v '^{' | head -n 5 || true
+sed -n '/^{/,$p' /tmp/fio.json > /tmp/fio-report.json
+jq -e . /tmp/fio-report.json >/dev/null || fail "fio's report is not JSON: $(head -c 300 /tmp/fio.json)"
+errs=$(jq '[.jobs[].error] | add' /tmp/fio-report.json)
+writes=$(jq '[.jobs[].write.total_ios] | add' /tmp/fio-report.json)
+reads=$(jq '[.jobs[].read.total_ios] | add' /tmp/fio-report.json)
+echo "fio: exit $rc, $writes writes, $reads verify reads, error $errs"
+for e in "${events[@]}"; do
+    name=${e%%:*}; at=${e#*:}
+    # Longest completion latency among I/Os finishing within 15 s after the event (log times are ms since the job began).
+    worst=$(cat /tmp/fio-lat_lat.*.log 2>/dev/null | awk -F', *' -v a="$at" '$1 >= a && $1 < a + 15000 && $2 > m { m = $2 } END { printf "%d", m / 1000000 }')
+    echo "$name at $((at / 1000)) s: longest I/O $worst ms"
+done
+if [ "$rc" -ne 0 ] || [ "$errs" -ne 0 ]; then
+    journalctl -u virtiod -u 'virtiod-block-*' --no-pager -o cat | grep -vi "heartbeat" | tail -n 30
+    dmesg | tail -n 15
+fi
+[ "$rc" -eq 0 ] && [ "$errs" -eq 0 ] || fail "fio exit $rc, error $errs: $(jq -c '[.jobs[] | {error, verify_errors: .verify_errors}]' /tmp/fio-report.json 2>/dev/null)"
+[ "$writes" -gt 100 ] && [ "$reads" -gt 100 ] || fail "too little I/O: $writes writes, $reads verify reads"
+errors=$(io_errors "$mark")
+[ -z "$errors" ] || fail "kernel I/O errors: $errors"
+journalctl -u virtiod --no-pager -o cat | grep -q "fresh connection" || fail "no fresh NBD connections after the kill in the journal"
