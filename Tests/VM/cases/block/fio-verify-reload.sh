@@ -48,10 +48,13 @@ errs=$(jq '[.jobs[].error] | add' /tmp/fio-report.json)
 writes=$(jq '[.jobs[].write.total_ios] | add' /tmp/fio-report.json)
 reads=$(jq '[.jobs[].read.total_ios] | add' /tmp/fio-report.json)
 echo "fio: exit $rc, $writes writes, $reads verify reads, error $errs"
-for e in "${events[@]}"; do
-    name=${e%%:*}; at=${e#*:}
-    # Longest completion latency among I/Os finishing within 15 s after the event (log times are ms since the job began).
-    worst=$(cat /tmp/fio-lat_lat.*.log 2>/dev/null | awk -F', *' -v a="$at" '$1 >= a && $1 < a + 15000 && $2 > m { m = $2 } END { printf "%d", m / 1000000 }')
+# Longest completion latency among I/Os finishing between an event and the
+# next one (15 s after the last); log times are ms since the job began.
+n=${#events[@]}
+for i in "${!events[@]}"; do
+    name=${events[$i]%%:*}; at=${events[$i]#*:}
+    if [ $((i + 1)) -lt "$n" ]; then until=${events[$((i + 1))]#*:}; else until=$((at + 15000)); fi
+    worst=$(cat /tmp/fio-lat_lat.*.log 2>/dev/null | awk -F', *' -v a="$at" -v b="$until" '$1 >= a && $1 < b && $2 > m { m = $2 } END { printf "%d", m / 1000000 }')
     echo "$name at $((at / 1000)) s: longest I/O $worst ms"
 done
 if [ "$rc" -ne 0 ] || [ "$errs" -ne 0 ]; then
