@@ -23,7 +23,7 @@ help:
 	@echo "make build        debug build of everything"
 	@echo "make test         everything the project has: unit tests (swift test) + fuzz corpus replay"
 	@echo "make bench        release build, prints virtqueue round trips/s (split vs packed, batch 1 and 32)"
-	@echo "make bench-vm     in the test VM: TCP throughput and ping RTT, virtiod vs the kernel's virtio_net"
+	@echo "make bench-vm     in the test VM: TCP throughput and ping RTT vs virtio_net, fio IOPS and MB/s vs virtio_blk"
 	@echo "make fuzz         libFuzzer on every fuzz target (rings, config, control, hand-over, netlink, PCI caps, plugins), FUZZ_RUNS=$(FUZZ_RUNS) each"
 	@echo "make install      static release binaries and units into DESTDIR (default /)"
 	@echo "make test-vm      boot the QEMU test VM and run the in-guest suite (VM_FLAGS=--variant packed …)"
@@ -147,6 +147,7 @@ bench-vm:
 	for n in $(BENCH_SMP); do \
 		VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --smp $$n --mode-script Tests/VM/bench-net.sh $(VM_FLAGS) || exit 1; \
 	done
+	VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --mode-script Tests/VM/bench-block.sh $(VM_FLAGS)
 
 vm-shell: vm-stage
 	$(VM_ENV) Tests/VM/run.sh --shell $(VM_FLAGS)

@@ -40,8 +40,8 @@ final class BlockDataPath: DataPath {
         return (0..<n).map { ($0, "requestq\($0)") }
     }
 
-    private func context(_ driver: DeviceDriver) -> BlockContext {
-        BlockContext(driver: driver, limits: limits!, partBytes: partBytes, indirect: indirect)
+    private func context(_ driver: DeviceDriver) -> DriverBlockContext {
+        DriverBlockContext(driver: driver, limits: limits!, partBytes: partBytes, indirect: indirect)
     }
 
     private func setUpLimits(_ driver: DeviceDriver) throws {
@@ -122,7 +122,7 @@ final class BlockDataPath: DataPath {
             throw PluginError("the record has \(s.queues.count) queue(s), the device \(driver.queues.count), the endpoint \(connections.count)")
         }
         let ctx = context(driver)
-        queues = try s.queues.map { try BlockQueue.restore($0, connection: connections[$0.position], ctx, driver: driver) }
+        queues = try s.queues.map { try BlockQueue.restore($0, connection: connections[$0.position], ctx) }
     }
 
     /// What the device returned and the kernel sent during the pause.

@@ -50,7 +50,7 @@ final class BlockQueue {
     // MARK: reading requests
 
     /// Read and start what the connection has, up to `budget` requests.
-    func pump(_ ctx: BlockContext, budget: Int = 64) throws {
+    func pump(_ ctx: any BlockContext, budget: Int = 64) throws {
         defer { publish(ctx) }
         var started = 0
         while started < budget {
@@ -89,7 +89,7 @@ final class BlockQueue {
     }
 
     /// Check a request and either answer it at once or queue it for slots.
-    private func accept(_ r: NBDWire.Request, _ ctx: BlockContext) throws {
+    private func accept(_ r: NBDWire.Request, _ ctx: any BlockContext) throws {
         counters.requests &+= 1
         let payload = r.command == NBDWire.Command.write.rawValue ? Int(r.length) : 0
         func refuse(_ error: UInt32, _ why: String) throws {
@@ -132,7 +132,7 @@ final class BlockQueue {
     }
 
     /// Give `p` its slots and go on with it; false if there are not enough free.
-    private func start(_ r: PendingRequest, _ ctx: BlockContext) -> Bool {
+    private func start(_ r: PendingRequest, _ ctx: any BlockContext) -> Bool {
         var p = r
         let parts = p.parts(partBytes: ctx.partBytes, limits: ctx.limits).count
         guard pool.freeCount >= parts else { return false }
@@ -151,7 +151,7 @@ final class BlockQueue {
 
     /// Read write payload straight into the request's slots; true once a
     /// request's payload is complete (it is then submitted).
-    private func receivePayload(_ id: Int, _ ctx: BlockContext) throws -> Bool {
+    private func receivePayload(_ id: Int, _ ctx: any BlockContext) throws -> Bool {
         guard var p = requests[id] else { receiving = nil; return true }
         while p.received < Int(p.length) {
             let part = p.received / ctx.partBytes, within = p.received % ctx.partBytes
@@ -189,7 +189,7 @@ final class BlockQueue {
     // MARK: the device
 
     /// Add the parts of request `id` not added yet, as far as the ring has room.
-    func submit(_ id: Int, _ ctx: BlockContext) {
+    func submit(_ id: Int, _ ctx: any BlockContext) {
         guard var p = requests[id] else { return }
         let parts = p.parts(partBytes: ctx.partBytes, limits: ctx.limits)
         let queue = ctx.queue(position)
@@ -242,7 +242,7 @@ final class BlockQueue {
     }
 
     /// Make what was added visible; kick the device if it asks.
-    func publish(_ ctx: BlockContext) {
+    func publish(_ ctx: any BlockContext) {
         guard added else { return }
         added = false
         if ctx.queue(position).publish() {
@@ -253,7 +253,7 @@ final class BlockQueue {
 
     /// Take what the device returned; answer requests whose parts are all
     /// back; then add what waited for room and read on.
-    func collect(_ ctx: BlockContext) throws {
+    func collect(_ ctx: any BlockContext) throws {
         let queue = ctx.queue(position)
         while let used = try queue.popUsed() {
             // Tokens beyond the pool are the runtime's own requests (GET_ID at bring-up).
@@ -278,7 +278,7 @@ final class BlockQueue {
     }
 
     /// Answer request `id` and free its slots.
-    private func finish(_ id: Int, _ ctx: BlockContext) throws {
+    private func finish(_ id: Int, _ ctx: any BlockContext) throws {
         guard let p = requests.removeValue(forKey: id) else { return }
         let error = p.replyError
         if error != 0 {
@@ -306,14 +306,15 @@ final class BlockQueue {
                 pool.give(s)
             }
         }
-        try reply(error: error, handle: p.handle, data: data, ctx)
+        try reply(error: error, handle: p.handle, data: data, ctx.region)
     }
 
-    private func reply(error: UInt32, handle: UInt64, data: [DMASlice], _ ctx: BlockContext? = nil) throws {
+    /// Send a reply: its header, then (a read's) data straight from the slots in `region`.
+    private func reply(error: UInt32, handle: UInt64, data: [DMASlice], _ region: DMARegion? = nil) throws {
         let head = NBDWire.reply(error: error, handle: handle)
         try head.withUnsafeBytes { h in
-            // SAFETY: each slice is a slot's data in the DMA region, mapped while `ctx` lives.
-            let pieces = [h] + data.map { UnsafeRawBufferPointer(start: ctx!.region.pointer($0), count: $0.length) }
+            // SAFETY: each slice is a slot's data in `region` (checked by `pointer`), mapped while it lives.
+            let pieces = [h] + data.compactMap { d in region.map { UnsafeRawBufferPointer(start: $0.pointer(d), count: d.length) } }
             do { try connection.sendAll(pieces) } catch {
                 throw PluginError("NBD connection \(position): reply not sent: \(error)")
             }
@@ -343,7 +344,7 @@ final class BlockQueue {
     /// Continue from a predecessor's record (shared memory: checked against
     /// the queue's own state before anything is used). Throws, touching
     /// nothing, if anything does not fit.
-    static func restore(_ r: Record, connection: UnixSocket, _ ctx: BlockContext, driver: DeviceDriver) throws -> BlockQueue {
+    static func restore(_ r: Record, connection: UnixSocket, _ ctx: any BlockContext) throws -> BlockQueue {
         let what = "queue \(r.position)"
         guard r.pool.bufferSize == BlockSlot.size, r.pool.length >= BlockSlot.size, r.pool.length % BlockSlot.size == 0 else {
             throw PluginError("\(what): the record's slot pool is not one of this plugin's")
@@ -375,7 +376,7 @@ final class BlockQueue {
             throw PluginError("\(what): the record's reading state does not add up")
         }
         // What the queue says the device holds must be exactly the parts the record says are out.
-        let queue = driver.queues[r.position].queue
+        let queue = ctx.queue(r.position)
         var outByRequest: [Int: Int] = [:]
         for chain in queue.state.chains where chain.inFlight && chain.token < (1 << 40) {
             guard chain.token < UInt64(count), let id = held[Int(chain.token)] else {
@@ -387,7 +388,7 @@ final class BlockQueue {
             throw PluginError("\(what): request \(id) has \(outByRequest[id, default: 0]) part(s) in flight, the record says \(p.outstanding)")
         }
         let area = DMASlice(offset: r.pool.offset, length: r.pool.length)
-        try driver.claimRestoredArea(area, "the \(what) slot pool")
+        try ctx.claimRestoredArea(area, "the \(what) slot pool")
         guard let pool = DMABufferPool(area: area, bufferSize: BlockSlot.size, inUse: Array(held.keys)) else {
             throw PluginError("\(what): the slot pool does not fit")
         }
@@ -405,8 +406,25 @@ final class BlockQueue {
     }
 }
 
-/// What a queue needs of its data path and driver while it works.
-struct BlockContext {
+/// What a queue needs of its data path and driver while it works (the
+/// driver's in the plugin, a software device's in tests).
+protocol BlockContext {
+    var limits: BlockLimits { get }
+    /// Bytes per device read/write request (`BlockLimits.partBytes`).
+    var partBytes: Int { get }
+    /// VIRTIO_F_INDIRECT_DESC negotiated: a request takes one ring slot.
+    var indirect: Bool { get }
+    var region: DMARegion { get }
+    /// The device, for log lines.
+    var address: String { get }
+    func queue(_ position: Int) -> Virtqueue
+    func notify(_ position: Int)
+    /// Accept DMA memory a hand-over record names (`DeviceDriver.claimRestoredArea`).
+    func claimRestoredArea(_ area: DMASlice, _ what: String) throws
+}
+
+/// The plugin's context: the driver's device and queues.
+struct DriverBlockContext: BlockContext {
     let driver: DeviceDriver
     let limits: BlockLimits
     let partBytes: Int
@@ -415,4 +433,5 @@ struct BlockContext {
     var address: String { driver.device.info.address }
     func queue(_ position: Int) -> Virtqueue { driver.queues[position].queue }
     func notify(_ position: Int) { driver.transport.notify(driver.queues[position].index) }
+    func claimRestoredArea(_ area: DMASlice, _ what: String) throws { try driver.claimRestoredArea(area, what) }
 }

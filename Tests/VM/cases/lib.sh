@@ -6,7 +6,8 @@ VARIANT=$(cat /payload/variant 2>/dev/null || echo default)
 # (run.sh --variant takes several, comma-separated).
 has_variant() { case ",$VARIANT," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 
-fail() { echo "$*"; exit 1; }
+# (The reason is kept in FAIL_REASON for EXIT traps that print more and then repeat it last.)
+fail() { FAIL_REASON="$*"; echo "$*"; exit 1; }
 
 # PCI addresses of virtio functions with a given modern device ID (e.g. 1042),
 # or its transitional ID in the transitional variant.

@@ -8,7 +8,16 @@
 source /payload/cases/lib.sh
 mark=$(dmesg_lines)
 disk=""
-cleanup() { [ -n "${fio_pid:-}" ] && kill "$fio_pid" 2>/dev/null; [ -z "$disk" ] || remove_disk fio0 "$disk"; stop_virtiod; }
+cleanup() {
+    if [ -n "${fio_pid:-}" ]; then
+        kill "$fio_pid" 2>/dev/null
+        echo "fio (stopped): $(grep -c error /tmp/fio.err) error lines, first: $(grep -m1 error /tmp/fio.err)"
+        journalctl -u virtiod -u 'virtiod-block-*' --no-pager -o cat | grep -v "^$" | tail -n 12
+    fi
+    [ -z "$disk" ] || remove_disk fio0 "$disk"
+    stop_virtiod
+    if [ -n "${FAIL_REASON:-}" ]; then echo "$FAIL_REASON"; fi
+}
 trap cleanup EXIT
 start_virtiod
 disk=$(hot_add_disk fio0 blkfio hp0 fio0)
@@ -18,7 +27,7 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 start=$(now_ms)
 fio --name=verify --filename="$dev" --direct=1 --ioengine=libaio --rw=randwrite --bsrange=4k-64k --iodepth=16 \
     --numjobs=2 --size=120M --offset_increment=128M --verify=crc32c --verify_backlog=64 --verify_fatal=1 \
-    --time_based --runtime=70 --write_lat_log=/tmp/fio-lat --log_avg_msec=0 --output-format=json --output=/tmp/fio.json &
+    --time_based --runtime=70 --write_lat_log=/tmp/fio-lat --log_avg_msec=0 --output-format=json --output=/tmp/fio.json 2> /tmp/fio.err &
 fio_pid=$!
 events=()
 event() { events+=("$1:$(( $(now_ms) - start ))"); }
@@ -47,7 +56,7 @@ jq -e . /tmp/fio-report.json >/dev/null || fail "fio's report is not JSON: $(hea
 errs=$(jq '[.jobs[].error] | add' /tmp/fio-report.json)
 writes=$(jq '[.jobs[].write.total_ios] | add' /tmp/fio-report.json)
 reads=$(jq '[.jobs[].read.total_ios] | add' /tmp/fio-report.json)
-echo "fio: exit $rc, $writes writes, $reads verify reads, error $errs"
+echo "fio: exit $rc, $writes writes, $reads verify reads, error $errs; $(grep -c "io_u error" /tmp/fio.err) I/O error lines, first: $(grep -m1 "io_u error" /tmp/fio.err)"
 # Longest completion latency among I/Os finishing between an event and the
 # next one (15 s after the last); log times are ms since the job began.
 n=${#events[@]}

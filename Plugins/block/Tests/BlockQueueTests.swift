@@ -1,0 +1,255 @@
+import FoundationEssentials
+import Glibc
+import Testing
+import VirtioCore
+import VirtioSoftDevice
+import VirtioSystem
+import VirtiodPluginRuntime
+@testable import virtiod_block
+
+/// A request queue over a RAM disk (the software virtio-blk device, served
+/// synchronously on each notify) and a socketpair on whose other end the
+/// test speaks NBD as the kernel would.
+final class SoftBlockContext: BlockContext {
+    let device: SoftDevice
+    let model: RAMBlockModel
+    let queues: [Virtqueue]
+    var allocator: DMAAllocator
+    var limits: BlockLimits
+    let partBytes: Int
+    let indirect: Bool
+    var region: DMARegion { device.region }
+    var address: String { "soft" }
+    private var claimed: [DMASlice] = []
+
+    init(layout: RingLayout = .split, indirect: Bool = true, sectors: Int = 4096, extra: BlockFeatures = [.flush, .discard, .writeZeroes]) throws {
+        let base = TransportFeatures.version1.rawValue | TransportFeatures.accessPlatform.rawValue
+        let wanted = TransportFeatures.ringPacked.rawValue | (indirect ? TransportFeatures.indirectDescriptors.rawValue : 0) | extra.rawValue
+        model = RAMBlockModel(sectors: sectors, features: base | wanted)
+        device = SoftDevice(model: model, region: DMARegion(anonymousSize: 16 << 20))
+        var alloc = DMAAllocator(regionSize: device.region.size)
+        var made: [Virtqueue] = []
+        let negotiated = try DeviceInitializer(transport: device).run(
+            features: FeatureRequest(required: base | (layout == .packed ? TransportFeatures.ringPacked.rawValue : 0), wanted: wanted & ~TransportFeatures.ringPacked.rawValue)
+        ) { [device] negotiated in
+            let q = try Virtqueue(layout: layout, size: device.maxQueueSize(0), region: device.region, allocator: &alloc,
+                                  options: QueueOptions(negotiated: negotiated))
+            try device.setUpQueue(0, size: q.size, addresses: q.addresses, msixVector: 0)
+            made.append(q)
+        }
+        queues = made
+        allocator = alloc
+        limits = try BlockLimits.read(device, negotiated: negotiated)
+        self.indirect = TransportFeatures(rawValue: negotiated).contains(.indirectDescriptors)
+        partBytes = limits.partBytes(slotData: BlockSlot.dataSize, maxDataSegments: self.indirect ? BlockDataPath.maxDataSegments : 4)
+    }
+
+    func queue(_ position: Int) -> Virtqueue { queues[position] }
+    func notify(_ position: Int) { device.notify(position) }
+    func claimRestoredArea(_ area: DMASlice, _ what: String) throws {
+        guard !claimed.contains(where: { $0.overlaps(area) }) else { throw PluginErrorForTests(what) }
+        claimed.append(area)
+    }
+
+    func makeQueue(_ connection: UnixSocket, slots: Int = 16) throws -> BlockQueue {
+        BlockQueue(position: 0, connection: connection,
+                   pool: try DMABufferPool(allocator: &allocator, bufferSize: BlockSlot.size, count: slots))
+    }
+}
+
+struct PluginErrorForTests: Error { let what: String; init(_ w: String) { what = w } }
+
+/// The kernel's end of one NBD connection.
+struct KernelSide {
+    let socket: UnixSocket
+    var handle: UInt64 = 0x1000
+
+    mutating func send(_ command: NBDWire.Command, offset: UInt64, length: Int, payload: [UInt8] = [], rawCommand: UInt16? = nil) -> UInt64 {
+        handle += 1
+        let r = NBDWire.Request(command: rawCommand ?? command.rawValue, flags: 0, handle: handle, offset: offset, length: UInt32(length))
+        write(NBDWire.request(r) + payload)
+        return handle
+    }
+
+    func write(_ bytes: [UInt8]) {
+        let n = bytes.withUnsafeBytes { Glibc.send(socket.fd.rawValue, $0.baseAddress, $0.count, 0) }
+        precondition(n == bytes.count)
+    }
+
+    /// The next reply (data follows only for a successful read of `dataLength`).
+    func reply(dataLength: Int = 0) -> (error: UInt32, handle: UInt64, data: [UInt8])? {
+        guard let head = read(NBDWire.replySize), NBDWire.be32(head, 0) == NBDWire.replyMagic else { return nil }
+        let error = NBDWire.be32(head, 4)
+        let data = error == 0 && dataLength > 0 ? read(dataLength) ?? [] : []
+        return (error, NBDWire.raw64(head, 8), data)
+    }
+
+    /// Nothing waiting to be read.
+    var quiet: Bool {
+        var b = [UInt8](repeating: 0, count: 1)
+        return b.withUnsafeMutableBytes { recv(socket.fd.rawValue, $0.baseAddress, 1, CInt(MSG_DONTWAIT) | CInt(MSG_PEEK)) } < 0
+    }
+
+    private func read(_ count: Int) -> [UInt8]? {
+        var b = [UInt8](repeating: 0, count: count)
+        var got = 0
+        while got < count {
+            let n = b.withUnsafeMutableBytes { recv(socket.fd.rawValue, $0.baseAddress! + got, count - got, 0) }
+            guard n > 0 else { return nil }
+            got += n
+        }
+        return b
+    }
+}
+
+@Suite struct BlockQueueTests {
+    static func pattern(_ n: Int, seed: Int) -> [UInt8] { (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ seed &* 7 &+ $0 >> 9) } }
+
+    func pair() throws -> (UnixSocket, KernelSide) {
+        let (a, b) = try UnixSocket.streamPair()
+        return (a, KernelSide(socket: b))
+    }
+
+    @Test(arguments: [(RingLayout.split, true), (.packed, true), (.split, false)])
+    func writesAndReadsSpanningSeveralPartsReachTheDisk(layout: RingLayout, indirect: Bool) throws {
+        let ctx = try SoftBlockContext(layout: layout, indirect: indirect)
+        let (ours, kernel0) = try pair()
+        var kernel = kernel0
+        let q = try ctx.makeQueue(ours)
+        let data = Self.pattern(200 << 10, seed: 1) // 4 parts of 64 KiB
+        let w = kernel.send(.write, offset: 4096, length: data.count, payload: data)
+        try q.pump(ctx)
+        try q.collect(ctx)
+        let wr = try #require(kernel.reply())
+        #expect(wr.error == 0 && wr.handle == w)
+        #expect(Array(ctx.model.storage[4096..<4096 + data.count]) == data)
+        let r = kernel.send(.read, offset: 4096, length: data.count)
+        try q.pump(ctx)
+        try q.collect(ctx)
+        let rr = try #require(kernel.reply(dataLength: data.count))
+        #expect(rr.error == 0 && rr.handle == r && rr.data == data)
+        let f = kernel.send(.flush, offset: 0, length: 0)
+        try q.pump(ctx)
+        try q.collect(ctx)
+        #expect(kernel.reply()?.handle == f)
+        #expect(q.counters.reads == 1 && q.counters.writes == 1 && q.counters.flushes == 1)
+        #expect(q.counters.readBytes == UInt64(data.count) && q.counters.writeBytes == UInt64(data.count))
+        #expect(q.inFlight == 0 && q.pool.freeCount == q.pool.count)
+        #expect(ctx.model.served[.write] == 4 && ctx.model.served[.read] == 4 && ctx.model.served[.flush] == 1)
+    }
+
+    @Test func zeroWritesBecomeWriteZeroesAndTrimsBecomeDiscards() throws {
+        let ctx = try SoftBlockContext()
+        let (ours, kernel0) = try pair()
+        var kernel = kernel0
+        let q = try ctx.makeQueue(ours)
+        _ = kernel.send(.write, offset: 0, length: 8192, payload: Self.pattern(8192, seed: 2))
+        _ = kernel.send(.write, offset: 0, length: 4096, payload: [UInt8](repeating: 0, count: 4096))
+        _ = kernel.send(.trim, offset: 4096, length: 4096)
+        try q.pump(ctx)
+        try q.collect(ctx)
+        for _ in 0..<3 { #expect(kernel.reply()?.error == 0) }
+        #expect(ctx.model.storage[0..<8192].allSatisfy { $0 == 0 })
+        #expect(ctx.model.served[.writeZeroes] == 1 && ctx.model.served[.discard] == 1 && ctx.model.served[.write] == 1)
+        #expect(q.counters.writeZeroes == 1 && q.counters.discards == 1 && q.counters.writes == 1)
+    }
+
+    @Test func badRequestsAreAnsweredWithErrorsAndTheStreamStaysInStep() throws {
+        let ctx = try SoftBlockContext(sectors: 64)
+        let (ours, kernel0) = try pair()
+        var kernel = kernel0
+        let q = try ctx.makeQueue(ours)
+        // Past the end, not whole sectors, an unknown command: errors, no device I/O.
+        let beyond = kernel.send(.read, offset: 64 * 512, length: 512)
+        let odd = kernel.send(.write, offset: 100, length: 512, payload: Self.pattern(512, seed: 3))
+        let unknown = kernel.send(.read, offset: 0, length: 0, rawCommand: 42)
+        let fine = kernel.send(.read, offset: 0, length: 512)
+        try q.pump(ctx)
+        try q.collect(ctx)
+        #expect(kernel.reply().map { ($0.error, $0.handle) } ?? (0, 0) == (NBDWire.einval, beyond))
+        #expect(kernel.reply().map { ($0.error, $0.handle) } ?? (0, 0) == (NBDWire.einval, odd))
+        #expect(kernel.reply().map { ($0.error, $0.handle) } ?? (0, 0) == (NBDWire.einval, unknown))
+        #expect(kernel.reply(dataLength: 512).map { ($0.error, $0.handle) } ?? (1, 0) == (0, fine))
+        #expect(q.counters.refused == 3 && ctx.model.served[.read] == 1 && ctx.model.served[.write] == nil)
+        // A read-only disk refuses writes (their payload is read and dropped).
+        ctx.limits.readOnly = true
+        let ro = kernel.send(.write, offset: 0, length: 512, payload: Self.pattern(512, seed: 4))
+        let after = kernel.send(.read, offset: 0, length: 512)
+        try q.pump(ctx)
+        try q.collect(ctx)
+        #expect(kernel.reply()?.error == NBDWire.eperm)
+        #expect(kernel.reply(dataLength: 512)?.handle == after)
+        _ = ro
+        // A header without the magic: the stream is out of step; the queue stops.
+        kernel.write([UInt8](repeating: 0xab, count: NBDWire.requestSize))
+        #expect(throws: PluginError.self) { try q.pump(ctx) }
+    }
+
+    @Test func aRequestWaitsForSlotsAndReadingResumesWhenTheyFree() throws {
+        let ctx = try SoftBlockContext()
+        let (ours, kernel0) = try pair()
+        var kernel = kernel0
+        let q = try ctx.makeQueue(ours, slots: 2)
+        let big = kernel.send(.read, offset: 0, length: 2 * 65536) // both slots
+        let next = kernel.send(.read, offset: 0, length: 512)
+        try q.pump(ctx)
+        #expect(!q.wantsInput || q.inFlight == 1) // the second waits (or the first is done already)
+        try q.collect(ctx)
+        #expect(kernel.reply(dataLength: 2 * 65536)?.handle == big)
+        try q.collect(ctx)
+        #expect(kernel.reply(dataLength: 512)?.handle == next)
+        // More than the whole pool can never be served: refused, not waited for.
+        let huge = kernel.send(.read, offset: 0, length: 3 * 65536)
+        try q.pump(ctx)
+        #expect(kernel.reply()?.error == NBDWire.einval)
+        _ = huge
+    }
+
+    /// A successor continues from the record: a write half received, and
+    /// one the device finished but nobody collected, are each answered once.
+    @Test func handOverMidRequestAnswersEverythingOnce() throws {
+        let ctx = try SoftBlockContext()
+        let (ours, kernel0) = try pair()
+        var kernel = kernel0
+        let q = try ctx.makeQueue(ours)
+        let first = Self.pattern(65536, seed: 5), second = Self.pattern(3 * 65536, seed: 6)
+        let done = kernel.send(.write, offset: 0, length: first.count, payload: first)
+        let half = kernel.send(.write, offset: 1 << 20, length: second.count, payload: Array(second.prefix(70000)))
+        try q.pump(ctx) // first submitted (the device finished it), second half read
+        #expect(q.inFlight == 2 && kernel.quiet)
+        let record = try JSONDecoder().decode(BlockQueue.Record.self, from: JSONEncoder().encode(q.record))
+        let successor = try BlockQueue.restore(record, connection: ours, ctx)
+        kernel.write(Array(second.dropFirst(70000)))
+        try successor.collect(ctx)
+        try successor.collect(ctx)
+        var handles = [kernel.reply()?.handle, kernel.reply()?.handle]
+        handles.sort { ($0 ?? 0) < ($1 ?? 0) }
+        #expect(handles == [done, half])
+        #expect(kernel.quiet)
+        #expect(Array(ctx.model.storage[0..<first.count]) == first)
+        #expect(Array(ctx.model.storage[(1 << 20)..<(1 << 20) + second.count]) == second)
+        #expect(successor.inFlight == 0 && successor.pool.freeCount == successor.pool.count)
+    }
+
+    @Test func aRecordThatDoesNotAddUpIsRefused() throws {
+        let ctx = try SoftBlockContext()
+        let (ours, kernel0) = try pair()
+        var kernel = kernel0
+        let q = try ctx.makeQueue(ours)
+        _ = kernel.send(.write, offset: 0, length: 65536, payload: Self.pattern(65536, seed: 7))
+        try q.pump(ctx)
+        let good = q.record
+        var twice = good
+        let id = try #require(twice.requests.keys.first)
+        twice.requests[id]!.slots = [0]
+        twice.requests[id + 1] = twice.requests[id]
+        twice.nextID = id + 2
+        #expect(throws: (any Error).self) { try BlockQueue.restore(twice, connection: ours, ctx) }
+        var noneOut = good
+        noneOut.requests[id]!.outstanding = 0
+        #expect(throws: (any Error).self) { try BlockQueue.restore(noneOut, connection: ours, ctx) }
+        var badPool = good
+        badPool.pool.bufferSize = 4096
+        #expect(throws: (any Error).self) { try BlockQueue.restore(badPool, connection: ours, ctx) }
+    }
+}
