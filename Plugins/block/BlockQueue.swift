@@ -255,6 +255,16 @@ final class BlockQueue {
     /// back; then add what waited for room and read on.
     func collect(_ ctx: any BlockContext) throws {
         let queue = ctx.queue(position)
+        // Drain, then ask for the next interrupt and look once more: a
+        // completion that lands between the last pop and the device reading
+        // used_event would otherwise raise no interrupt (§2.7.10), and its
+        // request would wait for the kernel's timeout.
+        repeat { try drain(queue, ctx) } while queue.enableInterrupts()
+        for id in unsubmitted { submit(id, ctx) }
+        try pump(ctx)
+    }
+
+    private func drain(_ queue: Virtqueue, _ ctx: any BlockContext) throws {
         while let used = try queue.popUsed() {
             // Tokens beyond the pool are the runtime's own requests (GET_ID at bring-up).
             guard used.token < UInt64(pool.count), let id = owner[Int(used.token)], var p = requests[id] else { continue }
@@ -273,8 +283,6 @@ final class BlockQueue {
             requests[id] = p
             if p.isDone { try finish(id, ctx) }
         }
-        for id in unsubmitted { submit(id, ctx) }
-        try pump(ctx)
     }
 
     /// Answer request `id` and free its slots.

@@ -72,6 +72,7 @@ if [ "$rc" -ne 0 ] || [ "$errs" -ne 0 ]; then
 fi
 [ "$rc" -eq 0 ] && [ "$errs" -eq 0 ] || fail "fio exit $rc, error $errs: $(jq -c '[.jobs[] | {error, verify_errors: .verify_errors}]' /tmp/fio-report.json 2>/dev/null)"
 [ "$writes" -gt 100 ] && [ "$reads" -gt 100 ] || fail "too little I/O: $writes writes, $reads verify reads"
+echo "kernel nbd lines: $(dmesg | tail -n +$((mark + 1)) | grep -c 'timed out') request timeouts, $(dmesg | tail -n +$((mark + 1)) | grep -c 'reconnected socket') reconnected connections"
 errors=$(io_errors "$mark")
 [ -z "$errors" ] || fail "kernel I/O errors: $errors"
 journalctl -u virtiod --no-pager -o cat | grep -q "fresh connection" || fail "no fresh NBD connections after the kill in the journal"
