@@ -69,6 +69,15 @@ final class BlockDataPath: DataPath {
         try q.pump(context(driver))
     }
 
+    var writeFDs: [FileDescriptor] { queues.filter(\.wantsOutput).map(\.connection.fd) }
+
+    /// Room for waiting replies: send them, and read on with the slots they freed.
+    func writable(_ fd: FileDescriptor, _ driver: DeviceDriver) throws {
+        guard let q = queues.first(where: { $0.connection.fd == fd }) else { return }
+        try q.flushOutbox(context(driver))
+        try q.pump(context(driver))
+    }
+
     func interrupt(queue index: Int, _ driver: DeviceDriver) throws {
         guard index < queues.count else { return }
         try queues[index].collect(context(driver))
@@ -105,8 +114,8 @@ final class BlockDataPath: DataPath {
 
     var stateVersion: Int { 1 }
 
-    /// Nothing to finish: replies are sent whole, and a request half read
-    /// from a connection travels in the record (the successor reads on).
+    /// Nothing to finish: a request half read from a connection and a
+    /// reply half sent travel in the record (the successor goes on).
     func quiesce(_ driver: DeviceDriver) throws {}
 
     func saveState() throws -> Data {

@@ -28,6 +28,11 @@ final class BlockQueue {
     private var unsubmitted: [Int] = []
     /// Payload bytes of a refused write still to be read and dropped.
     private var sinkRemaining = 0
+    /// Replies not (fully) sent yet, in order: reading goes on meanwhile.
+    /// Never blocking on a full connection matters: the kernel may be
+    /// sending on another connection while holding a lock its receiver
+    /// needs for the reply at the head of this one.
+    private(set) var outbox: [OutgoingReply] = []
     var counters = Counters()
     private var added = false
 
@@ -45,6 +50,8 @@ final class BlockQueue {
 
     /// Reading stops while a request waits for slots.
     var wantsInput: Bool { waiting == nil }
+    /// Replies wait for room on the connection.
+    var wantsOutput: Bool { !outbox.isEmpty }
     var inFlight: Int { requests.count }
 
     // MARK: reading requests
@@ -96,7 +103,7 @@ final class BlockQueue {
             counters.refused &+= 1
             PluginLog.warning("block \(ctx.address) queue \(position): \(why); answered with error \(error)")
             sinkRemaining = payload
-            try reply(error: error, handle: r.handle, data: [])
+            try reply(OutgoingReply(handle: r.handle, error: error), ctx)
         }
         guard let command = NBDWire.Command(rawValue: r.command) else {
             return try refuse(NBDWire.einval, "unknown NBD command \(r.command)")
@@ -108,7 +115,7 @@ final class BlockQueue {
             return
         case .flush where !limits.flush:
             // Without VIRTIO_BLK_F_FLUSH writes are durable when answered.
-            return try reply(error: 0, handle: r.handle, data: [])
+            return try reply(OutgoingReply(handle: r.handle, error: 0), ctx)
         case .trim where !limits.discard, .writeZeroes where !limits.writeZeroes:
             return try refuse(NBDWire.enotsup, "\(command) is not offered by the device")
         default: break
@@ -121,7 +128,7 @@ final class BlockQueue {
             guard r.offset % 512 == 0, r.length % 512 == 0, !end.overflow, end.partialValue <= limits.capacityBytes else {
                 return try refuse(NBDWire.einval, "\(command) of \(r.length) bytes at \(r.offset) is not whole sectors within the \(limits.capacityBytes)-byte disk")
             }
-            if r.length == 0 { return try reply(error: 0, handle: r.handle, data: []) }
+            if r.length == 0 { return try reply(OutgoingReply(handle: r.handle, error: 0), ctx) }
         }
         let p = PendingRequest(handle: r.handle, command: command, offset: r.offset, length: r.length)
         let parts = p.parts(partBytes: ctx.partBytes, limits: limits).count
@@ -302,29 +309,58 @@ final class BlockQueue {
         case .trim: counters.discards &+= 1
         case .writeZeroes: counters.writeZeroes &+= 1
         }
-        var data: [DMASlice] = []
+        // The slots stay the request's until its reply (a read's data comes from them) is sent.
+        var lengths: [Int] = []
         if p.command == .read, error == 0 {
-            for (i, part) in p.parts(partBytes: ctx.partBytes, limits: ctx.limits).enumerated() {
-                data.append(DMASlice(offset: pool.slice(p.slots[i]).offset, length: part.length))
-            }
+            lengths = p.parts(partBytes: ctx.partBytes, limits: ctx.limits).map(\.length)
         }
-        defer {
-            for s in p.slots {
-                owner[s] = nil
-                pool.give(s)
-            }
-        }
-        try reply(error: error, handle: p.handle, data: data, ctx.region)
+        for s in p.slots { owner[s] = nil }
+        try reply(OutgoingReply(handle: p.handle, error: error, slots: p.slots, lengths: lengths), ctx)
     }
 
-    /// Send a reply: its header, then (a read's) data straight from the slots in `region`.
-    private func reply(error: UInt32, handle: UInt64, data: [DMASlice], _ region: DMARegion? = nil) throws {
-        let head = NBDWire.reply(error: error, handle: handle)
-        try head.withUnsafeBytes { h in
-            // SAFETY: each slice is a slot's data in `region` (checked by `pointer`), mapped while it lives.
-            let pieces = [h] + data.compactMap { d in region.map { UnsafeRawBufferPointer(start: $0.pointer(d), count: d.length) } }
-            do { try connection.sendAll(pieces) } catch {
-                throw PluginError("NBD connection \(position): reply not sent: \(error)")
+    /// Queue a reply and send what the connection takes.
+    private func reply(_ r: OutgoingReply, _ ctx: any BlockContext) throws {
+        outbox.append(r)
+        try flushOutbox(ctx)
+    }
+
+    /// Send waiting replies, header and data straight from the slots, as far
+    /// as the connection takes them; a sent reply frees its slots.
+    func flushOutbox(_ ctx: any BlockContext) throws {
+        while !outbox.isEmpty {
+            let batch = outbox.prefix(64)
+            var headers: [UInt8] = []
+            for r in batch { headers += NBDWire.reply(error: r.error, handle: r.handle) }
+            let n = try headers.withUnsafeBytes { h -> Int in
+                var pieces: [UnsafeRawBufferPointer] = []
+                var skip = batch.first!.sent
+                func add(_ piece: UnsafeRawBufferPointer) {
+                    if skip >= piece.count { skip -= piece.count; return }
+                    pieces.append(UnsafeRawBufferPointer(rebasing: piece[skip...]))
+                    skip = 0
+                }
+                for (i, r) in batch.enumerated() {
+                    add(UnsafeRawBufferPointer(rebasing: h[(i * NBDWire.replySize)..<((i + 1) * NBDWire.replySize)]))
+                    // SAFETY: each piece is the start of a slot's data in the DMA
+                    // region (`pointer` checks the slice), mapped while `ctx` lives.
+                    for (slot, length) in zip(r.slots, r.lengths) {
+                        add(UnsafeRawBufferPointer(start: ctx.region.pointer(pool.slice(slot)), count: length))
+                    }
+                }
+                do { return try connection.sendAvailable(pieces) } catch {
+                    throw PluginError("NBD connection \(position): reply not sent: \(error)")
+                }
+            }
+            guard n > 0 else { return }
+            var left = n
+            while left > 0, !outbox.isEmpty {
+                let remaining = outbox[0].total - outbox[0].sent
+                guard left >= remaining else {
+                    outbox[0].sent += left
+                    break
+                }
+                left -= remaining
+                for s in outbox.removeFirst().slots { pool.give(s) }
             }
         }
     }
@@ -341,12 +377,14 @@ final class BlockQueue {
         var waiting: PendingRequest?
         var unsubmitted: [Int]
         var sinkRemaining: Int
+        var outbox: [OutgoingReply]
         var counters: Counters
     }
 
     var record: Record {
         Record(position: position, pool: PoolPlacement(pool), requests: requests, nextID: nextID, header: header,
-               receiving: receiving, waiting: waiting, unsubmitted: unsubmitted, sinkRemaining: sinkRemaining, counters: counters)
+               receiving: receiving, waiting: waiting, unsubmitted: unsubmitted, sinkRemaining: sinkRemaining,
+               outbox: outbox, counters: counters)
     }
 
     /// Continue from a predecessor's record (shared memory: checked against
@@ -368,6 +406,18 @@ final class BlockQueue {
             }
             for s in p.slots {
                 guard s >= 0, s < count, held.updateValue(id, forKey: s) == nil else {
+                    throw PluginError("\(what): slot \(s) out of range or held twice in the record")
+                }
+            }
+        }
+        var replying = Set<Int>()
+        for o in r.outbox {
+            guard o.lengths.count <= o.slots.count, o.lengths.allSatisfy({ (0...BlockSlot.dataSize).contains($0) }),
+                  o.sent >= 0, o.sent < o.total else {
+                throw PluginError("\(what): a reply waiting in the record does not add up")
+            }
+            for s in o.slots {
+                guard s >= 0, s < count, held[s] == nil, replying.insert(s).inserted else {
                     throw PluginError("\(what): slot \(s) out of range or held twice in the record")
                 }
             }
@@ -397,7 +447,7 @@ final class BlockQueue {
         }
         let area = DMASlice(offset: r.pool.offset, length: r.pool.length)
         try ctx.claimRestoredArea(area, "the \(what) slot pool")
-        guard let pool = DMABufferPool(area: area, bufferSize: BlockSlot.size, inUse: Array(held.keys)) else {
+        guard let pool = DMABufferPool(area: area, bufferSize: BlockSlot.size, inUse: Array(held.keys) + Array(replying)) else {
             throw PluginError("\(what): the slot pool does not fit")
         }
         let q = BlockQueue(position: r.position, connection: connection, pool: pool)
@@ -409,6 +459,7 @@ final class BlockQueue {
         q.waiting = r.waiting
         q.unsubmitted = r.unsubmitted
         q.sinkRemaining = r.sinkRemaining
+        q.outbox = r.outbox
         q.counters = r.counters
         return q
     }

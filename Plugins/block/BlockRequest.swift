@@ -71,6 +71,22 @@ struct PendingRequest: Codable, Equatable {
     }
 }
 
+/// A reply waiting for room on its connection: the header, then (a
+/// successful read's) data from the request's slots, which stay taken until
+/// it is sent. Travels in the hand-over record with what was sent of it.
+struct OutgoingReply: Codable, Equatable {
+    var handle: UInt64
+    var error: UInt32
+    /// All the request's slots (freed once sent).
+    var slots: [Int] = []
+    /// Data bytes sent from each of the first slots (a read's parts).
+    var lengths: [Int] = []
+    /// Bytes of header and data already sent.
+    var sent = 0
+
+    var total: Int { NBDWire.replySize + lengths.reduce(0, +) }
+}
+
 /// A slot of a queue's pool: `dataSize` bytes of data, then the request
 /// header (16 bytes: le32 type, le32 reserved, le64 sector), a discard /
 /// write-zeroes segment (16 bytes: le64 sector, le32 sectors, le32 flags)

@@ -3,8 +3,8 @@ import SystemPackage
 
 /// Byte-stream I/O on a connected socket that others may share (an NBD
 /// connection): no O_NONBLOCK on the open file (that flag would be shared
-/// too), so reads are MSG_DONTWAIT and writes wait in poll(2) while the
-/// socket is full. Writes never raise SIGPIPE.
+/// too), so reads and writes are MSG_DONTWAIT; the caller polls and keeps
+/// what did not fit. Writes never raise SIGPIPE.
 extension UnixSocket {
     /// Read what is there now into `buffer`: the byte count, 0 at end of
     /// file, nil if nothing is waiting.
@@ -28,43 +28,25 @@ extension UnixSocket {
         return entry.revents & (rdhup | Int16(POLLHUP) | Int16(POLLERR)) != 0
     }
 
-    /// Send every byte of `pieces`, in order, as one gather list; while the
-    /// socket is full, wait for room up to `timeoutMS` at a time (a peer
-    /// that takes nothing for that long is an error).
-    public func sendAll(_ pieces: [UnsafeRawBufferPointer], timeoutMS: Int32 = 30_000) throws {
-        var vectors = pieces.filter { $0.count > 0 }.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
-        var first = 0
-        while first < vectors.count {
-            let count = min(vectors.count - first, Int(UIO_MAXIOV))
+    /// Send what the socket takes now of `pieces`, in order, as one gather
+    /// list (at most IOV_MAX pieces); the byte count (0 if it is full).
+    public func sendAvailable(_ pieces: [UnsafeRawBufferPointer]) throws -> Int {
+        var vectors = pieces.prefix(Int(UIO_MAXIOV)).filter { $0.count > 0 }
+            .map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
+        guard !vectors.isEmpty else { return 0 }
+        while true {
             // SAFETY: the iovecs point into buffers the caller keeps alive for
             // this call; sendmsg only reads them.
             let n = vectors.withUnsafeMutableBufferPointer { v -> Int in
                 var message = msghdr()
-                message.msg_iov = v.baseAddress! + first
-                message.msg_iovlen = count
+                message.msg_iov = v.baseAddress
+                message.msg_iovlen = v.count
                 return sendmsg(fd.rawValue, &message, CInt(MSG_NOSIGNAL) | CInt(MSG_DONTWAIT))
             }
-            if n < 0 {
-                if errno == EINTR { continue }
-                guard errno == EAGAIN || errno == EWOULDBLOCK else { throw SystemCallError("sendmsg") }
-                let ready = try Poll.wait([(fd, true)], timeoutMS: timeoutMS)
-                guard ready.contains(where: { $0.writable || $0.closed }) else {
-                    throw SystemCallError("sendmsg: the peer took nothing for \(timeoutMS) ms", .timedOut)
-                }
-                continue
-            }
-            // Skip what went out; the first piece not fully sent is advanced.
-            var sent = n
-            while sent > 0, first < vectors.count {
-                if sent >= vectors[first].iov_len {
-                    sent -= vectors[first].iov_len
-                    first += 1
-                } else {
-                    vectors[first].iov_base = vectors[first].iov_base.map { $0 + sent }
-                    vectors[first].iov_len -= sent
-                    sent = 0
-                }
-            }
+            if n >= 0 { return n }
+            if errno == EINTR { continue }
+            if errno == EAGAIN || errno == EWOULDBLOCK { return 0 }
+            throw SystemCallError("sendmsg")
         }
     }
 }

@@ -12,6 +12,10 @@ public protocol DataPath: AnyObject {
     var pollFDs: [FileDescriptor] { get }
     /// One of `pollFDs` is readable.
     func ready(_ fd: FileDescriptor, _ driver: DeviceDriver) throws
+    /// Fds with output waiting, polled for writability (default: none).
+    var writeFDs: [FileDescriptor] { get }
+    /// One of `writeFDs` can take more.
+    func writable(_ fd: FileDescriptor, _ driver: DeviceDriver) throws
     /// An interrupt for queue `index` (or an INTx that may be for any queue).
     func interrupt(queue index: Int, _ driver: DeviceDriver) throws
     /// The device config was re-read after a config-change interrupt.
@@ -36,6 +40,11 @@ public protocol DataPath: AnyObject {
     func resume(_ driver: DeviceDriver, state: Data, version: Int) throws
     /// After `resume` succeeded everywhere: pick up what arrived during the pause.
     func continueAfterHandover(_ driver: DeviceDriver) throws
+}
+
+extension DataPath {
+    public var writeFDs: [FileDescriptor] { [] }
+    public func writable(_ fd: FileDescriptor, _ driver: DeviceDriver) throws {}
 }
 
 /// Makes a plugin's data path once the device is attached.

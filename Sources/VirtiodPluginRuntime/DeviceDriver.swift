@@ -117,7 +117,13 @@ public final class DeviceDriver {
         while true {
             let fds = [link.fd] + (signals.map { [$0.fd] } ?? []) + device.vectors.map(\.fd)
                 + (device.intx.map { [$0.fd] } ?? []) + (dataPath?.pollFDs ?? [])
-            for ready in try Poll.readable(fds, timeoutMS: -1) {
+            let output = dataPath?.writeFDs ?? []
+            let events = try Poll.wait(fds.map { ($0, output.contains($0)) } + output.filter { !fds.contains($0) }.map { ($0, true) },
+                                       timeoutMS: -1)
+            for event in events where event.writable {
+                if let dataPath, output.contains(event.fd) { try dataPath.writable(event.fd, self) }
+            }
+            for ready in events.filter({ $0.readable || $0.closed }).map(\.fd) where fds.contains(ready) {
                 if ready == link.fd {
                     let bytes = try link.receive()
                     if bytes.isEmpty {

@@ -84,6 +84,16 @@ struct KernelSide {
         return (error, NBDWire.raw64(head, 8), data)
     }
 
+    /// What is waiting to be read now (appended to `into`).
+    func readAvailable(into buffer: inout [UInt8]) {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(socket.fd.rawValue, $0.baseAddress, $0.count, CInt(MSG_DONTWAIT)) }
+            guard n > 0 else { return }
+            buffer += chunk[0..<n]
+        }
+    }
+
     /// Nothing waiting to be read.
     var quiet: Bool {
         var b = [UInt8](repeating: 0, count: 1)
@@ -205,6 +215,45 @@ struct KernelSide {
         _ = huge
     }
 
+    /// A reply bigger than the connection holds waits in the outbox while
+    /// the queue reads and serves the next request (blocking there could
+    /// deadlock against the kernel), and goes out as the kernel reads.
+    @Test func aReplyTheConnectionCannotTakeWaitsWhileReadingGoesOn() throws {
+        let ctx = try SoftBlockContext()
+        let (ours, kernel0) = try pair()
+        var kernel = kernel0
+        let q = try ctx.makeQueue(ours, slots: 16)
+        let data = Self.pattern(8 * 65536, seed: 9)
+        _ = kernel.send(.write, offset: 0, length: data.count, payload: [])
+        // (the write's payload goes in pieces: the socket holds less than 512 KiB)
+        var sent = 0
+        while sent < data.count {
+            let n = data[sent...].withUnsafeBytes { Glibc.send(kernel.socket.fd.rawValue, $0.baseAddress, min($0.count, 65536), CInt(MSG_DONTWAIT)) }
+            if n > 0 { sent += n }
+            try q.pump(ctx)
+        }
+        try q.collect(ctx)
+        #expect(kernel.reply()?.error == 0)
+        let big = kernel.send(.read, offset: 0, length: data.count)
+        try q.pump(ctx)
+        try q.collect(ctx)
+        #expect(q.wantsOutput)
+        let small = kernel.send(.read, offset: 0, length: 4096)
+        try q.pump(ctx)
+        try q.collect(ctx)
+        #expect(q.outbox.count == 2) // read and answered, queued behind the big one
+        var received: [UInt8] = []
+        let expected = 2 * NBDWire.replySize + data.count + 4096
+        for _ in 0..<1000 where received.count < expected {
+            kernel.readAvailable(into: &received)
+            try q.flushOutbox(ctx)
+        }
+        #expect(received.count == expected && !q.wantsOutput)
+        #expect(NBDWire.raw64(received, 8) == big && Array(received[16..<(16 + data.count)]) == data)
+        #expect(NBDWire.raw64(received, 16 + data.count + 8) == small)
+        #expect(q.pool.freeCount == q.pool.count)
+    }
+
     /// A successor continues from the record: a write half received, and
     /// one the device finished but nobody collected, are each answered once.
     @Test func handOverMidRequestAnswersEverythingOnce() throws {
@@ -229,6 +278,30 @@ struct KernelSide {
         #expect(Array(ctx.model.storage[0..<first.count]) == first)
         #expect(Array(ctx.model.storage[(1 << 20)..<(1 << 20) + second.count]) == second)
         #expect(successor.inFlight == 0 && successor.pool.freeCount == successor.pool.count)
+    }
+
+    /// A reply half sent when the plugin is replaced is finished by the successor, byte-exact.
+    @Test func aHalfSentReplyIsFinishedByTheSuccessor() throws {
+        let ctx = try SoftBlockContext()
+        let (ours, kernel0) = try pair()
+        var kernel = kernel0
+        let q = try ctx.makeQueue(ours, slots: 16)
+        let big = kernel.send(.read, offset: 0, length: 8 * 65536)
+        try q.pump(ctx)
+        try q.collect(ctx)
+        let waiting = try #require(q.outbox.first)
+        #expect(waiting.sent > 0 && waiting.sent < waiting.total)
+        let record = try JSONDecoder().decode(BlockQueue.Record.self, from: JSONEncoder().encode(q.record))
+        let successor = try BlockQueue.restore(record, connection: ours, ctx)
+        var received: [UInt8] = []
+        for _ in 0..<1000 where received.count < waiting.total {
+            kernel.readAvailable(into: &received)
+            try successor.flushOutbox(ctx)
+        }
+        kernel.readAvailable(into: &received)
+        #expect(received.count == waiting.total && NBDWire.raw64(received, 8) == big)
+        #expect(Array(received[16...]) == Array(ctx.model.storage[0..<(8 * 65536)]))
+        #expect(successor.pool.freeCount == successor.pool.count)
     }
 
     @Test func aRecordThatDoesNotAddUpIsRefused() throws {

@@ -231,19 +231,30 @@ final class NBDEndpoint: Endpoint {
         // RECONFIGURE puts each socket in the first dead slot and quietly
         // ignores the rest while none is dead (the kernel may not have read
         // the shutdown yet): a socket it did not take is seen by its peer
-        // end hanging up once our copy of the kernel end is closed.
+        // end hanging up once our copy of the kernel end is closed. And a
+        // socket it took may still be shut down by the old connection's
+        // receive thread exiting late (6.1 marks whatever socket sits in its
+        // slot dead): it counts once it stayed up for two checks in a row.
         var taken: [UnixSocket] = []
         var lastError: (any Error)?
-        for _ in 0..<150 where taken.count < connections {
-            let (ours, kernel) = try Self.pairs(connections - taken.count)
-            var a = p.identifying
-            a.nested(NBDNetlink.attrSockets, NBDNetlink.socketItems(kernel))
-            do { _ = try NBDNetlink().request(NBDNetlink.cmdReconfigure, a) } catch { lastError = error }
-            for s in kernel { try? s.fd.close() }
-            for s in ours {
-                if s.peerClosed { try? s.fd.close() } else { taken.append(s) }
+        var stable = 0
+        usleep(50_000)
+        for _ in 0..<100 where stable < 2 {
+            if taken.count < connections {
+                let (ours, kernel) = try Self.pairs(connections - taken.count)
+                var a = p.identifying
+                a.nested(NBDNetlink.attrSockets, NBDNetlink.socketItems(kernel))
+                do { _ = try NBDNetlink().request(NBDNetlink.cmdReconfigure, a) } catch { lastError = error }
+                for s in kernel { try? s.fd.close() }
+                for s in ours {
+                    if s.peerClosed { try? s.fd.close() } else { taken.append(s) }
+                }
             }
-            if taken.count < connections { usleep(20_000) }
+            usleep(50_000)
+            let died = taken.filter(\.peerClosed)
+            for s in died { try? s.fd.close() }
+            taken.removeAll { s in died.contains { $0.fd == s.fd } }
+            stable = taken.count == connections && died.isEmpty ? stable + 1 : 0
         }
         sockets = taken
         guard taken.count == connections else {

@@ -30,7 +30,8 @@ fio --name=verify --filename="$dev" --direct=1 --ioengine=libaio --rw=randwrite 
     --time_based --runtime=70 --write_lat_log=/tmp/fio-lat --log_avg_msec=0 --output-format=json --output=/tmp/fio.json 2> /tmp/fio.err &
 fio_pid=$!
 events=()
-event() { events+=("$1:$(( $(now_ms) - start ))"); }
+event() { events+=("$1:$(( $(now_ms) - start ))"); echo "event $1 at uptime $(cut -d' ' -f1 /proc/uptime)" >> /tmp/fio-events; }
+rm -f /tmp/fio-events
 sleep 6
 for i in 1 2 3; do
     event "reload$i"
@@ -73,6 +74,9 @@ fi
 [ "$rc" -eq 0 ] && [ "$errs" -eq 0 ] || fail "fio exit $rc, error $errs: $(jq -c '[.jobs[] | {error, verify_errors: .verify_errors}]' /tmp/fio-report.json 2>/dev/null)"
 [ "$writes" -gt 100 ] && [ "$reads" -gt 100 ] || fail "too little I/O: $writes writes, $reads verify reads"
 echo "kernel nbd lines: $(dmesg | tail -n +$((mark + 1)) | grep -c 'timed out') request timeouts, $(dmesg | tail -n +$((mark + 1)) | grep -c 'reconnected socket') reconnected connections"
+# What the kernel's nbd said, by second of uptime, beside the events (for a stall's cause).
+echo "$(tr '\n' ';' < /tmp/fio-events) nbd: $(dmesg | tail -n +$((mark + 1)) | grep nbd | sed -E 's/^\[ *([0-9]+)\.[0-9]+\] block nbd[0-9]+: /\1s /; s/ \(.*//; s/ on req.*//; s/Connection timed out, retrying/timeout/' | uniq -c | tr -s ' ' | tr '\n' ';')"
+echo "virtiod: $(journalctl -u virtiod -u 'virtiod-block-*' --no-pager -o short-monotonic | grep -E "fresh connection|restarting in|closed by|rolled back|failed" | sed -E 's/^\[ *([0-9]+)\.[0-9]+\] [^:]*: /\1s /' | cut -c1-90 | tr '\n' ';')"
 errors=$(io_errors "$mark")
 [ -z "$errors" ] || fail "kernel I/O errors: $errors"
 journalctl -u virtiod --no-pager -o cat | grep -q "fresh connection" || fail "no fresh NBD connections after the kill in the journal"
