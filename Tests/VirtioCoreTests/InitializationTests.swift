@@ -48,6 +48,6 @@ import VirtioSoftDevice
         #expect(dev.configChurn == 0)
         dev.configChurn = 1000
         #expect(throws: TransportError.configNeverStable(attempts: 64)) { try dev.readConfig(offset: 0, length: 8) }
-        #expect(throws: TransportError.configOutOfRange(offset: 20, length: 8, size: 24)) { try dev.readConfig(offset: 20, length: 8) }
+        #expect(throws: TransportError.configOutOfRange(offset: 56, length: 8, size: 60)) { try dev.readConfig(offset: 56, length: 8) }
     }
 }
