@@ -114,7 +114,8 @@ VM_STAGE := .build-vm-root
 # on packed rings with a multiqueue NIC, in one boot (VM_VARIANTS= to skip;
 # VM_VARIANTS="packed mq" runs them as two boots).
 VM_VARIANTS ?= packed,mq
-VM_VARIANT_CASES := net/traffic.sh net/offload-file.sh net/control.sh supervisor/claim-all.sh reload/net-traffic.sh
+VM_VARIANT_CASES := net/traffic.sh net/offload-file.sh net/control.sh supervisor/claim-all.sh reload/net-traffic.sh \
+	block/filesystem.sh block/mq.sh
 # Out-of-tree plugins the cases install in the guest, built the documented
 # way (their own package, `make install PREFIX=/usr/local`), staged per example.
 VM_EXTRA := .build-vm-extra
@@ -130,7 +131,7 @@ vm-stage:
 	install -D -m 755 $(FAULTS_BUILD)/debug/virtiod-net $(VM_EXTRA)/faults/usr/local/lib/virtiod-test/virtiod-net-faults
 VM_ENV = VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) VIRTIOD_EXTRA_ROOT=$(CURDIR)/$(VM_EXTRA)
 test-vm: vm-stage
-	$(VM_ENV) Tests/VM/run.sh $(VM_FLAGS)
+	$(VM_ENV) Tests/VM/run.sh --timeout 1800 $(VM_FLAGS)
 	for v in $(VM_VARIANTS); do \
 		echo "== variant $$v: $(VM_VARIANT_CASES)"; \
 		$(VM_ENV) Tests/VM/run.sh --variant $$v $(VM_VARIANT_CASES) || exit 1; \

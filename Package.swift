@@ -121,7 +121,7 @@ let package = Package(
         // The supervisor's own logic: config, manifests, control verbs, claim checks.
         .testTarget(
             name: "VirtiodSupervisorTests",
-            dependencies: ["VirtiodSupervisor", "VirtiodProtocol", "VirtioCore"],
+            dependencies: ["VirtiodSupervisor", "VirtiodProtocol", "VirtioCore", "VirtioSystem", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strict),
         .testTarget(
             name: "VirtioCoreTests",

@@ -15,4 +15,5 @@ var profile = PluginProfile(
 profile.queuePlan = { try BlockDataPath.plan(negotiated: $0, device: $1) }
 profile.readConfig = BlockConfig.read
 profile.identify = BlockConfig.serial
+profile.ioFlusher = true
 PluginMain.run(profile)

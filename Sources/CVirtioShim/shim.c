@@ -13,6 +13,8 @@
 #include <string.h>
 #include <errno.h>
 #include <sys/prctl.h>
+#include <linux/capability.h>
+#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <net/if.h>
 #include <net/if_arp.h>
@@ -118,6 +120,24 @@ int cvirtio_spawnattr_default_signals(posix_spawnattr_t *attr) {
 }
 
 int cvirtio_no_new_privs(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+int cvirtio_set_io_flusher(void) { return prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0); }
+
+int cvirtio_drop_capabilities(void) {
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof data);
+    if (syscall(SYS_capget, &header, data) != 0) return -1;
+    int held = 0;
+    for (int i = 0; i < 2; i++) held |= data[i].effective | data[i].permitted | data[i].inheritable;
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    if (!held) return 0;
+    memset(data, 0, sizeof data);
+    return syscall(SYS_capset, &header, data) == 0 ? 0 : -1;
+}
 
 int cvirtio_tap_open(const char *name, int multi_queue, int exclusive, char *out_name) {
     int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK);

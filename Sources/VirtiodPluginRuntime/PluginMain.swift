@@ -44,7 +44,7 @@ public enum PluginMain {
             throw PluginError("\(profile.name) plugin cannot drive a \(info.type) device (type \(info.typeID))")
         }
         let device = try AttachedDevice(info: info, fds: fds, deviceType: profile.deviceType)
-        let privileges = try Privileges.drop()
+        let privileges = try Privileges.drop(ioFlusher: profile.ioFlusher)
         #if VIRTIOD_FAULTS
         Faults.afterAttach(device)
         #endif

@@ -31,6 +31,11 @@ public struct PluginProfile: Sendable {
     public var droppableQueues: Set<String> = []
     /// The data path; nil for stubs.
     public var dataPath: DataPathFactory?
+    /// Mark the process an I/O flusher (PR_SET_IO_FLUSHER): a block
+    /// server the kernel's memory reclaim may wait on must not itself wait
+    /// on reclaim. Needs CAP_SYS_RESOURCE, which the unit grants when the
+    /// manifest says `IOFlusher=yes`; every capability is dropped right after.
+    public var ioFlusher = false
 
     public init(name: String, deviceType: DeviceType, stub: Bool, features: FeatureRequest, queues: [String],
                 maxQueueSize: Int = 256, dataPath: DataPathFactory? = nil) {

@@ -12,7 +12,26 @@ enum Privileges {
 
     /// Returns a description of what was done, for the log; throws if the
     /// process would keep privilege.
-    static func drop() throws -> String {
+    static func drop(ioFlusher: Bool = false) throws -> String {
+        // The flag first: it needs CAP_SYS_RESOURCE, which leaving root
+        // (or the capability drop below) takes away. It stays set after.
+        var flusher = ""
+        if ioFlusher {
+            if cvirtio_set_io_flusher() == 0 {
+                flusher = ", I/O flusher"
+            } else {
+                PluginLog.notice("not an I/O flusher (\(String(cString: strerror(errno)))): the unit grants CAP_SYS_RESOURCE when the manifest says IOFlusher=yes")
+            }
+        }
+        let identity = try dropIdentity()
+        // A unit may grant a capability for the call above: none is kept.
+        guard cvirtio_drop_capabilities() == 0 else {
+            throw PluginError("cannot drop capabilities: \(String(cString: strerror(errno))); refusing to run")
+        }
+        return identity + flusher
+    }
+
+    private static func dropIdentity() throws -> String {
         guard cvirtio_no_new_privs() == 0 else {
             throw PluginError("cannot set no-new-privileges: \(String(cString: strerror(errno))); refusing to run")
         }

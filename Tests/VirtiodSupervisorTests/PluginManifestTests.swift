@@ -1,5 +1,7 @@
 import Foundation
+import SystemPackage
 import Testing
+import VirtioSystem
 @testable import VirtiodSupervisor
 
 /// A folder of manifests for tests (made once per test process).
@@ -37,12 +39,23 @@ final class ManifestFixture: Sendable {
             PrivateNetwork=no
             RestrictAddressFamilies=AF_NETLINK
             ProcSubset=all
+            IOFlusher=yes
             """)
         #expect(m.name == "demo" && m.description == "Demo driver" && m.exec == "/usr/libexec/virtiod/virtiod-demo")
         #expect(m.deviceTypes == [1, 4] && m.deviceTypeNames == ["net", "rng"] && m.endpoints == ["tap", "random"])
         #expect(m.dmaSize(queues: 4) == (1 << 20) + 4 * (8 << 20) && m.dmaSize(queues: 0) == 9 << 20)
         #expect(m.memoryMax == 64 << 20 && m.tasksMax == 8 && !m.privateNetwork && m.addressFamilies == ["AF_NETLINK"])
-        #expect(m.procSubset == "all")
+        #expect(m.procSubset == "all" && m.ioFlusher)
+        // The unit grants CAP_SYS_RESOURCE (24) in the init user namespace and allows capset to drop it.
+        let props = UnitLauncher.properties(m, address: "0000:00:05.0", socket: UnixSocket(fd: FileDescriptor(rawValue: 0)))
+        #expect(props.contains { $0.0 == "AmbientCapabilities" && "\($0.1)" == "\(UnitValue.u64(1 << 24))" })
+        #expect(props.contains { $0.0 == "PrivateUsers" && "\($0.1)" == "\(UnitValue.bool(false))" })
+        #expect(props.last.map { "\($0.1)" } == "\(UnitValue.list(allow: true, ["capset"]))" || props.contains { "\($0.1)".contains("capset") })
+        let plain = try parse("[Plugin]\nExec=/x/y\nDeviceType=block\n")
+        #expect(!plain.ioFlusher)
+        let none = UnitLauncher.properties(plain, address: "0000:00:05.0", socket: UnixSocket(fd: FileDescriptor(rawValue: 0)))
+        #expect(none.contains { $0.0 == "AmbientCapabilities" && "\($0.1)" == "\(UnitValue.u64(0))" })
+        #expect(!none.contains { "\($0.1)".contains("capset") })
     }
 
     @Test func crlfFilesParse() throws {

@@ -47,6 +47,11 @@ int cvirtio_signalfd_read(int fd, int *pid);
 int cvirtio_spawnattr_default_signals(posix_spawnattr_t *attr);
 /// prctl(PR_SET_NO_NEW_PRIVS, 1): this process and its children can never gain privilege.
 int cvirtio_no_new_privs(void);
+/* PR_SET_IO_FLUSHER (needs CAP_SYS_RESOURCE): 0 or -1 (errno). */
+int cvirtio_set_io_flusher(void);
+/* Clear every capability (ambient, effective, permitted, inheritable) if
+ * any is held: 0, or -1 (errno). */
+int cvirtio_drop_capabilities(void);
 
 // TAP (Documentation/networking/tuntap.rst). Open /dev/net/tun and attach
 // a TAP interface named `name` (a template such as "vtnet%d" is allowed)

@@ -129,6 +129,14 @@ struct UnitLauncher: PluginLauncher {
             ("MemoryMax", .u64(m.memoryMax)),
             ("TasksMax", .u64(m.tasksMax)),
         ]
+        if m.ioFlusher {
+            // CAP_SYS_RESOURCE (24) for PR_SET_IO_FLUSHER, then capset(2) to
+            // drop it: capabilities of a user namespace would not count.
+            let sysResource: UInt64 = 1 << 24
+            p.removeAll { ["CapabilityBoundingSet", "AmbientCapabilities", "PrivateUsers"].contains($0.0) }
+            p += [("CapabilityBoundingSet", .u64(sysResource)), ("AmbientCapabilities", .u64(sysResource)),
+                  ("PrivateUsers", .bool(false)), ("SystemCallFilter", .list(allow: true, ["capset"]))]
+        }
         if m.addressFamilies.isEmpty {
             // An empty allow list: no socket() at all (its sockets come from the supervisor).
             p.removeAll { $0.0 == "RestrictAddressFamilies" }

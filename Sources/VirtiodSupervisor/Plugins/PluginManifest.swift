@@ -14,6 +14,7 @@ import VirtioCore
 ///     MemoryMax=128M                # the plugin unit's limits
 ///     TasksMax=16
 ///     PrivateNetwork=no             # sandbox relaxations the plugin needs
+///     IOFlusher=yes                 # CAP_SYS_RESOURCE for PR_SET_IO_FLUSHER (block servers)
 ///     RestrictAddressFamilies=AF_NETLINK
 ///     ProcSubset=pid
 ///
@@ -31,6 +32,10 @@ public struct PluginManifest: Sendable, Hashable {
     public var memoryMax: UInt64 = 256 << 20
     public var tasksMax: UInt64 = 32
     public var privateNetwork = true
+    /// The plugin marks itself an I/O flusher: its unit gets CAP_SYS_RESOURCE
+    /// (dropped by the plugin right after) and no user namespace (a
+    /// capability inside one would not count).
+    public var ioFlusher = false
     /// `ProcSubset=` of the unit: "pid" (only processes) or "all".
     public var procSubset = "pid"
     /// Socket address families the plugin may create (none by default: it gets its sockets).
@@ -120,6 +125,9 @@ public struct PluginManifest: Sendable, Hashable {
             case "PrivateNetwork":
                 guard let b = INIFile.boolean(a.value) else { throw fail("PrivateNetwork= needs yes or no, got '\(a.shown)'") }
                 m.privateNetwork = b
+            case "IOFlusher":
+                guard let b = INIFile.boolean(a.value) else { throw fail("IOFlusher= needs yes or no, got '\(a.shown)'") }
+                m.ioFlusher = b
             case "ProcSubset":
                 guard procSubsets.contains(a.value) else { throw fail("ProcSubset= needs pid or all, got '\(a.shown)'") }
                 m.procSubset = a.value

@@ -234,10 +234,12 @@ device_used_idx() {
 # --- disks (block cases) ---------------------------------------------------
 
 # hot_add_disk ID NODE BUS SERIAL [EXTRA-JSON-PROPERTIES]: device_add a modern
-# virtio-blk on root port BUS backed by QEMU block node NODE; prints its PCI
-# address once virtiod lists it (virtiod must run).
+# virtio-blk on root port BUS backed by QEMU block node NODE (packed rings in
+# the packed variant); prints its PCI address once virtiod lists it (virtiod
+# must run).
 hot_add_disk() {
     local id=$1 node=$2 bus=$3 serial=$4 extra=${5:-} before after
+    has_variant packed && extra="$extra, \"packed\": \"on\""
     before=$(virtioctl list --json | jq -r '.[].address' | sort)
     host_step device_add "{\"driver\": \"virtio-blk-pci\", \"id\": \"$id\", \"drive\": \"$node\", \"bus\": \"$bus\", \"serial\": \"$serial\", \"disable-legacy\": \"on\", \"iommu_platform\": \"on\"$extra}" >/dev/null \
         || fail "device_add $id failed"

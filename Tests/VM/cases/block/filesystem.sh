@@ -2,7 +2,8 @@
 # through /dev/disk/by-id/virtiod-SERIAL), a 100 MB file and a tree of small
 # files written, unmounted, fsck -f clean, remounted, every sha256 equal;
 # fstrim reaches the device as DISCARD and blkdiscard -z as WRITE_ZEROES
-# (the plugin's counters); no kernel I/O error.
+# (the plugin's counters); no kernel I/O error. The plugin is an I/O
+# flusher with no capability left.
 source /payload/cases/lib.sh
 mark=$(dmesg_lines)
 disk=""
@@ -13,6 +14,12 @@ disk=$(hot_add_disk fs0 blkfs hp0 fs0)
 dev=$(claim_disk "$disk" fs0)
 echo "disk $disk exported as $dev ($(blockdev --getsize64 "$dev") bytes)"
 [ "$(blockdev --getsize64 "$dev")" -eq $((384 << 20)) ] || fail "$dev is $(blockdev --getsize64 "$dev") bytes, expected 384 MiB"
+# The plugin marked itself an I/O flusher and kept no capability.
+pid=$(virtioctl status "$disk" --json | jq .plugin.pid)
+journalctl -u 'virtiod-block-*' --no-pager -o cat | grep -q "running as uid [0-9]*, no-new-privileges, I/O flusher" \
+    || fail "the block plugin is not an I/O flusher: $(journalctl -u 'virtiod-block-*' --no-pager -o cat | grep -m1 'running as')"
+grep -Eq "^CapPrm:\s+0+$" "/proc/$pid/status" && grep -Eq "^CapEff:\s+0+$" "/proc/$pid/status" && grep -Eq "^CapAmb:\s+0+$" "/proc/$pid/status" \
+    || fail "the block plugin kept capabilities: $(grep ^Cap "/proc/$pid/status" | tr '\n' ' ')"
 virtioctl status "$disk" | grep -q "Endpoints: $dev (nbd)" || fail "virtioctl status does not name $dev: $(virtioctl status "$disk" | grep -A2 Endpoints | tr '\n' ' ')"
 
 mkfs.ext4 -q -F "$dev" || fail "mkfs.ext4 failed"
