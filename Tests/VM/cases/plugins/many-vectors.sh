@@ -22,7 +22,7 @@ MACAddress=52:54:00:12:34:08
 Claim=yes
 InterfaceName=vtnet8"
 nic=$(virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernelDriver == "vfio-pci") | .address')
-[ -n "$nic" ] || fail "the NIC was not claimed: $(virtioctl list)"
+[ -n "$nic" ] || fail "the NIC was not claimed: $(virtioctl list --json | jq -c '.[] | select(.type == "net" and .state != "unclaimed") | {address, state, reason}')"
 wait_state "$nic" running 60
 s=$(virtioctl status "$nic" --json)
 echo "$s" | jq -e '.driver.msixVectors >= 65 and .driver.config.queue_pairs == 8 and
