@@ -59,6 +59,11 @@ final class BlockQueue {
     /// Read and start what the connection has, up to `budget` requests.
     func pump(_ ctx: any BlockContext, budget: Int = 64) throws {
         defer { publish(ctx) }
+        try read(ctx, budget: budget)
+        try flushOutbox(ctx)
+    }
+
+    private func read(_ ctx: any BlockContext, budget: Int) throws {
         var started = 0
         while started < budget {
             if sinkRemaining > 0 {
@@ -267,6 +272,8 @@ final class BlockQueue {
         // used_event would otherwise raise no interrupt (§2.7.10), and its
         // request would wait for the kernel's timeout.
         repeat { try drain(queue, ctx) } while queue.enableInterrupts()
+        // Answers first (their slots free up), then what waited, then read on.
+        try flushOutbox(ctx)
         for id in unsubmitted { submit(id, ctx) }
         try pump(ctx)
     }
@@ -318,10 +325,10 @@ final class BlockQueue {
         try reply(OutgoingReply(handle: p.handle, error: error, slots: p.slots, lengths: lengths), ctx)
     }
 
-    /// Queue a reply and send what the connection takes.
+    /// Queue a reply; it goes out with the others of this round (one
+    /// `sendmsg` for all of them) when `pump` or `collect` ends.
     private func reply(_ r: OutgoingReply, _ ctx: any BlockContext) throws {
         outbox.append(r)
-        try flushOutbox(ctx)
     }
 
     /// Send waiting replies, header and data straight from the slots, as far
@@ -430,8 +437,14 @@ final class BlockQueue {
         for id in r.unsubmitted {
             guard let p = r.requests[id], p.submitted < p.slots.count else { throw PluginError("\(what): bad unsubmitted entry") }
         }
-        guard r.header.count < NBDWire.requestSize, r.sinkRemaining >= 0, r.waiting?.slots.isEmpty ?? true else {
+        guard r.header.count < NBDWire.requestSize, r.sinkRemaining >= 0, r.nextID > 0, r.nextID < 1 << 62 else {
             throw PluginError("\(what): the record's reading state does not add up")
+        }
+        // A request waiting for slots has nothing but what the kernel asked:
+        // taken from the record, it starts afresh (and must fit the pool).
+        let waiting = r.waiting.map { PendingRequest(handle: $0.handle, command: $0.command, offset: $0.offset, length: $0.length) }
+        if let w = waiting, w.parts(partBytes: ctx.partBytes, limits: ctx.limits).count > count {
+            throw PluginError("\(what): the request waiting for slots in the record needs more than the pool has")
         }
         // What the queue says the device holds must be exactly the parts the record says are out.
         let queue = ctx.queue(r.position)
@@ -456,7 +469,7 @@ final class BlockQueue {
         q.owner = held
         q.header = r.header
         q.receiving = r.receiving
-        q.waiting = r.waiting
+        q.waiting = waiting
         q.unsubmitted = r.unsubmitted
         q.sinkRemaining = r.sinkRemaining
         q.outbox = r.outbox

@@ -3,6 +3,7 @@
 // reads, writes, flushes, discards and zeroing passed to the disk without
 // a copy here, hand-over of requests in flight across reloads.
 import VirtioCore
+import VirtioSystem
 import VirtiodPluginRuntime
 
 let wanted: BlockFeatures = [.sizeMax, .segMax, .geometry, .readOnly, .blockSize, .flush, .topology,
@@ -16,4 +17,7 @@ profile.queuePlan = { try BlockDataPath.plan(negotiated: $0, device: $1) }
 profile.readConfig = BlockConfig.read
 profile.identify = BlockConfig.serial
 profile.ioFlusher = true
+#if FUZZING
+FuzzDriver.run(fuzzBlockRecord)
+#endif
 PluginMain.run(profile)
