@@ -120,10 +120,17 @@ struct PackedDriverRing {
     mutating func popUsed() throws(VirtqueueError) -> UsedBuffer? {
         if let broken { throw .broken(broken) }
         let pos = desc(Int(state.nextUsed))
-        let flags = memory.loadAcquire16(pos + 14)
-        let avail = flags & DescriptorFlag.avail != 0
-        let used = flags & DescriptorFlag.used != 0
-        guard avail == used, used == state.usedWrap else { return nil }
+        func returned(_ flags: UInt16) -> Bool {
+            let used = flags & DescriptorFlag.used != 0
+            return (flags & DescriptorFlag.avail != 0) == used && used == state.usedWrap
+        }
+        if !returned(memory.loadAcquire16(pos + 14)) {
+            // The driver event was stored after the last pop (§2.8.10): look
+            // once more behind a full barrier, as the split ring does.
+            guard state.options.eventIndex, state.interruptsEnabled, state.inFlightChains > 0 else { return nil }
+            memory.fullBarrier()
+            guard returned(memory.loadAcquire16(pos + 14)) else { return nil }
+        }
         let id = UInt32(memory.load16(pos + 12))
         let length = memory.load32(pos + 8)
         let chain: ChainRecord, exceeded: Bool

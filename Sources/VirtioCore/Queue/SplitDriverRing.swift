@@ -102,9 +102,18 @@ struct SplitDriverRing {
     @inline(__always)
     mutating func popUsed() throws(VirtqueueError) -> UsedBuffer? {
         if let broken { throw .broken(broken) }
-        let deviceIdx = memory.loadAcquire16(usedIdx)
+        var deviceIdx = memory.loadAcquire16(usedIdx)
         let last = state.nextUsed
-        if deviceIdx == last { return nil }
+        if deviceIdx == last {
+            // used_event was stored after the last pop (§2.7.10). A chain the
+            // device returned before it saw that store raised no interrupt,
+            // so look once more behind a full barrier: either this load sees
+            // the device's used index, or the device sees our used_event.
+            guard state.options.eventIndex, state.interruptsEnabled, state.inFlightChains > 0 else { return nil }
+            memory.fullBarrier()
+            deviceIdx = memory.loadAcquire16(usedIdx)
+            if deviceIdx == last { return nil }
+        }
         let pending = Int(deviceIdx &- last)
         if pending > state.inFlightChains {
             throw fail(.usedIndexJumped(from: last, to: deviceIdx, inFlight: state.inFlightChains))
