@@ -81,17 +81,15 @@ final class BlockQueue {
                 continue
             }
             guard let r = try readHeader() else { return }
-            try accept(r, ctx)
+            accept(r, ctx)
         }
     }
 
     /// The next request header, once all 28 bytes are in.
     private func readHeader() throws -> NBDWire.Request? {
-        var chunk = [UInt8](repeating: 0, count: NBDWire.requestSize - header.count)
-        let n = try chunk.withUnsafeMutableBytes { try connection.receiveAvailable(into: $0) }
-        guard let n else { return nil }
-        if n == 0 { throw PluginError("NBD connection \(position): closed by the kernel") }
-        header += chunk[0..<n]
+        guard let chunk = try connection.receiveAvailable(upTo: NBDWire.requestSize - header.count) else { return nil }
+        if chunk.isEmpty { throw PluginError("NBD connection \(position): closed by the kernel") }
+        header += chunk
         guard header.count == NBDWire.requestSize else { return nil }
         defer { header = [] }
         guard let r = NBDWire.parse(header) else {
@@ -101,17 +99,17 @@ final class BlockQueue {
     }
 
     /// Check a request and either answer it at once or queue it for slots.
-    private func accept(_ r: NBDWire.Request, _ ctx: any BlockContext) throws {
+    private func accept(_ r: NBDWire.Request, _ ctx: any BlockContext) {
         counters.requests &+= 1
         let payload = r.command == NBDWire.Command.write.rawValue ? Int(r.length) : 0
-        func refuse(_ error: UInt32, _ why: String) throws {
+        func refuse(_ error: UInt32, _ why: String) {
             counters.refused &+= 1
             PluginLog.warning("block \(ctx.address) queue \(position): \(why); answered with error \(error)")
             sinkRemaining = payload
-            try reply(OutgoingReply(handle: r.handle, error: error), ctx)
+            outbox.append(OutgoingReply(handle: r.handle, error: error))
         }
         guard let command = NBDWire.Command(rawValue: r.command) else {
-            return try refuse(NBDWire.einval, "unknown NBD command \(r.command)")
+            return refuse(NBDWire.einval, "unknown NBD command \(r.command)")
         }
         let limits = ctx.limits
         switch command {
@@ -120,25 +118,25 @@ final class BlockQueue {
             return
         case .flush where !limits.flush:
             // Without VIRTIO_BLK_F_FLUSH writes are durable when answered.
-            return try reply(OutgoingReply(handle: r.handle, error: 0), ctx)
+            return outbox.append(OutgoingReply(handle: r.handle, error: 0))
         case .trim where !limits.discard, .writeZeroes where !limits.writeZeroes:
-            return try refuse(NBDWire.enotsup, "\(command) is not offered by the device")
+            return refuse(NBDWire.enotsup, "\(command) is not offered by the device")
         default: break
         }
         if limits.readOnly, command == .write || command == .trim || command == .writeZeroes {
-            return try refuse(NBDWire.eperm, "\(command) on a read-only disk")
+            return refuse(NBDWire.eperm, "\(command) on a read-only disk")
         }
         if command != .flush {
             let end = r.offset.addingReportingOverflow(UInt64(r.length))
             guard r.offset % 512 == 0, r.length % 512 == 0, !end.overflow, end.partialValue <= limits.capacityBytes else {
-                return try refuse(NBDWire.einval, "\(command) of \(r.length) bytes at \(r.offset) is not whole sectors within the \(limits.capacityBytes)-byte disk")
+                return refuse(NBDWire.einval, "\(command) of \(r.length) bytes at \(r.offset) is not whole sectors within the \(limits.capacityBytes)-byte disk")
             }
-            if r.length == 0 { return try reply(OutgoingReply(handle: r.handle, error: 0), ctx) }
+            if r.length == 0 { return outbox.append(OutgoingReply(handle: r.handle, error: 0)) }
         }
         let p = PendingRequest(handle: r.handle, command: command, offset: r.offset, length: r.length)
         let parts = p.parts(partBytes: ctx.partBytes, limits: limits).count
         guard parts <= pool.count else {
-            return try refuse(NBDWire.einval, "\(command) of \(r.length) bytes needs \(parts) slots; the queue has \(pool.count)")
+            return refuse(NBDWire.einval, "\(command) of \(r.length) bytes needs \(parts) slots; the queue has \(pool.count)")
         }
         waiting = p
     }
@@ -168,10 +166,8 @@ final class BlockQueue {
         while p.received < Int(p.length) {
             let part = p.received / ctx.partBytes, within = p.received % ctx.partBytes
             let partLength = min(ctx.partBytes, Int(p.length) - part * ctx.partBytes)
-            let slice = pool.slice(p.slots[part])
-            // SAFETY: the target is inside slot `part`'s data (within < partLength <= dataSize).
-            let target = UnsafeMutableRawBufferPointer(start: ctx.region.pointer(slice) + within, count: partLength - within)
-            guard let n = try connection.receiveAvailable(into: target) else {
+            let target = DMASlice(offset: pool.slice(p.slots[part]).offset + within, length: partLength - within)
+            guard let n = try connection.receiveAvailable(into: ctx.region, target) else {
                 requests[id] = p
                 return false
             }
@@ -191,10 +187,9 @@ final class BlockQueue {
 
     /// Drop a refused write's payload.
     private func sink() throws -> Bool {
-        var scratch = [UInt8](repeating: 0, count: min(sinkRemaining, 65536))
-        guard let n = try scratch.withUnsafeMutableBytes({ try connection.receiveAvailable(into: $0) }) else { return false }
-        if n == 0 { throw PluginError("NBD connection \(position): closed by the kernel") }
-        sinkRemaining -= n
+        guard let dropped = try connection.receiveAvailable(upTo: min(sinkRemaining, 65536)) else { return false }
+        if dropped.isEmpty { throw PluginError("NBD connection \(position): closed by the kernel") }
+        sinkRemaining -= dropped.count
         return true
     }
 
@@ -266,12 +261,9 @@ final class BlockQueue {
     /// Take what the device returned; answer requests whose parts are all
     /// back; then add what waited for room and read on.
     func collect(_ ctx: any BlockContext) throws {
-        let queue = ctx.queue(position)
-        // Drain, then ask for the next interrupt and look once more: a
-        // completion that lands between the last pop and the device reading
-        // used_event would otherwise raise no interrupt (§2.7.10), and its
-        // request would wait for the kernel's timeout.
-        repeat { try drain(queue, ctx) } while queue.enableInterrupts()
+        // (`popUsed` takes a second look before it says the queue is empty:
+        // a completion racing the last pop raises no interrupt.)
+        try drain(ctx.queue(position), ctx)
         // Answers first (their slots free up), then what waited, then read on.
         try flushOutbox(ctx)
         for id in unsubmitted { submit(id, ctx) }
@@ -281,9 +273,13 @@ final class BlockQueue {
     private func drain(_ queue: Virtqueue, _ ctx: any BlockContext) throws {
         while let used = try queue.popUsed() {
             // Tokens beyond the pool are the runtime's own requests (GET_ID at bring-up).
-            guard used.token < UInt64(pool.count), let id = owner[Int(used.token)], var p = requests[id] else { continue }
+            guard used.token < UInt64(pool.count) else { continue }
             let slot = Int(used.token)
-            guard let part = p.slots.firstIndex(of: slot), part < p.submitted, p.outstanding > 0 else { continue }
+            guard let id = owner[slot], var p = requests[id], let part = p.slots.firstIndex(of: slot),
+                  part < p.submitted, p.outstanding > 0 else {
+                PluginLog.warning("block \(ctx.address) queue \(position): slot \(slot) came back with no request waiting for it; ignored")
+                continue
+            }
             let slice = pool.slice(slot)
             var status = ctx.region.load8(slice, at: BlockSlot.statusOffset)
             if status > BlockStatus.unsupported { status = BlockStatus.ioError }
@@ -295,12 +291,12 @@ final class BlockQueue {
             if status != BlockStatus.ok { p.status = max(p.status, status) }
             p.outstanding -= 1
             requests[id] = p
-            if p.isDone { try finish(id, ctx) }
+            if p.isDone { finish(id, ctx) }
         }
     }
 
     /// Answer request `id` and free its slots.
-    private func finish(_ id: Int, _ ctx: any BlockContext) throws {
+    private func finish(_ id: Int, _ ctx: any BlockContext) {
         guard let p = requests.removeValue(forKey: id) else { return }
         let error = p.replyError
         if error != 0 {
@@ -322,13 +318,8 @@ final class BlockQueue {
             lengths = p.parts(partBytes: ctx.partBytes, limits: ctx.limits).map(\.length)
         }
         for s in p.slots { owner[s] = nil }
-        try reply(OutgoingReply(handle: p.handle, error: error, slots: p.slots, lengths: lengths), ctx)
-    }
-
-    /// Queue a reply; it goes out with the others of this round (one
-    /// `sendmsg` for all of them) when `pump` or `collect` ends.
-    private func reply(_ r: OutgoingReply, _ ctx: any BlockContext) throws {
-        outbox.append(r)
+        // It goes out with the others of this round (one sendmsg) when `pump` or `collect` ends.
+        outbox.append(OutgoingReply(handle: p.handle, error: error, slots: p.slots, lengths: lengths))
     }
 
     /// Send waiting replies, header and data straight from the slots, as far
@@ -336,27 +327,16 @@ final class BlockQueue {
     func flushOutbox(_ ctx: any BlockContext) throws {
         while !outbox.isEmpty {
             let batch = outbox.prefix(64)
-            var headers: [UInt8] = []
-            for r in batch { headers += NBDWire.reply(error: r.error, handle: r.handle) }
-            let n = try headers.withUnsafeBytes { h -> Int in
-                var pieces: [UnsafeRawBufferPointer] = []
-                var skip = batch.first!.sent
-                func add(_ piece: UnsafeRawBufferPointer) {
-                    if skip >= piece.count { skip -= piece.count; return }
-                    pieces.append(UnsafeRawBufferPointer(rebasing: piece[skip...]))
-                    skip = 0
+            var pieces: [StreamPiece] = []
+            for r in batch {
+                pieces.append(.bytes(NBDWire.reply(error: r.error, handle: r.handle)))
+                for (slot, length) in zip(r.slots, r.lengths) {
+                    pieces.append(.dma(DMASlice(offset: pool.slice(slot).offset, length: length)))
                 }
-                for (i, r) in batch.enumerated() {
-                    add(UnsafeRawBufferPointer(rebasing: h[(i * NBDWire.replySize)..<((i + 1) * NBDWire.replySize)]))
-                    // SAFETY: each piece is the start of a slot's data in the DMA
-                    // region (`pointer` checks the slice), mapped while `ctx` lives.
-                    for (slot, length) in zip(r.slots, r.lengths) {
-                        add(UnsafeRawBufferPointer(start: ctx.region.pointer(pool.slice(slot)), count: length))
-                    }
-                }
-                do { return try connection.sendAvailable(pieces) } catch {
-                    throw PluginError("NBD connection \(position): reply not sent: \(error)")
-                }
+            }
+            let n: Int
+            do { n = try connection.sendAvailable(pieces, from: ctx.region, skipping: batch.first!.sent) } catch {
+                throw PluginError("NBD connection \(position): reply not sent: \(error)")
             }
             guard n > 0 else { return }
             var left = n
@@ -408,7 +388,7 @@ final class BlockQueue {
             let parts = p.parts(partBytes: ctx.partBytes, limits: ctx.limits).count
             guard id > 0, id < r.nextID, p.slots.count == parts, p.submitted >= 0, p.submitted <= parts,
                   p.outstanding >= 0, p.outstanding <= p.submitted, p.received >= 0, p.received <= Int(p.length),
-                  p.status <= BlockStatus.unsupported || p.status == 0xff else {
+                  p.status <= BlockStatus.unsupported else {
                 throw PluginError("\(what): request \(id) in the record does not add up")
             }
             for s in p.slots {

@@ -25,9 +25,7 @@ public final class GenericNetlink {
     /// Open a socket and resolve `name` (the kernel loads the family's module
     /// on demand where it may). Throws if the family does not exist.
     public init(family name: String) throws {
-        let raw = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Self.netlinkGeneric)
-        guard raw >= 0 else { throw SystemCallError("socket(AF_NETLINK, NETLINK_GENERIC)") }
-        fd = FileDescriptor(rawValue: raw)
+        fd = try NetlinkSocket.open(protocol: Self.netlinkGeneric, groups: 0, blocking: true)
         do {
             var a = NetlinkAttributes()
             a.string(Self.ctrlAttrFamilyName, name)

@@ -31,29 +31,10 @@ public final class LinkMonitor {
             throw SystemCallError("no interface \(name) in /sys/class/net", .noSuchFileOrDirectory)
         }
         ifindex = index
-        fd = try Self.openSocket(groups: 1, blocking: false)
+        fd = try NetlinkSocket.open(groups: 1, blocking: false)
     }
 
     deinit { try? fd.close() }
-
-    static func openSocket(groups: UInt32, blocking: Bool) throws -> FileDescriptor {
-        let type = Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | (blocking ? 0 : Int32(SOCK_NONBLOCK.rawValue))
-        let raw = socket(AF_NETLINK, type, 0 /* NETLINK_ROUTE */)
-        guard raw >= 0 else { throw SystemCallError("socket(AF_NETLINK)") }
-        // struct sockaddr_nl: family u16, pad u16, pid u32, groups u32.
-        var w = ByteWriter()
-        w.u16(UInt16(AF_NETLINK)); w.u16(0); w.u32(0); w.u32(groups)
-        let address = w.bytes
-        // SAFETY: the 12 bytes are a complete struct sockaddr_nl, laid out by
-        // hand above; bind reads exactly the length given and keeps no pointer.
-        let rc = address.withUnsafeBytes { bind(raw, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), 12) }
-        guard rc == 0 else {
-            let e = SystemCallError("bind(AF_NETLINK)")
-            close(raw)
-            throw e
-        }
-        return FileDescriptor(rawValue: raw)
-    }
 
     /// Drain pending events; true if this interface may have changed (a
     /// link message for it, or an overrun that lost some): then read its
@@ -75,7 +56,7 @@ public final class LinkMonitor {
 
     /// The interface's addresses now: IPv4 (4 bytes each) and IPv6 (16 bytes each).
     public func addresses() throws -> (v4: [[UInt8]], v6: [[UInt8]]) {
-        let s = try Self.openSocket(groups: 0, blocking: true)
+        let s = try NetlinkSocket.open(groups: 0, blocking: true)
         defer { try? s.close() }
         // nlmsghdr (length, type, flags NLM_F_REQUEST | NLM_F_DUMP, seq, pid) + ifaddrmsg (8 bytes, all families).
         var w = ByteWriter()
@@ -113,6 +94,29 @@ public final class LinkMonitor {
               let flags = UInt32(flagsText.dropFirst(2), radix: 16) else { return nil }
         let mac = TextFile.read("/sys/class/net/\(name)/address").map { $0.split(separator: ":").compactMap { UInt8($0, radix: 16) } }
         return LinkState(flags: flags, mac: mac?.count == 6 ? mac : nil)
+    }
+}
+
+/// A netlink socket, bound (port chosen by the kernel) to `groups`:
+/// NETLINK_ROUTE (0) by default, NETLINK_GENERIC (16) for generic families.
+enum NetlinkSocket {
+    static func open(protocol family: Int32 = 0, groups: UInt32, blocking: Bool) throws -> FileDescriptor {
+        let type = Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | (blocking ? 0 : Int32(SOCK_NONBLOCK.rawValue))
+        let raw = socket(AF_NETLINK, type, family)
+        guard raw >= 0 else { throw SystemCallError("socket(AF_NETLINK, \(family))") }
+        // struct sockaddr_nl: family u16, pad u16, pid u32, groups u32.
+        var w = ByteWriter()
+        w.u16(UInt16(AF_NETLINK)); w.u16(0); w.u32(0); w.u32(groups)
+        let address = w.bytes
+        // SAFETY: the 12 bytes are a complete struct sockaddr_nl, laid out by
+        // hand above; bind reads exactly the length given and keeps no pointer.
+        let rc = address.withUnsafeBytes { bind(raw, $0.baseAddress!.assumingMemoryBound(to: sockaddr.self), 12) }
+        guard rc == 0 else {
+            let e = SystemCallError("bind(AF_NETLINK)")
+            close(raw)
+            throw e
+        }
+        return FileDescriptor(rawValue: raw)
     }
 }
 

@@ -14,9 +14,11 @@ public struct UnixSocket: Sendable {
 
     /// A connected pair of SOCK_SEQPACKET sockets (message boundaries kept),
     /// both close-on-exec.
-    public static func seqpacketPair() throws -> (UnixSocket, UnixSocket) {
+    public static func seqpacketPair() throws -> (UnixSocket, UnixSocket) { try pair(SOCK_SEQPACKET) }
+
+    private static func pair(_ type: __socket_type) throws -> (UnixSocket, UnixSocket) {
         var fds: [CInt] = [0, 0]
-        guard socketpair(AF_UNIX, CInt(SOCK_SEQPACKET.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
+        guard socketpair(AF_UNIX, CInt(type.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
             throw SystemCallError("socketpair")
         }
         return (UnixSocket(fd: FileDescriptor(rawValue: fds[0])), UnixSocket(fd: FileDescriptor(rawValue: fds[1])))
@@ -24,13 +26,7 @@ public struct UnixSocket: Sendable {
 
     /// A connected pair of SOCK_STREAM sockets, both close-on-exec (e.g. an
     /// NBD connection: the kernel gets one end, a plugin the other).
-    public static func streamPair() throws -> (UnixSocket, UnixSocket) {
-        var fds: [CInt] = [0, 0]
-        guard socketpair(AF_UNIX, CInt(SOCK_STREAM.rawValue) | CInt(SOCK_CLOEXEC.rawValue), 0, &fds) == 0 else {
-            throw SystemCallError("socketpair")
-        }
-        return (UnixSocket(fd: FileDescriptor(rawValue: fds[0])), UnixSocket(fd: FileDescriptor(rawValue: fds[1])))
-    }
+    public static func streamPair() throws -> (UnixSocket, UnixSocket) { try pair(SOCK_STREAM) }
 
     /// shutdown(2) both directions: the peer reads end-of-file, whoever else holds this socket too.
     public func shutdownBoth() { _ = Glibc.shutdown(fd.rawValue, CInt(SHUT_RDWR)) }

@@ -97,8 +97,10 @@ func fuzzBlockRecord(_ data: UnsafeRawBufferPointer) {
     guard let (ours, peer) = try? UnixSocket.streamPair() else { return }
     defer { try? ours.fd.close(); try? peer.fd.close() }
     guard let q = try? BlockQueue.restore(record, connection: ours, ctx) else { return }
-    // Accepted: it must work from here on, within its own slots.
-    precondition(q.pool.freeCount <= q.pool.count, "restored pool lists more free slots than it has")
+    // Accepted: every slot is free or held exactly once, and the queue works
+    // from here on within its own slots.
+    let held = record.requests.values.reduce(0) { $0 + $1.slots.count } + record.outbox.reduce(0) { $0 + $1.slots.count }
+    precondition(q.pool.freeCount + held == q.pool.count, "restored pool: \(q.pool.freeCount) free + \(held) held != \(q.pool.count)")
     try? q.flushOutbox(ctx)
     try? q.collect(ctx)
 }

@@ -203,7 +203,9 @@ struct KernelSide {
         let big = kernel.send(.read, offset: 0, length: 2 * 65536) // both slots
         let next = kernel.send(.read, offset: 0, length: 512)
         try q.pump(ctx)
-        #expect(!q.wantsInput || q.inFlight == 1) // the second waits (or the first is done already)
+        // The first took both slots (the device finished it, nobody collected
+        // yet); the second waits for slots, and reading has stopped.
+        #expect(!q.wantsInput && q.inFlight == 1)
         try q.collect(ctx)
         #expect(kernel.reply(dataLength: 2 * 65536)?.handle == big)
         try q.collect(ctx)
@@ -224,16 +226,7 @@ struct KernelSide {
         var kernel = kernel0
         let q = try ctx.makeQueue(ours, slots: 16)
         let data = Self.pattern(8 * 65536, seed: 9)
-        _ = kernel.send(.write, offset: 0, length: data.count, payload: [])
-        // (the write's payload goes in pieces: the socket holds less than 512 KiB)
-        var sent = 0
-        while sent < data.count {
-            let n = data[sent...].withUnsafeBytes { Glibc.send(kernel.socket.fd.rawValue, $0.baseAddress, min($0.count, 65536), CInt(MSG_DONTWAIT)) }
-            if n > 0 { sent += n }
-            try q.pump(ctx)
-        }
-        try q.collect(ctx)
-        #expect(kernel.reply()?.error == 0)
+        try writeLarge(data, &kernel, q, ctx)
         let big = kernel.send(.read, offset: 0, length: data.count)
         try q.pump(ctx)
         try q.collect(ctx)
@@ -286,7 +279,9 @@ struct KernelSide {
         let (ours, kernel0) = try pair()
         var kernel = kernel0
         let q = try ctx.makeQueue(ours, slots: 16)
-        let big = kernel.send(.read, offset: 0, length: 8 * 65536)
+        let data = Self.pattern(8 * 65536, seed: 10)
+        try writeLarge(data, &kernel, q, ctx)
+        let big = kernel.send(.read, offset: 0, length: data.count)
         try q.pump(ctx)
         try q.collect(ctx)
         let waiting = try #require(q.outbox.first)
@@ -300,7 +295,7 @@ struct KernelSide {
         }
         kernel.readAvailable(into: &received)
         #expect(received.count == waiting.total && NBDWire.raw64(received, 8) == big)
-        #expect(Array(received[16...]) == Array(ctx.model.storage[0..<(8 * 65536)]))
+        #expect(Array(received[16...]) == data)
         #expect(successor.pool.freeCount == successor.pool.count)
     }
 
@@ -317,12 +312,35 @@ struct KernelSide {
         twice.requests[id]!.slots = [0]
         twice.requests[id + 1] = twice.requests[id]
         twice.nextID = id + 2
-        #expect(throws: (any Error).self) { try BlockQueue.restore(twice, connection: ours, ctx) }
+        func refusal(_ r: BlockQueue.Record) -> String {
+            (#expect(throws: PluginError.self) { try BlockQueue.restore(r, connection: ours, ctx) })?.description ?? ""
+        }
+        #expect(refusal(twice).contains("held twice"))
         var noneOut = good
         noneOut.requests[id]!.outstanding = 0
-        #expect(throws: (any Error).self) { try BlockQueue.restore(noneOut, connection: ours, ctx) }
+        #expect(refusal(noneOut).contains("1 part(s) in flight, the record says 0"))
         var badPool = good
         badPool.pool.bufferSize = 4096
-        #expect(throws: (any Error).self) { try BlockQueue.restore(badPool, connection: ours, ctx) }
+        #expect(refusal(badPool).contains("not one of this plugin's"))
+        var waitingTooBig = good
+        waitingTooBig.waiting = PendingRequest(handle: 1, command: .read, offset: 0, length: 64 << 20)
+        #expect(refusal(waitingTooBig).contains("needs more than the pool has"))
+        // The record as it was is taken (last: a restore claims the pool's memory).
+        _ = try BlockQueue.restore(good, connection: ours, ctx)
+    }
+
+    /// Write `data` at 0 through the queue, the payload fed as the socket
+    /// takes it (it holds less than a large write), until it is answered.
+    func writeLarge(_ data: [UInt8], _ kernel: inout KernelSide, _ q: BlockQueue, _ ctx: SoftBlockContext) throws {
+        let handle = kernel.send(.write, offset: 0, length: data.count, payload: [])
+        var sent = 0
+        while sent < data.count {
+            let n = data[sent...].withUnsafeBytes { Glibc.send(kernel.socket.fd.rawValue, $0.baseAddress, min($0.count, 65536), CInt(MSG_DONTWAIT)) }
+            if n > 0 { sent += n }
+            try q.pump(ctx)
+        }
+        try q.collect(ctx)
+        let r = try #require(kernel.reply())
+        #expect(r.error == 0 && r.handle == handle)
     }
 }

@@ -277,21 +277,22 @@ final class NBDEndpoint: Endpoint {
 
     // MARK: the record a restart of virtiod reads
 
+    /// The state memfd as a `StateArea` (word 1 once connected, the JSON after).
+    private static func area(_ m: SharedMemory) -> StateArea {
+        StateArea(region: m.region(deviceBase: 0), slice: DMASlice(offset: 0, length: m.size))
+    }
+
     private func persist(_ p: Persisted) {
         persisted = p
-        guard let json = try? JSONEncoder().encode(p), json.count <= stateMemory.size - 4 else { return }
-        // SAFETY: the mapping is `stateMemory.size` bytes; a 4-byte length and
-        // at most size - 4 bytes of JSON are written inside it.
-        stateMemory.base.storeBytes(of: UInt32(json.count).littleEndian, as: UInt32.self)
-        json.withUnsafeBytes { stateMemory.base.advanced(by: 4).copyMemory(from: $0.baseAddress!, byteCount: json.count) }
+        guard let json = try? JSONEncoder().encode(p) else { return }
+        do { try Self.area(stateMemory).store(Array(json), word: 1) } catch {
+            Log.warning("nbd: state for a restart of virtiod not kept: \(error)")
+        }
     }
 
     private static func load(_ m: SharedMemory) -> Persisted? {
-        // SAFETY: reads stay inside the `m.size`-byte mapping (the length is checked first).
-        let n = Int(UInt32(littleEndian: m.base.loadUnaligned(as: UInt32.self)))
-        guard n > 0, n <= m.size - 4 else { return nil }
-        let data = Data(bytes: m.base.advanced(by: 4), count: n)
-        return try? JSONDecoder().decode(Persisted.self, from: data)
+        guard let (record, word) = try? area(m).load(), word == 1 else { return nil }
+        return try? JSONDecoder().decode(Persisted.self, from: Data(record))
     }
 }
 
