@@ -1,3 +1,4 @@
+import Glibc
 import SystemPackage
 
 /// Small text files of the kernel's (sysfs, procfs): read whole, in one
@@ -27,5 +28,31 @@ public enum TextFile {
             return value.isEmpty ? nil : String(value)
         }
         return nil
+    }
+
+    /// Replaces `path` with `text` so that a reader sees the old file or the
+    /// new one, never half of one: written to a temporary file in the same
+    /// folder, flushed, then renamed over it (as the node exporter's
+    /// textfile collector asks).
+    public static func writeAtomically(_ text: String, to path: String, permissions: FilePermissions = [.ownerReadWrite, .groupRead, .otherRead]) throws(Errno) {
+        let temporary = path + ".tmp-\(getpid())"
+        let fd: FileDescriptor
+        do {
+            fd = try FileDescriptor.open(temporary, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: permissions)
+        } catch { throw error as? Errno ?? .ioError }
+        do {
+            _ = try fd.writeAll(Array(text.utf8))
+            guard fsync(fd.rawValue) == 0 else { throw Errno(rawValue: errno) }
+            try fd.close()
+        } catch {
+            try? fd.close()
+            unlink(temporary)
+            throw error as? Errno ?? .ioError
+        }
+        guard rename(temporary, path) == 0 else {
+            let e = Errno(rawValue: errno)
+            unlink(temporary)
+            throw e
+        }
     }
 }

@@ -1,10 +1,10 @@
 import FoundationEssentials
 import VirtioCore
 
-/// The control socket's protocol, version 1 (docs/control-protocol.md):
+/// The control socket's protocol, version 2 (docs/control-protocol.md):
 /// one JSON object per line each way over /run/virtiod/control.
 public enum ControlProtocol {
-    public static let version = 1
+    public static let version = 2
     public static let defaultSocketPath = "/run/virtiod/control"
     /// Verbs anyone may use; every other verb needs root (SO_PEERCRED uid 0).
     public static let readOnlyVerbs: Set<ControlVerb> = [.list, .status, .plugins]

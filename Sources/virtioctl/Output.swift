@@ -19,6 +19,16 @@ enum Output {
         }
     }
 
+    /// The bullet `networkctl status` starts a link with, in the state's colour.
+    static func dot(_ s: DeviceState) -> String {
+        switch s {
+        case .running: paint("●", "32")
+        case .failed, .refused: paint("●", "31")
+        case .claiming, .starting, .stopping, .unloaded: paint("●", "33")
+        case .unclaimed: "●"
+        }
+    }
+
     /// Left-aligned columns two spaces apart; widths ignore colour codes.
     static func table(header: [String], rows: [[String]]) {
         func width(_ s: String) -> Int {
@@ -38,9 +48,7 @@ enum Output {
     }
 
     static func json<T: Encodable>(_ value: T) {
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        if let data = try? e.encode(value) { print(String(decoding: data, as: UTF8.self)) }
+        if let data = try? ControlWire.prettyEncoder.encode(value) { print(String(decoding: data, as: UTF8.self)) }
     }
 
     static func duration(_ seconds: Double) -> String {

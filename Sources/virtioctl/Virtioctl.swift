@@ -14,7 +14,7 @@ struct Virtioctl: ParsableCommand {
             64 usage error.
             """,
         subcommands: [List.self, Status.self, Plugins.self, Wait.self, Claim.self, Release.self, Unload.self, Load.self,
-                      Reload.self, Restart.self])
+                      Reload.self, Restart.self, Metrics.self])
 
     /// No verb: `list`, as `networkctl` does.
     func run() throws {
@@ -142,6 +142,9 @@ struct Status: ParsableCommand {
                 lines.append((q.index == r.queues.first?.index ? "Queues" : "",
                               "\(q.index) \(q.name): \(q.size) entries (max \(q.maxSize)), \(q.layout), "
                               + (q.msixVector.map { "vector \($0), \(q.interrupts) interrupts" } ?? "no vector")))
+                if let c = q.counters, !c.isEmpty {
+                    lines.append(("", "  " + c.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")))
+                }
             }
             for (k, v) in r.config.sorted(by: { $0.key < $1.key }) {
                 lines.append((k == r.config.keys.sorted().first ? "Device config" : "", "\(k) = \(v)"))
@@ -149,7 +152,7 @@ struct Status: ParsableCommand {
             lines.append(("Registers", r.registerAccess + (r.registerErrors.map { $0 > 0 ? ", \($0) failed accesses" : "" } ?? "")))
         }
         let width = lines.map(\.0.count).max() ?? 0
-        print("● \(d.address) (\(d.type))")
+        print("\(Output.dot(d.state)) \(d.address) (\(d.type))")
         for (k, v) in lines {
             let label = k.isEmpty ? String(repeating: " ", count: width + 1) : String(repeating: " ", count: width - k.count) + k + ":"
             print("  \(label) \(v)")

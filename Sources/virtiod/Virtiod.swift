@@ -1,5 +1,6 @@
 import ArgumentParser
 import FoundationEssentials
+import VirtiodProtocol
 import VirtiodSupervisor
 
 @main
@@ -43,10 +44,7 @@ struct Discover: ParsableCommand {
     func run() throws {
         let functions = try Discovery.virtioFunctions()
         if json {
-            let encoder = JSONEncoder()
-            encoder.keyEncodingStrategy = .convertToSnakeCase
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(functions), as: UTF8.self))
+            print(String(decoding: try ControlWire.prettyEncoder.encode(functions), as: UTF8.self))
             return
         }
         let rows = functions.map { f in

@@ -39,7 +39,7 @@ import VirtiodProtocol
         let rig = try Rig()
         let c = try rig.client()
         defer { c.close() }
-        try c.writeAll(Array(#"{"version":1,"verb":"list"}"#.utf8) + [10])
+        try c.writeAll(Array(#"{"version":2,"verb":"list"}"#.utf8) + [10])
         for _ in 0..<5 { try rig.turn() }
         let r = try answer(c)
         #expect(r.ok && r.devices != nil)
@@ -49,13 +49,13 @@ import VirtiodProtocol
         let rig = try Rig()
         let slow = try rig.client()
         defer { slow.close() }
-        try slow.writeAll(Array(#"{"version":1,"#.utf8))
+        try slow.writeAll(Array(#"{"version":2,"#.utf8))
         try rig.turn()
         #expect(rig.server.clients.count == 1)
         // Another client is answered while the slow one is still there.
         let quick = try rig.client()
         defer { quick.close() }
-        try quick.writeAll(Array(#"{"version":1,"verb":"plugins"}"#.utf8) + [10])
+        try quick.writeAll(Array(#"{"version":2,"verb":"plugins"}"#.utf8) + [10])
         for _ in 0..<5 { try rig.turn() }
         #expect(try answer(quick).ok)
         // Past the deadline for the whole request: answered with an error, gone.

@@ -39,10 +39,10 @@ import VirtiodProtocol
 
     @Test func requestsRoundTripAsJSONLines() throws {
         let line = try ControlWire.encoder.encode(ControlRequest(verb: .claim, device: "03.0", force: true))
-        #expect(String(decoding: line, as: UTF8.self) == #"{"device":"03.0","force":true,"verb":"claim","version":1}"#)
+        #expect(String(decoding: line, as: UTF8.self) == #"{"device":"03.0","force":true,"verb":"claim","version":2}"#)
         let back = try ControlWire.decoder.decode(ControlRequest.self, from: line)
         #expect(back.verb == .claim && back.device == "03.0" && back.force == true)
-        #expect(throws: (any Error).self) { try ControlWire.decoder.decode(ControlRequest.self, from: Data(#"{"version":1,"verb":"frob"}"#.utf8)) }
+        #expect(throws: (any Error).self) { try ControlWire.decoder.decode(ControlRequest.self, from: Data(#"{"version":2,"verb":"frob"}"#.utf8)) }
     }
 
     func function(group peers: [String] = [], interfaces: [String] = [], disks: [String] = []) -> VirtioFunction {

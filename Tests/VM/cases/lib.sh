@@ -134,7 +134,7 @@ start_nic_with_twin() {
 
 # The address of the NIC virtiod holds (type net, bound to vfio-pci).
 claimed_nic() {
-    virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernelDriver == "vfio-pci") | .address'
+    virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernel_driver == "vfio-pci") | .address'
 }
 
 # Start a one-shot iperf3 server in netns "twin" on port $1 and wait until it listens.

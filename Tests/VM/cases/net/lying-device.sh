@@ -22,8 +22,8 @@ done
 q=$(virtioctl status "$net" --json | jq '.driver.queues[] | select(.name == "receiveq0")')
 # The lies below are written in the split ring's used-ring format (§2.7.8).
 [ "$(echo "$q" | jq -r .layout)" = split ] || fail "written for split rings; receiveq0 is $(echo "$q" | jq -r .layout)"
-size=$(echo "$q" | jq .size); desc=$(echo "$q" | jq .ringOffsets.descriptors)
-avail=$(echo "$q" | jq .ringOffsets.driver); used=$(echo "$q" | jq .ringOffsets.device)
+size=$(echo "$q" | jq .size); desc=$(echo "$q" | jq .ring_offsets.descriptors)
+avail=$(echo "$q" | jq .ring_offsets.driver); used=$(echo "$q" | jq .ring_offsets.device)
 malformed0=$(echo "$q" | jq .counters.malformed)
 
 u16() { od -An -t u2 -j "$1" -N 2 "$memfd" | tr -d ' '; }

@@ -16,7 +16,7 @@ echo "$p" | jq -e 'map(.name) == ["9p", "balloon", "block", "console", "net"]' >
     || fail "plugins are not the installed manifests: $(echo "$p" | jq -c 'map(.name)')"
 echo "$p" | jq -e '.[] | select(.name == "net") | .manifest == "/usr/lib/virtiod/plugins/net.plugin"
     and .executable == "/usr/libexec/virtiod/virtiod-net" and .installed and .stub == false
-    and (.version | length > 0) and .deviceTypes == ["net"] and .endpoints == ["tap"] and .devices == [] and .pids == []' >/dev/null \
+    and (.version | length > 0) and .device_types == ["net"] and .endpoints == ["tap"] and .devices == [] and .pids == []' >/dev/null \
     || fail "net plugin report: $(echo "$p" | jq -c '.[] | select(.name == "net")')"
 echo "$p" | jq -e '.[] | select(.name == "block") | .stub == false and .endpoints == ["nbd"]' >/dev/null \
     || fail "block plugin report: $(echo "$p" | jq -c '.[] | select(.name == "block")')"

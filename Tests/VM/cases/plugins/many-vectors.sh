@@ -21,14 +21,14 @@ start_virtiod "[Device]
 MACAddress=52:54:00:12:34:08
 Claim=yes
 InterfaceName=vtnet8"
-nic=$(virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernelDriver == "vfio-pci") | .address')
+nic=$(virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernel_driver == "vfio-pci") | .address')
 [ -n "$nic" ] || fail "the NIC was not claimed: $(virtioctl list --json | jq -c '.[] | select(.type == "net" and .state != "unclaimed") | {address, state, reason}')"
 wait_state "$nic" running 60
 s=$(virtioctl status "$nic" --json)
-echo "$s" | jq -e '.driver.msixVectors >= 65 and .driver.config.queue_pairs == 8 and
-    ([.driver.queues[] | select(.msixVector != null)] | length) == 17' >/dev/null \
-    || fail "status: $(echo "$s" | jq -c '{v: .driver.msixVectors, pairs: .driver.config.queue_pairs, q: [.driver.queues[] | {name, msixVector}]}')"
-echo "attached: $(echo "$s" | jq -r '.driver.msixVectors') MSI-X vectors, $(echo "$s" | jq -r '.driver.config.queue_pairs') queue pairs, TAP queues: $(ls /sys/class/net/vtnet8/queues | grep -c rx)"
+echo "$s" | jq -e '.driver.msix_vectors >= 65 and .driver.config.queue_pairs == 8 and
+    ([.driver.queues[] | select(.msix_vector != null)] | length) == 17' >/dev/null \
+    || fail "status: $(echo "$s" | jq -c '{v: .driver.msix_vectors, pairs: .driver.config.queue_pairs, q: [.driver.queues[] | {name, msix_vector}]}')"
+echo "attached: $(echo "$s" | jq -r '.driver.msix_vectors') MSI-X vectors, $(echo "$s" | jq -r '.driver.config.queue_pairs') queue pairs, TAP queues: $(ls /sys/class/net/vtnet8/queues | grep -c rx)"
 twin_and_local vtnet8
 ping -c 3 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "no ping through vtnet8"
 twin_iperf_server 5308

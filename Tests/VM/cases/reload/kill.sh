@@ -17,7 +17,7 @@ wait_state "$net" running 30
 wait $pinger || true
 read -r sent got < <(ping_counts /tmp/kill-ping)
 echo "kill -9 of the net plugin: outage (longest gap between replies) $(longest_reply_gap /tmp/kill-ping) ms, $((sent - got)) of $sent pings lost"
-virtioctl status "$net" --json | jq -e '.plugin.lastExit | test("signal 9")' >/dev/null || fail "lastExit does not say signal 9"
+virtioctl status "$net" --json | jq -e '.plugin.last_exit | test("signal 9")' >/dev/null || fail "last_exit does not say signal 9"
 ip -o addr show dev vtnet0 | grep -q 10.77.0.1/24 || fail "vtnet0 lost its address"
 ping -c 3 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "traffic did not resume after the plugin was killed"
 [ "$got" -gt 0 ] && tail -n 5 /tmp/kill-ping | grep -q "bytes from" || fail "no replies after the kill: $(tail -n 3 /tmp/kill-ping)"

@@ -21,5 +21,5 @@ wait_for "ping -c 1 -W 1 10.77.0.2" 10 || fail "no traffic after the old process
 st=$(virtioctl status "$net" --json)
 echo "$st" | jq -e --argjson old "$old" '.state == "running" and .plugin.pid == $old' >/dev/null \
     || fail "after the roll-back: $(echo "$st" | jq -c '{state, plugin}')"
-echo "$st" | jq -r .plugin.lastReload | grep -q "did not quiesce" || fail "status does not say what happened: $(echo "$st" | jq -c .plugin)"
+echo "$st" | jq -r .plugin.last_reload | grep -q "did not quiesce" || fail "status does not say what happened: $(echo "$st" | jq -c .plugin)"
 [ "$(pgrep -c -f '^/usr/libexec/virtiod/virtiod-net')" = 1 ] || fail "plugin processes left: $(pgrep -af virtiod-net)"

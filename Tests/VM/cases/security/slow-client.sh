@@ -33,7 +33,7 @@ done
 ( head -c 10000000 /dev/zero | tr '\0' a | as_member socat -u - UNIX-CONNECT:$sock >/dev/null 2>&1 ) &
 pids+=($!)
 # Another member (a second uid: the slow ones use up the first one's share of connections).
-( printf '{"version":1,"verb":\n' | setpriv --reuid=daemon --regid=daemon --groups="$gid" socat - UNIX-CONNECT:$sock > /tmp/malformed-answer 2>&1 ) &
+( printf '{"version":2,"verb":\n' | setpriv --reuid=daemon --regid=daemon --groups="$gid" socat - UNIX-CONNECT:$sock > /tmp/malformed-answer 2>&1 ) &
 pids+=($!)
 sleep 3
 worst=0

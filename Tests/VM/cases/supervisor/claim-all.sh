@@ -52,8 +52,8 @@ echo "$s" | jq -e '.driver.config.serial == "virtiod-blk0" and .driver.queues[0]
     || fail "block GET_ID: $(echo "$s" | jq -c '.driver | {serial: .config.serial, queues}')"
 layout=split; has_variant packed && layout=packed
 [ "$(echo "$s" | jq -r '.driver.queues[0].layout')" = $layout ] || fail "block queue layout $(echo "$s" | jq -r '.driver.queues[0].layout'), expected $layout"
-echo "$s" | jq -e '.driver.stub == false and (.driver.queues | length) >= 1 and .driver.queues[0].size > 0 and .driver.msixVectors >= 2' >/dev/null \
-    || fail "block queues/vectors: $(echo "$s" | jq -c '.driver | {stub, queues, msixVectors}')"
+echo "$s" | jq -e '.driver.stub == false and (.driver.queues | length) >= 1 and .driver.queues[0].size > 0 and .driver.msix_vectors >= 2' >/dev/null \
+    || fail "block queues/vectors: $(echo "$s" | jq -c '.driver | {stub, queues, msix_vectors}')"
 [ "$(virtioctl status "$net" --json | jq -r .driver.config.mac)" = 52:54:00:12:34:01 ] || fail "net mac: $(virtioctl status "$net" --json | jq -c .driver.config)"
 [ "$(virtioctl status "$net" --json | jq -r .driver.config.link)" = up ] || fail "net link not up"
 [ "$(virtioctl status "$nine" --json | jq -r .driver.config.mount_tag)" = virtiod9p ] || fail "9p tag: $(virtioctl status "$nine" --json | jq -c .driver.config)"
@@ -76,7 +76,7 @@ journalctl -u virtiod VIRTIO_DEVICE="$blk" --no-pager | grep -q claiming || fail
 host_step balloon '{"value": 536870912}' >/dev/null || fail "QMP balloon failed"
 wait_for "[ \"\$(virtioctl status $bal --json | jq .driver.config.num_pages)\" -eq 131072 ]" 30 \
     || fail "balloon num_pages did not follow the target: $(virtioctl status "$bal" --json | jq -c '.driver | {config, configInterrupts}')"
-[ "$(virtioctl status "$bal" --json | jq .driver.configInterrupts)" -ge 1 ] || fail "no config interrupt counted"
+[ "$(virtioctl status "$bal" --json | jq .driver.config_interrupts)" -ge 1 ] || fail "no config interrupt counted"
 
 # release gives the disk back, claim takes it again.
 virtioctl release "$blk" >/dev/null || fail "release failed"
@@ -93,7 +93,7 @@ kill -9 "$old"
 wait_for "[ \"\$(virtioctl status $con --json | jq .plugin.restarts)\" -ge 1 ]" 30 || fail "console plugin not restarted"
 wait_state "$con" running 60
 [ "$(virtioctl status "$con" --json | jq .plugin.pid)" != "$old" ] || fail "same pid after restart"
-virtioctl status "$con" --json | jq -r .plugin.lastExit | grep -q "signal 9" || fail "last exit not reported: $(virtioctl status "$con" --json | jq -c .plugin)"
+virtioctl status "$con" --json | jq -r .plugin.last_exit | grep -q "signal 9" || fail "last exit not reported: $(virtioctl status "$con" --json | jq -c .plugin)"
 
 # Every plugin can be reloaded without a device reset (the stubs too; the
 # balloon on INTx): a new pid, the same device state, the serial still known.

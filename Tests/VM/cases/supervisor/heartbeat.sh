@@ -22,6 +22,6 @@ waited=$(( ($(date +%s%N) - t0) / 1000000 ))
 [ "$waited" -le 12000 ] || fail "killed only after $waited ms: HeartbeatSec=6 was not applied"
 ! kill -0 "$old" 2>/dev/null || fail "the hung plugin $old still exists"
 wait_state "$con" running 60
-virtioctl status "$con" --json | jq -r .plugin.lastExit | grep -q heartbeat || fail "cause not reported: $(virtioctl status "$con" --json | jq -c .plugin)"
+virtioctl status "$con" --json | jq -r .plugin.last_exit | grep -q heartbeat || fail "cause not reported: $(virtioctl status "$con" --json | jq -c .plugin)"
 journalctl -u virtiod --no-pager | grep -q "missed its heartbeat" || fail "no journal entry for the missed heartbeat"
 echo "silent plugin killed and restarted $waited ms after SIGSTOP (HeartbeatSec=6)"
