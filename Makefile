@@ -1,17 +1,30 @@
 # virtiod — front door. `make help` lists the targets.
 # Package.swift finds plugins by listing Plugins/: SwiftPM's manifest cache
 # (keyed on Package.swift's text) would miss a plugin folder added later.
-SWIFT      ?= swift
+# Swift from PATH, else where these machines keep it.
+SWIFT      ?= $(shell command -v swift || echo /opt/swift/usr/bin/swift)
 SWIFTPM    := --manifest-cache none
 FUZZ_RUNS  ?= 1000000
 FUZZ_BUILD := .build-fuzz
 CORPUS     := Tests/FuzzCorpus
 
-.PHONY: help build test unit-test fuzz-replay bench bench-vm fuzz clean install test-vm demo vm-shell vm-stage
+.PHONY: help host-setup build release man test unit-test fuzz-replay bench bench-vm fuzz clean install deb test-vm demo vm-shell vm-stage
 
 PREFIX     ?= /usr
 DESTDIR    ?=
 LIBEXECDIR := $(PREFIX)/libexec/virtiod
+# systemd, udev and modprobe folders; the Debian package puts them under
+# /lib, where bookworm's debhelper looks (debian/rules).
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+UDEVRULESDIR ?= $(PREFIX)/lib/udev/rules.d
+MODPROBEDIR ?= $(PREFIX)/lib/modprobe.d
+# Installs the binaries (stripped). dh_auto_install passes INSTALL="install
+# --strip-program=true": dh_strip strips them then, keeping their symbols
+# for -dbgsym.
+INSTALL    ?= install
+MANDIR     := $(PREFIX)/share/man
+MAN_BUILD  := .build-man
+MANPAGES   := $(patsubst docs/man/%.scd,$(MAN_BUILD)/%,$(wildcard docs/man/*.scd))
 RELEASE    := .build-release
 # Every folder Plugins/<name>/ with a main.swift is a plugin (virtiod-<name>
 # plus its manifest <name>.plugin): nothing here names one.
@@ -21,7 +34,9 @@ VM_FLAGS   ?=
 
 help:
 	@echo "make build        debug build of everything"
-	@echo "make test         everything the project has: unit tests (swift test) + fuzz corpus replay"
+	@echo "make test         everything the project has: unit tests, fuzz corpus replay, the Debian package, the VM suite"
+	@echo "make deb          virtiod_VERSION_amd64.deb (+ -dbgsym) in .build-deb/, checked by lintian"
+	@echo "make host-setup   install the Debian packages building and testing need (root; the targets below run it)"
 	@echo "make bench        release build, prints virtqueue round trips/s (split vs packed, batch 1 and 32)"
 	@echo "make bench-vm     in the test VM: TCP throughput and ping RTT vs virtio_net, fio IOPS and MB/s vs virtio_blk"
 	@echo "make fuzz         libFuzzer on every fuzz target (rings, config, control, hand-over, netlink, PCI caps, plugins), FUZZ_RUNS=$(FUZZ_RUNS) each"
@@ -31,12 +46,16 @@ help:
 	@echo "make vm-shell     root shell on the test VM's serial console"
 	@echo "make clean        remove build folders"
 
-build:
+# Everything beyond Swift and git comes from apt, installed on first use.
+host-setup:
+	scripts/setup-host
+
+build: host-setup
 	$(SWIFT) build $(SWIFTPM)
 
-test: unit-test fuzz-replay test-vm
+test: host-setup unit-test fuzz-replay test-vm
 
-unit-test:
+unit-test: host-setup
 	$(SWIFT) test $(SWIFTPM)
 
 # Fuzz targets: the ring parsers (virtio-ring-fuzz), the supervisor's parsers
@@ -83,29 +102,56 @@ fuzz:
 
 # Release binaries with the Swift runtime linked in: they need only glibc and
 # libstdc++, so they run on a machine (or guest) without Swift.
-install:
-	$(SWIFT) build $(SWIFTPM) -c release --static-swift-stdlib --scratch-path $(RELEASE)
+# RESOLVED=no builds from the dependencies already fetched (the package build
+# does: `make deb` fetches first, then builds offline).
+RESOLVED   ?= yes
+RELEASE_FLAGS := -c release --static-swift-stdlib -Xlinker -z -Xlinker now --scratch-path $(RELEASE) $(if $(filter no,$(RESOLVED)),--disable-automatic-resolution)
+release:
+	$(SWIFT) build $(SWIFTPM) $(RELEASE_FLAGS)
+
+# Man pages: scdoc sources in docs/man/, roff in $(MAN_BUILD)/.
+man: $(MANPAGES)
+$(MAN_BUILD)/%: docs/man/%.scd
+	@mkdir -p $(MAN_BUILD)
+	scdoc < $< > $@
+
+install: release man
 	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(PREFIX)/bin
-	install -m 755 -s $(RELEASE)/release/virtiod $(RELEASE)/release/virtioctl $(DESTDIR)$(PREFIX)/bin/
+	$(INSTALL) -m 755 -s $(RELEASE)/release/virtiod $(RELEASE)/release/virtioctl $(DESTDIR)$(PREFIX)/bin/
 	install -d $(DESTDIR)$(MANIFESTDIR) $(DESTDIR)/etc/virtiod/plugins
 	for p in $(PLUGINS); do \
-		install -m 755 -s $(RELEASE)/release/virtiod-$$p $(DESTDIR)$(LIBEXECDIR)/ || exit 1; \
+		$(INSTALL) -m 755 -s $(RELEASE)/release/virtiod-$$p $(DESTDIR)$(LIBEXECDIR)/ || exit 1; \
 		sed 's|@LIBEXECDIR@|$(LIBEXECDIR)|g' Plugins/$$p/$$p.plugin > $(DESTDIR)$(MANIFESTDIR)/$$p.plugin || exit 1; \
 		chmod 644 $(DESTDIR)$(MANIFESTDIR)/$$p.plugin; \
 	done
-	install -m 755 -s $(RELEASE)/release/virtio-ring-bench $(DESTDIR)$(LIBEXECDIR)/virtio-ring-bench
-	install -d $(DESTDIR)$(PREFIX)/lib/systemd/system && install -m 644 Units/*.service Units/*.slice $(DESTDIR)$(PREFIX)/lib/systemd/system/
+	$(INSTALL) -m 755 -s $(RELEASE)/release/virtio-ring-bench $(DESTDIR)$(LIBEXECDIR)/virtio-ring-bench
+	install -d $(DESTDIR)$(UNITDIR) && install -m 644 Units/*.service Units/*.slice Units/*.timer $(DESTDIR)$(UNITDIR)/
 	install -d $(DESTDIR)$(PREFIX)/lib/sysusers.d && install -m 644 Units/virtiod.sysusers $(DESTDIR)$(PREFIX)/lib/sysusers.d/virtiod.conf
-	install -d $(DESTDIR)$(PREFIX)/lib/udev/rules.d && install -m 644 Units/*.rules $(DESTDIR)$(PREFIX)/lib/udev/rules.d/
-	install -d $(DESTDIR)$(PREFIX)/lib/modprobe.d && install -m 644 Units/virtiod.modprobe $(DESTDIR)$(PREFIX)/lib/modprobe.d/virtiod.conf
+	install -d $(DESTDIR)$(UDEVRULESDIR) && install -m 644 Units/*.rules $(DESTDIR)$(UDEVRULESDIR)/
+	install -d $(DESTDIR)$(MODPROBEDIR) && install -m 644 Units/virtiod.modprobe $(DESTDIR)$(MODPROBEDIR)/virtiod.conf
 	install -d $(DESTDIR)/etc/virtiod/virtiod.conf.d
 	# An existing configuration is the admin's: never overwrite it.
 	[ -e $(DESTDIR)/etc/virtiod/virtiod.conf ] || install -m 644 Units/virtiod.conf $(DESTDIR)/etc/virtiod/virtiod.conf
 	install -d $(DESTDIR)$(PREFIX)/share/bash-completion/completions $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions \
 		$(DESTDIR)$(PREFIX)/share/doc/virtiod
-	$(RELEASE)/release/virtioctl --generate-completion-script bash > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/virtioctl
+	$(RELEASE)/release/virtioctl --generate-completion-script bash | sed "1{/^#!/d}" > $(DESTDIR)$(PREFIX)/share/bash-completion/completions/virtioctl
 	$(RELEASE)/release/virtioctl --generate-completion-script zsh > $(DESTDIR)$(PREFIX)/share/zsh/vendor-completions/_virtioctl
 	install -m 644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/virtiod/
+	install -d $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	install -m 644 $(filter %.5,$(MANPAGES)) $(DESTDIR)$(MANDIR)/man5/
+	install -m 644 $(filter %.8,$(MANPAGES)) $(DESTDIR)$(MANDIR)/man8/
+
+# The Debian package (debian/), built in place from dependencies fetched
+# beforehand: the build itself needs no network. Result and lintian's
+# report in $(DEB_OUT)/; lintian errors fail the target.
+DEB_OUT    := .build-deb
+deb: host-setup
+	$(SWIFT) package $(SWIFTPM) --scratch-path $(RELEASE) resolve
+	rm -rf $(DEB_OUT) && mkdir -p $(DEB_OUT)
+	v=$$(dpkg-parsechangelog -S Version) && dpkg-buildpackage -b -us -uc --no-pre-clean \
+		--buildinfo-option=-u$(DEB_OUT) --changes-option=-u$(DEB_OUT) \
+		--buildinfo-file=$(DEB_OUT)/virtiod_$${v}_amd64.buildinfo --changes-file=$(DEB_OUT)/virtiod_$${v}_amd64.changes
+	lintian --fail-on error --info $(DEB_OUT)/virtiod_*.deb $(DEB_OUT)/virtiod-dbgsym_*.deb | tee $(DEB_OUT)/lintian.txt
 
 # The VM suite installs into a staging root exactly as a user would, and the
 # guest copies that root onto itself before the cases run.
@@ -154,5 +200,6 @@ vm-shell: vm-stage
 	$(VM_ENV) Tests/VM/run.sh --shell $(VM_FLAGS)
 
 clean:
-	rm -rf .build $(FUZZ_BUILD) $(RELEASE) $(VM_STAGE) $(VM_EXTRA) $(FAULTS_BUILD)
+	rm -rf .build $(FUZZ_BUILD) $(RELEASE) $(VM_STAGE) $(VM_EXTRA) $(FAULTS_BUILD) $(DEB_OUT) $(MAN_BUILD)
+	rm -rf debian/virtiod debian/.debhelper debian/files debian/*.substvars debian/debhelper-build-stamp debian/*.debhelper.log
 	for e in $(EXAMPLES); do $(MAKE) -C Examples/$$e clean; done

@@ -43,8 +43,8 @@ struct GlobalOptions: ParsableArguments {
     }
 
     /// One request whose failure the caller handles (`wait` retries some).
-    func request(_ verb: ControlVerb, device: String? = nil) throws(CLIError) -> ControlResponse {
-        let response = try ControlClient.call(ControlRequest(verb: verb, device: device), socket: socket)
+    func request(_ verb: ControlVerb, device: String? = nil, target: String? = nil) throws(CLIError) -> ControlResponse {
+        let response = try ControlClient.call(ControlRequest(verb: verb, device: device, target: target), socket: socket)
         if !response.ok, let e = response.error { throw CLIError(e) }
         return response
     }
@@ -226,11 +226,43 @@ struct Reload: ParsableCommand {
             """)
     @OptionGroup var global: GlobalOptions
     @Argument(help: "A plugin name (as `virtioctl plugins` lists them: all its devices) or a device (PCI address or unique suffix).")
-    var target: String
+    var target: String?
+    @Flag(help: "Every plugin that drives a device (after a package upgrade), once no device is in transition.")
+    var all = false
+
+    func validate() throws {
+        guard (target != nil) != all else { throw ValidationError("give a plugin or a device, or --all") }
+    }
 
     func run() throws {
-        let r = try global.call(.reload, target: target)
-        global.show(r, done: "reloaded")
+        guard all else {
+            let r = try global.call(.reload, target: target)
+            return global.show(r, done: "reloaded")
+        }
+        try reloadAll()
+    }
+
+    /// One reload per plugin in use, each reported; the others go on when
+    /// one fails (its old processes keep running), and the exit says so.
+    func reloadAll() throws {
+        var settle = try Wait.parse(["--timeout", "60", "--socket", global.socket])
+        settle.global.json = false
+        try settle.run()
+        let plugins = try global.call(.plugins).plugins ?? []
+        var failures: [String] = [], done: [ControlResponse] = []
+        for p in plugins where !p.devices.isEmpty && !p.unloaded {
+            do throws(CLIError) {
+                let r = try global.request(.reload, target: p.name)
+                done.append(r)
+                if !global.json { print("\(p.name): " + (r.message ?? "reloaded")) }
+            } catch {
+                failures.append("\(p.name): \(error)")
+                FileHandleShim.stderr("virtioctl: \(p.name): \(error)\n")
+            }
+        }
+        if global.json { Output.json(done) }
+        if done.isEmpty && failures.isEmpty && !global.json { print("no plugin drives a device: nothing to reload") }
+        if !failures.isEmpty { global.fail(.failed("\(failures.count) plugin\(failures.count == 1 ? "" : "s") not reloaded")) }
     }
 }
 
