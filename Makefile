@@ -153,9 +153,10 @@ deb: host-setup
 		--buildinfo-file=$(DEB_OUT)/virtiod_$${v}_amd64.buildinfo --changes-file=$(DEB_OUT)/virtiod_$${v}_amd64.changes
 	lintian --fail-on error --info $(DEB_OUT)/virtiod_*.deb $(DEB_OUT)/virtiod-dbgsym_*.deb | tee $(DEB_OUT)/lintian.txt
 
-# The VM suite installs into a staging root exactly as a user would, and the
-# guest copies that root onto itself before the cases run.
-VM_STAGE := .build-vm-root
+# The VM suite installs the Debian package as users do (`apt install
+# ./virtiod_….deb` in the guest). package-upgrade.sh also gets a newer
+# version of it: the same build repacked with a higher version number.
+VM_STAGE := .build-vm-debs
 # The whole suite on the default devices, then the device-facing cases again
 # on packed rings with a multiqueue NIC, in one boot (VM_VARIANTS= to skip;
 # VM_VARIANTS="packed mq" runs them as two boots).
@@ -169,13 +170,21 @@ EXAMPLES := rng
 # Fault injection exists only in test builds (-DVIRTIOD_FAULTS): a net plugin
 # built so, for cases that play a misbehaving plugin, staged as extra/faults.
 FAULTS_BUILD := .build-faults
-vm-stage:
-	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
+# promtool (from Debian's prometheus package, unpacked, not installed: no
+# server starts) checks `virtioctl metrics` in ecosystem/metrics.sh.
+PROMTOOL := .build-tools/promtool
+$(PROMTOOL):
+	scripts/fetch-promtool $@
+vm-stage: deb $(PROMTOOL)
+	rm -rf $(VM_STAGE) && mkdir -p $(VM_STAGE)/upgrade
+	cp $(DEB_OUT)/virtiod_*_amd64.deb $(VM_STAGE)/
+	scripts/repack-deb $(DEB_OUT)/virtiod_*_amd64.deb +upgrade1 $(VM_STAGE)/upgrade
 	rm -rf $(VM_EXTRA) && for e in $(EXAMPLES); do \
 		$(MAKE) -C Examples/$$e install DESTDIR=$(CURDIR)/$(VM_EXTRA)/$$e PREFIX=/usr/local || exit 1; done
 	$(SWIFT) build $(SWIFTPM) --product virtiod-net -Xswiftc -DVIRTIOD_FAULTS --static-swift-stdlib --scratch-path $(FAULTS_BUILD)
 	install -D -m 755 $(FAULTS_BUILD)/debug/virtiod-net $(VM_EXTRA)/faults/usr/local/lib/virtiod-test/virtiod-net-faults
-VM_ENV = VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) VIRTIOD_EXTRA_ROOT=$(CURDIR)/$(VM_EXTRA)
+	install -D -m 755 $(PROMTOOL) $(VM_EXTRA)/tools/promtool
+VM_ENV = VIRTIOD_DEBS=$(CURDIR)/$(VM_STAGE) VIRTIOD_EXTRA_ROOT=$(CURDIR)/$(VM_EXTRA)
 test-vm: vm-stage
 	$(VM_ENV) Tests/VM/run.sh --timeout 1800 $(VM_FLAGS)
 	for v in $(VM_VARIANTS); do \
@@ -183,23 +192,23 @@ test-vm: vm-stage
 		$(VM_ENV) Tests/VM/run.sh --variant $$v $(VM_VARIANT_CASES) || exit 1; \
 	done
 
-demo:
-	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
-	VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --mode-script Tests/VM/demo.sh $(VM_FLAGS)
+demo: host-setup deb
+	rm -rf $(VM_STAGE) && mkdir -p $(VM_STAGE) && cp $(DEB_OUT)/virtiod_*_amd64.deb $(VM_STAGE)/
+	VIRTIOD_DEBS=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --mode-script Tests/VM/demo.sh $(VM_FLAGS)
 
 # One run per vCPU count: a userspace driver needs a CPU of its own to shine.
 BENCH_SMP ?= 1 2
-bench-vm:
-	rm -rf $(VM_STAGE) && $(MAKE) install DESTDIR=$(CURDIR)/$(VM_STAGE)
+bench-vm: host-setup deb
+	rm -rf $(VM_STAGE) && mkdir -p $(VM_STAGE) && cp $(DEB_OUT)/virtiod_*_amd64.deb $(VM_STAGE)/
 	for n in $(BENCH_SMP); do \
-		VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --smp $$n --mode-script Tests/VM/bench-net.sh $(VM_FLAGS) || exit 1; \
+		VIRTIOD_DEBS=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --smp $$n --mode-script Tests/VM/bench-net.sh $(VM_FLAGS) || exit 1; \
 	done
-	VIRTIOD_INSTALL_ROOT=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --mode-script Tests/VM/bench-block.sh $(VM_FLAGS)
+	VIRTIOD_DEBS=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --mode-script Tests/VM/bench-block.sh $(VM_FLAGS)
 
 vm-shell: vm-stage
 	$(VM_ENV) Tests/VM/run.sh --shell $(VM_FLAGS)
 
 clean:
-	rm -rf .build $(FUZZ_BUILD) $(RELEASE) $(VM_STAGE) $(VM_EXTRA) $(FAULTS_BUILD) $(DEB_OUT) $(MAN_BUILD)
+	rm -rf .build .build-tools $(FUZZ_BUILD) $(RELEASE) $(VM_STAGE) $(VM_EXTRA) $(FAULTS_BUILD) $(DEB_OUT) $(MAN_BUILD)
 	rm -rf debian/virtiod debian/.debhelper debian/files debian/*.substvars debian/debhelper-build-stamp debian/*.debhelper.log
 	for e in $(EXAMPLES); do $(MAKE) -C Examples/$$e clean; done

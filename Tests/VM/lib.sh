@@ -3,7 +3,7 @@
 VM_CACHE=${VIRTIOD_VM_CACHE:-/var/cache/virtiod-vm}
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$VM_DIR/../.." && pwd)
-GUEST_PACKAGES="systemd,systemd-sysv,udev,kmod,iproute2,linux-image-amd64,pciutils,iperf3,fio,ethtool,tcpdump,iputils-ping,procps,util-linux,jq,socat"
+GUEST_PACKAGES="systemd,systemd-sysv,udev,kmod,iproute2,linux-image-amd64,pciutils,iperf3,fio,ethtool,tcpdump,iputils-ping,procps,util-linux,jq,socat,man-db"
 
 log() { printf '[vm] %s\n' "$*" >&2; }
 die() { printf '[vm] error: %s\n' "$*" >&2; exit 1; }
@@ -24,19 +24,7 @@ image_key() {
     cat "$VM_DIR/build-image.sh" "$VM_DIR/lib.sh" "$VM_DIR/guest/"* | sha256sum | cut -c1-12 | sed "s/^/$flavour-/"
 }
 
+# What the VM scripts need on the host: one list, in scripts/setup-host.
 need_host_packages() {
-    local missing=()
-    command -v qemu-system-x86_64 >/dev/null || missing+=(qemu-system-x86)
-    command -v qemu-img >/dev/null || missing+=(qemu-utils)
-    command -v debootstrap >/dev/null || missing+=(debootstrap)
-    command -v mkfs.ext4 >/dev/null || missing+=(e2fsprogs)
-    command -v python3 >/dev/null || missing+=(python3)
-    command -v ip >/dev/null || missing+=(iproute2)
-    [ -e /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
-    if [ ${#missing[@]} -gt 0 ]; then
-        log "installing host packages: ${missing[*]}"
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2 \
-            || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >&2; } \
-            || die "could not install ${missing[*]}"
-    fi
+    "$REPO_DIR/scripts/setup-host" || die "host packages missing (scripts/setup-host)"
 }

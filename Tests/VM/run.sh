@@ -54,7 +54,7 @@ trap cleanup EXIT
 
 # --- payload disk: runner, cases, installed files -----------------------
 payload="$run/payload"
-mkdir -p "$payload/cases" "$payload/root"
+mkdir -p "$payload/cases"
 cp "$VM_DIR/run-in-guest" "$payload/"
 cp -r "$VM_DIR/cases/." "$payload/cases/"
 if [ ${#cases[@]} -eq 0 ]; then cases=($(cd "$VM_DIR/cases" && ls -d */ | tr -d /)); fi
@@ -72,7 +72,8 @@ done
 echo "$variant" > "$payload/variant"
 if [ ${#image_flags[@]} -gt 0 ]; then echo backports > "$payload/kernel-flavour"; else echo stock > "$payload/kernel-flavour"; fi
 [ -n "$mode_script" ] && install -m 755 "$mode_script" "$payload/mode-script"
-if [ -n "${VIRTIOD_INSTALL_ROOT:-}" ]; then cp -a "$VIRTIOD_INSTALL_ROOT/." "$payload/root/"; fi
+# The Debian package the guest installs with apt (and, under upgrade/, a newer version of it).
+if [ -n "${VIRTIOD_DEBS:-}" ]; then mkdir -p "$payload/debs" && cp -a "$VIRTIOD_DEBS/." "$payload/debs/"; fi
 # Other staged installs cases may use (e.g. extra/rng: the example plugin), under /payload/extra.
 if [ -n "${VIRTIOD_EXTRA_ROOT:-}" ]; then mkdir -p "$payload/extra" && cp -a "$VIRTIOD_EXTRA_ROOT/." "$payload/extra/"; fi
 truncate -s 512M "$run/payload.img"
