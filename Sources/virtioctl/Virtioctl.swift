@@ -76,10 +76,13 @@ struct List: ParsableCommand {
         let r = try global.call(.list)
         let devices = r.devices ?? []
         if global.json { return Output.json(devices) }
-        Output.table(header: ["ADDRESS", "TYPE", "STATE", "DRIVER", "PLUGIN", "INTERFACE"], rows: devices.map { d in
-            [d.address, d.type, Output.state(d.state), d.kernelDriver ?? "-",
-             d.plugin.map { p in p.name + (d.driver?.stub == true ? " (stub)" : "") } ?? "-",
-             d.interfaces.isEmpty ? "-" : d.interfaces.joined(separator: ",")]
+        // What the rest of the system sees of each device: the endpoints
+        // virtiod made (vtnet0, /dev/nbd0), else the kernel's interfaces and disks.
+        Output.table(header: ["ADDRESS", "TYPE", "STATE", "DRIVER", "PLUGIN", "ENDPOINT"], rows: devices.map { d in
+            let seen = d.endpoints.isEmpty ? d.interfaces : d.endpoints.map(\.summary)
+            return [d.address, d.type, Output.state(d.state), d.kernelDriver ?? "-",
+                    d.plugin.map { p in p.name + (d.driver?.stub == true ? " (stub)" : "") } ?? "-",
+                    seen.isEmpty ? "-" : seen.joined(separator: ",")]
         })
         let claimed = devices.filter { $0.plugin != nil }.count
         print("\n\(devices.count) device\(devices.count == 1 ? "" : "s") listed, \(claimed) claimed by virtiod.")
