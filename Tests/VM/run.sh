@@ -149,7 +149,7 @@ pci_device() {
 pci_device "virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:12:34:01,$modern$packed$netq"
 pci_device "virtio-net-pci,id=nic1,netdev=net1,mac=52:54:00:12:34:02,$modern$packed$netq"
 pci_device "virtio-blk-pci,drive=blk0,serial=virtiod-blk0,$modern$packed"
-pci_device "virtio-balloon-pci,$modern$packed"
+pci_device "virtio-balloon-pci,id=balloon0,$modern$packed"
 pci_device "virtio-serial-pci,id=vser0,$modern$packed"
 devices+=(-device virtconsole,chardev=con0,name=org.virtiod.console0,bus=vser0.0)
 pci_device "virtio-9p-pci,fsdev=fs0,mount_tag=virtiod9p,$modern$packed"
