@@ -59,7 +59,7 @@ echo "$s" | jq -e '.driver.stub == false and (.driver.queues | length) >= 1 and 
 [ "$(virtioctl status "$nine" --json | jq -r .driver.config.mount_tag)" = virtiod9p ] || fail "9p tag: $(virtioctl status "$nine" --json | jq -c .driver.config)"
 [ "$(virtioctl status "$con" --json | jq .driver.config.max_nr_ports)" -ge 1 ] || fail "console config: $(virtioctl status "$con" --json | jq -c .driver.config)"
 [ "$(virtioctl status "$bal" --json | jq .driver.config.num_pages)" -eq 0 ] || fail "balloon num_pages before a target: $(virtioctl status "$bal" --json | jq -c .driver.config)"
-virtioctl list | grep "$blk" | grep -q "running.*block" || fail "list row: $(virtioctl list | grep "$blk")"
+virtioctl list | grep "$blk" | grep -q "running.*block" || { journalctl VIRTIO_DEVICE="$blk" -u 'virtiod-block-*' --no-pager -o short-precise | tail -n 25; virtioctl status "$blk"; fail "list row: $(virtioctl list | grep "$blk")"; }
 virtioctl list | grep "$con" | grep -q "running.*console (stub)" || fail "list row: $(virtioctl list | grep "$con")"
 # The disk is /dev/nbdN with its by-id name (serial virtiod-blk0).
 wait_for "[ -b /dev/disk/by-id/virtiod-virtiod-blk0 ]" 30 || fail "no /dev/disk/by-id/virtiod-virtiod-blk0: $(virtioctl status "$blk" --json | jq -c .endpoints)"
