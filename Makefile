@@ -115,7 +115,7 @@ $(MAN_BUILD)/%: docs/man/%.scd
 	@mkdir -p $(MAN_BUILD)
 	scdoc < $< > $@
 
-install: release man
+install: host-setup release man
 	install -d $(DESTDIR)$(LIBEXECDIR) $(DESTDIR)$(PREFIX)/bin
 	$(INSTALL) -m 755 -s $(RELEASE)/release/virtiod $(RELEASE)/release/virtioctl $(DESTDIR)$(PREFIX)/bin/
 	install -d $(DESTDIR)$(MANIFESTDIR) $(DESTDIR)/etc/virtiod/plugins
