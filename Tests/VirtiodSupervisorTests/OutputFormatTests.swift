@@ -69,7 +69,6 @@ import VirtiodProtocol
         unclaimed.interfaces = ["enp0s3"]
         let text = MetricsExposition.render(devices: [Self.fullDevice(), unclaimed])
         let lines = text.split(separator: "\n").map(String.init)
-        if let sample = ProcessInfo.processInfo.environment["VIRTIOD_METRICS_SAMPLE"] { try text.write(toFile: sample, atomically: true, encoding: .utf8) }
         #expect(lines.contains(#"virtiod_queue_read_bytes_total{device="0000:00:05.0",queue="requestq0",type="block"} 4096"#))
         #expect(lines.contains(#"virtiod_queue_in_flight{device="0000:00:05.0",queue="requestq0",type="block"} 2"#))
         #expect(lines.contains(#"virtiod_plugin_last_reload_pause_seconds{device="0000:00:05.0",plugin="block",type="block"} 0.1625"#))
