@@ -22,6 +22,9 @@
 #include <netinet/in.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
+#include <sys/inotify.h>
+#include <termios.h>
+#include <stdlib.h>
 #include "CVirtioShim.h"
 
 int cvirtio_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
@@ -206,3 +209,57 @@ int cvirtio_timerfd_arm(int fd, long long first_ns, long long interval_ns) {
 
 int cvirtio_memfd_seal_size(int fd) { return fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL); }
 int cvirtio_memfd_seals(int fd) { return fcntl(fd, F_GET_SEALS); }
+
+int cvirtio_pty_open(int *number) {
+    int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) return -1;
+    unsigned int n = 0;
+    if (unlockpt(fd) != 0 || ioctl(fd, TIOCGPTN, &n) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    *number = (int)n;
+    return fd;
+}
+int cvirtio_pty_open_peer(int master) { return ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC | O_NONBLOCK); }
+int cvirtio_pty_number(int master, int *number) {
+    unsigned int n = 0;
+    if (ioctl(master, TIOCGPTN, &n) != 0) return -1;
+    *number = (int)n;
+    return 0;
+}
+int cvirtio_pty_set_raw(int fd, int raw) {
+    struct termios t;
+    if (tcgetattr(fd, &t) != 0) return -1;
+    if (raw) {
+        cfmakeraw(&t);
+    } else {
+        // A fresh terminal's settings (the kernel's tty_std_termios), as `stty sane`.
+        t.c_iflag = ICRNL | IXON | IUTF8;
+        t.c_oflag = OPOST | ONLCR;
+        t.c_cflag = (t.c_cflag & ~(CSIZE | PARENB)) | CS8 | CREAD | HUPCL;
+        t.c_lflag = ISIG | ICANON | ECHO | ECHOE | ECHOK | ECHOCTL | ECHOKE | IEXTEN;
+        t.c_cc[VMIN] = 1;
+        t.c_cc[VTIME] = 0;
+    }
+    return tcsetattr(fd, TCSANOW, &t);
+}
+int cvirtio_pty_set_window(int fd, unsigned short rows, unsigned short cols) {
+    struct winsize w = { .ws_row = rows, .ws_col = cols };
+    return ioctl(fd, TIOCSWINSZ, &w);
+}
+int cvirtio_pty_get_window(int fd, unsigned short *rows, unsigned short *cols) {
+    struct winsize w;
+    if (ioctl(fd, TIOCGWINSZ, &w) != 0) return -1;
+    *rows = w.ws_row;
+    *cols = w.ws_col;
+    return 0;
+}
+
+int cvirtio_inotify_init(void) { return inotify_init1(IN_CLOEXEC | IN_NONBLOCK); }
+int cvirtio_inotify_add_watch(int fd, const char *path, unsigned int mask) { return inotify_add_watch(fd, path, mask); }
+int cvirtio_inotify_rm_watch(int fd, int wd) { return inotify_rm_watch(fd, wd); }
+unsigned int cvirtio_IN_OPEN(void) { return IN_OPEN; }
+unsigned int cvirtio_IN_CLOSE(void) { return IN_CLOSE; }

@@ -27,7 +27,15 @@ extension Poll {
 
     /// poll(2) for readability and, where asked, writability.
     public static func wait(_ fds: [(fd: FileDescriptor, write: Bool)], timeoutMS: Int32) throws -> [Event] {
-        var entries = fds.map { pollfd(fd: $0.fd.rawValue, events: Int16(POLLIN) | ($0.write ? Int16(POLLOUT) : 0), revents: 0) }
+        try wait(fds.map { ($0.fd, true, $0.write) }, timeoutMS: timeoutMS)
+    }
+
+    /// poll(2) for what each entry asks; an entry asking for neither
+    /// reports only a hang-up or an error (`closed`).
+    public static func wait(_ fds: [(fd: FileDescriptor, read: Bool, write: Bool)], timeoutMS: Int32) throws -> [Event] {
+        var entries = fds.map {
+            pollfd(fd: $0.fd.rawValue, events: ($0.read ? Int16(POLLIN) : 0) | ($0.write ? Int16(POLLOUT) : 0), revents: 0)
+        }
         let n = entries.withUnsafeMutableBufferPointer { Glibc.poll($0.baseAddress, nfds_t($0.count), timeoutMS) }
         if n < 0 {
             if errno == EINTR { return [] }

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import SystemPackage
 import VirtioCore
+import VirtiodProtocol
 
 /// The part of a plugin that moves data: what a stub does not have. The
 /// driver owns the device, queues and interrupts and calls in here from its
@@ -16,10 +17,17 @@ public protocol DataPath: AnyObject {
     var writeFDs: [FileDescriptor] { get }
     /// One of `writeFDs` can take more.
     func writable(_ fd: FileDescriptor, _ driver: DeviceDriver) throws
+    /// Fds watched only for a hang-up (e.g. a terminal open here while its
+    /// data is not wanted); `ready` is called when one hangs up (default: none).
+    var hangupFDs: [FileDescriptor] { get }
     /// An interrupt for queue `index` (or an INTx that may be for any queue).
     func interrupt(queue index: Int, _ driver: DeviceDriver) throws
     /// The device config was re-read after a config-change interrupt.
     func configChanged(_ driver: DeviceDriver)
+    /// An `endpoint` message from the supervisor: a part the plugin asked
+    /// for, with its fd (the data path owns it from here), or activity on
+    /// one (default: the fd is closed).
+    func endpointEvent(_ event: EndpointEvent, fd: FileDescriptor?, _ driver: DeviceDriver) throws
     /// Per-queue counters for the report, by queue index.
     func counters(queue index: Int) -> [String: UInt64]
     /// Data-path facts for the report's config section (e.g. the interface).
@@ -44,7 +52,9 @@ public protocol DataPath: AnyObject {
 
 extension DataPath {
     public var writeFDs: [FileDescriptor] { [] }
+    public var hangupFDs: [FileDescriptor] { [] }
     public func writable(_ fd: FileDescriptor, _ driver: DeviceDriver) throws {}
+    public func endpointEvent(_ event: EndpointEvent, fd: FileDescriptor?, _ driver: DeviceDriver) throws { try? fd?.close() }
 }
 
 /// Makes a plugin's data path once the device is attached.

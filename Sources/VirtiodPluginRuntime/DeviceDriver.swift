@@ -107,6 +107,12 @@ public final class DeviceDriver {
             registerErrors: transport.failedRegisterAccesses)
     }
 
+    /// Ask the supervisor for a part of an endpoint (a console's port) or
+    /// let one go; the answer comes to `DataPath.endpointEvent`.
+    public func requestEndpoint(_ event: EndpointEvent) throws {
+        try link.send(PluginMessage(kind: .endpoint, endpoint: event))
+    }
+
     func sendStatus(reply: Bool = false) throws {
         try link.send(PluginMessage(kind: .status, status: report(), reply: reply))
     }
@@ -118,14 +124,21 @@ public final class DeviceDriver {
             let fds = [link.fd] + (signals.map { [$0.fd] } ?? []) + device.vectors.map(\.fd)
                 + (device.intx.map { [$0.fd] } ?? []) + (dataPath?.pollFDs ?? [])
             let output = dataPath?.writeFDs ?? []
-            let events = try Poll.wait(fds.map { ($0, output.contains($0)) } + output.filter { !fds.contains($0) }.map { ($0, true) },
-                                       timeoutMS: -1)
-            for event in events where event.writable {
+            let hangups = (dataPath?.hangupFDs ?? []).filter { !fds.contains($0) && !output.contains($0) }
+            let events = try Poll.wait(fds.map { ($0, true, output.contains($0)) } + output.filter { !fds.contains($0) }.map { ($0, false, true) }
+                                       + hangups.map { ($0, false, false) }, timeoutMS: -1)
+            // An fd polled only for output that hangs up is told as writable (its write then fails).
+            for event in events where event.writable || (event.closed && !fds.contains(event.fd)) {
                 if let dataPath, output.contains(event.fd) { try dataPath.writable(event.fd, self) }
+            }
+            for event in events where event.closed && hangups.contains(event.fd) {
+                try dataPath?.ready(event.fd, self)
             }
             for ready in events.filter({ $0.readable || $0.closed }).map(\.fd) where fds.contains(ready) {
                 if ready == link.fd {
-                    let bytes = try link.receive()
+                    let (bytes, attached) = try link.receiveWithFD()
+                    var fd = attached
+                    defer { try? fd?.close() }
                     if bytes.isEmpty {
                         _ = handOver(reason: "supervisor gone")
                         PluginLog.info("\(profile.name) \(device.info.address): supervisor closed the socket; exiting, device left running")
@@ -142,6 +155,11 @@ public final class DeviceDriver {
                         // A config change whose interrupt was not (yet) seen still shows.
                         try refreshConfig()
                         try sendStatus(reply: true)
+                    case .endpoint:
+                        guard let event = message.endpoint else { continue }
+                        let handed = fd
+                        fd = nil
+                        if let dataPath { try dataPath.endpointEvent(event, fd: handed, self) } else { try? handed?.close() }
                     case .quiesce:
                         guard let summary = handOver(reason: "reload") else {
                             try link.send(PluginMessage(kind: .error, message: "cannot hand over: the state is not trustworthy (see the journal); keeping the device"))

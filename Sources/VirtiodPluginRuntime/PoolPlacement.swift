@@ -21,14 +21,16 @@ extension DeviceDriver {
     /// `queue` of `queues` (shared memory, so not trusted): it must lie in
     /// allocated DMA memory clear of rings, the scratch page and every area
     /// restored before, and every token in flight on the queue must be one
-    /// of its buffers, once. Throws without touching anything otherwise.
-    public func restoredPool(_ placement: PoolPlacement, queue position: Int, _ what: String) throws -> DMABufferPool {
+    /// of its buffers, once. `held`: buffers the data path keeps outside the
+    /// queue (returned by the device, not yet passed on), taken too.
+    /// Throws without touching anything otherwise.
+    public func restoredPool(_ placement: PoolPlacement, queue position: Int, _ what: String, held: [Int] = []) throws -> DMABufferPool {
         guard position >= 0, position < queues.count else { throw PluginError("\(what): queue \(position) is not set up") }
         let area = DMASlice(offset: placement.offset, length: placement.length)
         try claimRestoredArea(area, "the \(what) buffer pool")
         let inFlight = queues[position].queue.state.chains.filter(\.inFlight)
         guard placement.bufferSize > 0,
-              let pool = DMABufferPool(area: area, bufferSize: placement.bufferSize, inUse: inFlight.map { Int(clamping: $0.token) })
+              let pool = DMABufferPool(area: area, bufferSize: placement.bufferSize, inUse: inFlight.map { Int(clamping: $0.token) } + held)
         else {
             throw PluginError("the \(what) buffer pool in the record does not fit the queue's buffers in flight")
         }

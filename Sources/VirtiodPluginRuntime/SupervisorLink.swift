@@ -24,6 +24,13 @@ public struct SupervisorLink: Sendable {
         return bytes
     }
 
+    /// One message and at most one fd attached to it (an `endpoint` answer's); more are closed.
+    func receiveWithFD() throws -> (bytes: [UInt8], fd: FileDescriptor?) {
+        let (bytes, fds) = try socket.receive(maxFDs: PluginProtocol.fdsPerMessage)
+        for f in fds.dropFirst() { try? f.close() }
+        return (bytes, fds.first)
+    }
+
     /// `attach` and every fd it names (the first batch with it, the rest on
     /// `fds` messages), by name. Throws on anything else.
     func receiveAttach() throws -> (AttachInfo, [String: FileDescriptor]) {

@@ -37,6 +37,11 @@ public struct PluginMessage: Codable, Sendable {
         case resume
         /// supervisor → plugin: leave without touching the device (after a hand-over).
         case exit
+        /// Both ways, about one part of an endpoint that grows while the
+        /// device runs (a console's ports): plugin → supervisor asks to open,
+        /// update or close it; supervisor → plugin answers (with the part's
+        /// fd attached when it is new) or tells of activity on it.
+        case endpoint
     }
     public var version: Int
     public var kind: Kind
@@ -48,9 +53,11 @@ public struct PluginMessage: Codable, Sendable {
     /// Plugin → supervisor: the sender's process id (the supervisor checks it
     /// against the plugin's systemd unit before it ever signals that pid).
     public var pid: Int32?
+    /// On `endpoint`.
+    public var endpoint: EndpointEvent?
 
     public init(kind: Kind, attach: AttachInfo? = nil, status: DriverReport? = nil, message: String? = nil,
-                reply: Bool? = nil, pid: Int32? = nil) {
+                reply: Bool? = nil, pid: Int32? = nil, endpoint: EndpointEvent? = nil) {
         self.version = PluginProtocol.version
         self.kind = kind
         self.attach = attach
@@ -58,6 +65,7 @@ public struct PluginMessage: Codable, Sendable {
         self.message = message
         self.reply = reply
         self.pid = pid
+        self.endpoint = endpoint
     }
 
     public func encoded() throws -> [UInt8] { Array(try JSONEncoder().encode(self)) }
@@ -114,6 +122,36 @@ public struct EndpointInfo: Codable, Sendable, Hashable {
     public init(kind: String, fds: [String], facts: [String: String]) {
         self.kind = kind
         self.fds = fds
+        self.facts = facts
+    }
+}
+
+/// An `endpoint` message: one part (`key`, e.g. a port id) of an endpoint
+/// of `kind` whose parts come and go while the device runs.
+public struct EndpointEvent: Codable, Sendable, Hashable {
+    public enum Action: String, Codable, Sendable {
+        /// plugin → supervisor: make the part (or update its `facts`, e.g. a
+        /// name learnt later); answered by `opened`.
+        case open
+        /// plugin → supervisor: the part is gone; close it (no answer).
+        case close
+        /// supervisor → plugin: the part exists; its fd is attached when the
+        /// plugin did not have it yet (`facts["fd"] == "attached"`).
+        case opened
+        /// supervisor → plugin: the part could not be made (`facts["error"]`).
+        case failed
+        /// supervisor → plugin: something outside touched the part (a
+        /// process opened the terminal): look at it again.
+        case activity
+    }
+    public var kind: String
+    public var action: Action
+    public var key: Int
+    public var facts: [String: String]
+    public init(kind: String, action: Action, key: Int, facts: [String: String] = [:]) {
+        self.kind = kind
+        self.action = action
+        self.key = key
         self.facts = facts
     }
 }

@@ -133,6 +133,7 @@ devices+=(
     -blockdev "driver=raw,node-name=blkgrow,file.driver=file,file.filename=$run/blkgrow.raw"
     -blockdev "driver=raw,node-name=blkfio,file.driver=file,file.filename=$run/blkfio.raw"
     -chardev "socket,id=con0,path=$run/console.sock,server=on,wait=off"
+    -chardev "socket,id=port1,path=$run/port1.sock,server=on,wait=off"
     -fsdev "local,id=fs0,path=$run/share,security_model=none"
 )
 port=0
@@ -151,7 +152,8 @@ pci_device "virtio-net-pci,id=nic1,netdev=net1,mac=52:54:00:12:34:02,$modern$pac
 pci_device "virtio-blk-pci,drive=blk0,serial=virtiod-blk0,$modern$packed"
 pci_device "virtio-balloon-pci,id=balloon0,$modern$packed"
 pci_device "virtio-serial-pci,id=vser0,$modern$packed"
-devices+=(-device virtconsole,chardev=con0,name=org.virtiod.console0,bus=vser0.0)
+devices+=(-device virtconsole,chardev=con0,name=org.virtiod.console0,bus=vser0.0,id=con0port
+          -device virtserialport,chardev=port1,name=org.virtiod.port1,bus=vser0.0,id=port1dev)
 pci_device "virtio-9p-pci,fsdev=fs0,mount_tag=virtiod9p,$modern$packed"
 # An entropy device: no plugin of virtiod's own drives it; the out-of-tree
 # example (Examples/rng) does, in plugins/out-of-tree-rng.sh.

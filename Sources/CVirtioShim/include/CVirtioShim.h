@@ -80,6 +80,27 @@ int cvirtio_timerfd_arm(int fd, long long first_ns, long long interval_ns);
 int cvirtio_pidfd_open(int pid);
 int cvirtio_pidfd_send_signal(int pidfd, int sig);
 
+// Pseudo-terminals (pty(7), ioctl_tty(2)). `cvirtio_pty_open` opens a new
+// master (/dev/ptmx: close-on-exec, non-blocking, no controlling tty),
+// unlocks it and stores its number (/dev/pts/N); `cvirtio_pty_open_peer`
+// opens its slave through the master (TIOCGPTPEER: no path lookup).
+// `raw`: cfmakeraw on the slave's termios (binary streams pass unchanged);
+// otherwise the usual cooked settings of a fresh terminal stay.
+// Window sizes are rows × cols (TIOCSWINSZ/TIOCGWINSZ). -1 with errno.
+int cvirtio_pty_open(int *number);
+int cvirtio_pty_open_peer(int master);
+int cvirtio_pty_number(int master, int *number);
+int cvirtio_pty_set_raw(int fd, int raw);
+int cvirtio_pty_set_window(int fd, unsigned short rows, unsigned short cols);
+int cvirtio_pty_get_window(int fd, unsigned short *rows, unsigned short *cols);
+
+// inotify(7): an fd of events, close-on-exec and non-blocking.
+int cvirtio_inotify_init(void);
+int cvirtio_inotify_add_watch(int fd, const char *path, unsigned int mask);
+int cvirtio_inotify_rm_watch(int fd, int wd);
+unsigned int cvirtio_IN_OPEN(void);
+unsigned int cvirtio_IN_CLOSE(void);
+
 // libFuzzer's entry point for programs that own main (defined only when
 // linked with -sanitize=fuzzer; used only by the FUZZING build of virtio-ring-fuzz).
 int LLVMFuzzerRunDriver(int *argc, char ***argv, int (*callback)(const uint8_t *data, size_t size));

@@ -106,26 +106,29 @@ public final class ClaimedDevice {
     static func storeSlug(_ address: String) -> String { String(address.map { $0 == ":" ? "-" : $0 }) }
 
     /// Every fd the device needs to survive a restart of virtiod, named.
-    var storeEntries: [(name: String, fd: FileDescriptor)] {
+    var storeEntries: [(name: String, fd: FileDescriptor, poll: Bool)] {
         let slug = Self.storeSlug(address)
         var e: [(String, FileDescriptor)] = [("container", container.fd), ("group.\(group.number)", group.fd),
                                               ("device", vfio.fd), ("dma", memory.fd), ("state", stateMemory.fd)]
         e += vectors.enumerated().map { ("msix.\($0)", $1.fd) }
         if let intx { e.append(("intx", intx.fd)) }
         if let request { e.append(("req", request.fd)) }
+        var unpolled: Set<String> = []
         for endpoint in endpoints {
             let kind = Swift.type(of: endpoint).kind
-            e += endpoint.fds.enumerated().map { ("\(Self.endpointPrefix)\(FDName.endpoint(kind, $0))", $1) }
+            let names = endpoint.fds.enumerated().map { ("\(Self.endpointPrefix)\(FDName.endpoint(kind, $0))", $1) }
+            e += names
+            if !Swift.type(of: endpoint).storeWithPolling { unpolled.formUnion(names.map(\.0)) }
             if let state = endpoint.stateFD { e.append(("\(Self.endpointPrefix)\(kind).\(Self.endpointStateSuffix)", state)) }
         }
-        return e.map { ("\(slug)/\($0.0)", $0.1) }
+        return e.map { ("\(slug)/\($0.0)", $0.1, !unpolled.contains($0.0)) }
     }
 
     /// Park every fd of the device in the store.
     func storeFDs() {
         guard FDStore.available else { return }
         do {
-            for (name, fd) in storeEntries { try FDStore.store(fd, name: name) }
+            for (name, fd, poll) in storeEntries { try FDStore.store(fd, name: name, poll: poll) }
         } catch {
             Log.warning("fd store: \(error); a restart of virtiod will reset this device", device: address)
         }

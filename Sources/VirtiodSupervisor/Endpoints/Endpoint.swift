@@ -27,6 +27,10 @@ protocol Endpoint: AnyObject {
     /// `state` (the `stateFD` stored, if it has one).
     static func restore(for device: ClaimedDevice, fds: [FileDescriptor], state: FileDescriptor?) throws -> Self
 
+    /// Whether systemd may drop a stored fd of this kind when it reports a
+    /// hang-up (default true; false for terminals, whose masters hang up
+    /// whenever nobody has them open).
+    static var storeWithPolling: Bool { get }
     /// Its fds, in index order (named `<kind>.<index>` for the plugin and the store).
     var fds: [FileDescriptor] { get }
     /// What the plugin is told beside the fds.
@@ -49,17 +53,32 @@ protocol Endpoint: AnyObject {
     func beforeFreshPlugin(_ device: ClaimedDevice) throws -> Bool
     /// udev finished with network interface `name` (a TAP may need its MAC again).
     func interfaceAppeared(_ name: String)
+    /// A plugin's `endpoint` message, for kinds whose parts come and go while
+    /// the device runs (a console's ports): the answer for the plugin and the
+    /// fd to attach to it. `fds` may change (the caller updates the fd store).
+    func request(_ event: EndpointEvent, _ device: ClaimedDevice) -> (answer: EndpointEvent?, fd: FileDescriptor?)
+    /// An fd the supervisor polls for the endpoint's own events (inotify).
+    var eventFD: FileDescriptor? { get }
+    /// `eventFD` is readable: what to tell the plugin.
+    func drainEvents() -> [EndpointEvent]
     /// Close every fd (the endpoint disappears with the last one).
     func close()
 }
 
 extension Endpoint {
+    static var storeWithPolling: Bool { true }
     func interfaceAppeared(_ name: String) {}
     var name: String? { nil }
     var details: [String: String] { facts }
     var stateFD: FileDescriptor? { nil }
     func deviceReported(_ device: ClaimedDevice, config: [String: ConfigValue]) {}
     func beforeFreshPlugin(_ device: ClaimedDevice) throws -> Bool { false }
+    func request(_ event: EndpointEvent, _ device: ClaimedDevice) -> (answer: EndpointEvent?, fd: FileDescriptor?) {
+        (EndpointEvent(kind: Self.kind, action: .failed, key: event.key,
+                       facts: ["error": "the \(Self.kind) endpoint has no parts to open or close"]), nil)
+    }
+    var eventFD: FileDescriptor? { nil }
+    func drainEvents() -> [EndpointEvent] { [] }
 
     var report: EndpointReport { EndpointReport(kind: Self.kind, summary: summary, name: name, details: details) }
 
@@ -70,7 +89,7 @@ extension Endpoint {
 
 /// Every endpoint kind virtiod can make.
 enum EndpointKinds {
-    static var all: [any Endpoint.Type] { [TAPEndpoint.self, NBDEndpoint.self, RandomEndpoint.self] }
+    static var all: [any Endpoint.Type] { [TAPEndpoint.self, NBDEndpoint.self, RandomEndpoint.self, PTYEndpoint.self] }
 
     static func named(_ kind: String) -> (any Endpoint.Type)? { all.first { $0.kind == kind } }
     static var names: [String] { all.map { $0.kind } }

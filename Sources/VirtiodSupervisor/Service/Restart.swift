@@ -64,8 +64,10 @@ extension Supervisor {
             }
             // From here `c` owns the device's own fds; endpoints take theirs one by one.
             do {
-                for (kind, list) in endpointFDs.sorted(by: { $0.key < $1.key }) {
+                // A kind may have only its state memfd stored (a console with no port yet).
+                for kind in Set(endpointFDs.keys).union(endpointState.keys).sorted() {
                     guard let type = EndpointKinds.named(kind) else { throw ClaimError.setup("unknown endpoint kind \(kind) in the fd store") }
+                    let list = endpointFDs[kind] ?? []
                     c.endpoints.append(try type.restore(for: c, fds: list.sorted { $0.0 < $1.0 }.map(\.1), state: endpointState[kind]))
                 }
             } catch {

@@ -419,6 +419,10 @@ public final class Supervisor {
             processEnded(d, p, hungUp: true)
             return
         }
+        if m.kind == .endpoint {
+            endpointRequest(d, from: p, m.endpoint)
+            return
+        }
         if let job = d.reload, job.follows(p) {
             job.message(m, from: p, self)
             return
@@ -449,6 +453,34 @@ public final class Supervisor {
         default:
             Log.warning("unexpected \(m.kind) from plugin", device: d.address, plugin: p.name)
         }
+    }
+
+    /// A plugin asks for a part of an endpoint (a console's port): answer
+    /// it, with the part's fd attached, and keep the fd store in step.
+    func endpointRequest(_ d: ManagedDevice, from p: PluginProcess, _ event: EndpointEvent?) {
+        guard let event, let c = d.claimed,
+              let e = c.endpoints.first(where: { Swift.type(of: $0).kind == event.kind }) else {
+            Log.warning("endpoint request for an endpoint the device does not have (\(event?.kind ?? "none"))", device: d.address, plugin: p.name)
+            return
+        }
+        let storedBefore = c.storeEntries.map(\.name)
+        let fdsBefore = e.fds
+        let (answer, fd) = e.request(event, c)
+        if e.fds != fdsBefore, FDStore.available {
+            FDStore.remove(names: storedBefore)
+            c.storeFDs()
+        }
+        guard let answer else { return }
+        do { try p.socket?.send(PluginMessage(kind: .endpoint, endpoint: answer).encoded(), fds: fd.map { [$0] } ?? []) } catch {
+            Log.warning("endpoint answer not sent: \(error)", device: d.address, plugin: p.name)
+        }
+    }
+
+    /// An endpoint's own events (a process opened a console port): tell the device's running plugin.
+    func endpointEvents(_ d: ManagedDevice, _ e: any Endpoint) {
+        let events = e.drainEvents()
+        guard let p = d.plugin, p.isRunning, d.reload == nil else { return }
+        for event in events { try? p.socket?.send(PluginMessage(kind: .endpoint, endpoint: event).encoded()) }
     }
 
     /// One of `d`'s plugin processes exited (its pidfd turned readable) or hung up.

@@ -50,7 +50,7 @@ extension Supervisor {
 
             var watched: [(fd: FileDescriptor, write: Bool)] = [(signals.fd, false)] + control.pollSet
             if let monitor { watched.append((FileDescriptor(rawValue: monitor.fd), false)) }
-            enum Source { case message(PluginProcess), exit(PluginProcess), request }
+            enum Source { case message(PluginProcess), exit(PluginProcess), request, endpoint(any Endpoint) }
             var owners: [CInt: (ManagedDevice, Source)] = [:]
             for d in devices.values {
                 for p in d.processes where p.isRunning {
@@ -58,6 +58,9 @@ extension Supervisor {
                     if let e = p.process?.fd { watched.append((e, false)); owners[e.rawValue] = (d, .exit(p)) }
                 }
                 if let r = d.claimed?.request { watched.append((r.fd, false)); owners[r.fd.rawValue] = (d, .request) }
+                for e in d.claimed?.endpoints ?? [] {
+                    if let f = e.eventFD { watched.append((f, false)); owners[f.rawValue] = (d, .endpoint(e)) }
+                }
             }
             for event in try Poll.wait(watched, timeoutMS: timeout) {
                 let fd = event.fd
@@ -102,6 +105,8 @@ extension Supervisor {
                         Log.notice("the kernel asks for the device back (hot-unplug or unbind); releasing it", device: d.address)
                         d.heldBack = true
                         release(d, giveBack: false)
+                    case .endpoint(let e):
+                        endpointEvents(d, e)
                     case .message(let p):
                         guard p.socket?.fd == fd else { continue } // already let go this turn
                         pluginMessage(d, from: p)

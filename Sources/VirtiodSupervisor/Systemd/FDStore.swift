@@ -14,10 +14,12 @@ public enum FDStore {
     static var available: Bool { getenv("NOTIFY_SOCKET") != nil }
 
     /// Park `fd` under `name` (names may not contain ':'; systemd keeps its own duplicate).
-    static func store(_ fd: FileDescriptor, name: String) throws {
+    /// systemd drops a stored fd that reports POLLHUP unless `poll` is false
+    /// (FDPOLL=0): a terminal's master does whenever nobody has the terminal open.
+    static func store(_ fd: FileDescriptor, name: String, poll: Bool = true) throws {
         guard available else { return }
         var raw = fd.rawValue
-        let r = sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=\(name)", &raw, 1)
+        let r = sd_pid_notify_with_fds(0, 0, "FDSTORE=1\nFDNAME=\(name)" + (poll ? "" : "\nFDPOLL=0"), &raw, 1)
         guard r > 0 else { throw SystemCallErrorShim("FDSTORE \(name)", -r) }
     }
 

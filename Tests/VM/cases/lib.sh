@@ -276,3 +276,23 @@ disk_counter() {
 # Kernel I/O errors logged after kernel log line $1 (dmesg_lines before).
 dmesg_lines() { dmesg | wc -l; }
 io_errors() { dmesg | tail -n +$(($1 + 1)) | grep -E "I/O error|blk_update_request|Buffer I/O error|EXT4-fs error|critical medium" || true; }
+
+# Console ports (console/*.sh): where virtiod names them, and one port's
+# fields from `virtioctl status DEVICE --json` (.driver.config["port.N.FIELD"]).
+PORTS_DIR=/run/virtiod/ports
+start_console() {
+    start_virtiod "[Device]
+Type=console
+Claim=yes"
+    con=$(virtio_functions 1043 | head -n1)
+    [ -n "$con" ] || fail "no console device"
+    wait_state "$con" running 60
+    wait_for "[ -L $PORTS_DIR/org.virtiod.console0 ] && [ -L $PORTS_DIR/org.virtiod.port1 ]" 30 \
+        || fail "the ports are not under $PORTS_DIR: $(ls -l $PORTS_DIR 2>&1); $(virtioctl status "$con" 2>&1 | tail -n 20)"
+}
+port_field() { virtioctl status "$con" --json | jq -r --arg k "port.$1.$2" '.driver.config[$k] // "none"'; }
+# The id of the port named $1 (from status).
+port_id() {
+    virtioctl status "$con" --json | jq -r --arg n "$1" \
+        '.driver.config | to_entries[] | select(.key | test("^port\\.[0-9]+\\.name$")) | select(.value == $n) | .key | split(".")[1]'
+}

@@ -20,7 +20,9 @@ echo "$p" | jq -e '.[] | select(.name == "net") | .manifest == "/usr/lib/virtiod
     || fail "net plugin report: $(echo "$p" | jq -c '.[] | select(.name == "net")')"
 echo "$p" | jq -e '.[] | select(.name == "block") | .stub == false and .endpoints == ["nbd"]' >/dev/null \
     || fail "block plugin report: $(echo "$p" | jq -c '.[] | select(.name == "block")')"
-echo "$p" | jq -e '.[] | select(.name == "console") | .stub == true' >/dev/null || fail "console is not reported as a stub"
+echo "$p" | jq -e '.[] | select(.name == "console") | .stub == false and .endpoints == ["pty"]' >/dev/null \
+    || fail "console plugin report: $(echo "$p" | jq -c '.[] | select(.name == "console")')"
+echo "$p" | jq -e '.[] | select(.name == "9p") | .stub == true' >/dev/null || fail "9p is not reported as a stub"
 
 # A broken manifest: reported with file:line at reload, skipped; nothing else changes.
 printf '[Plugin]\nExec=/usr/libexec/virtiod/virtiod-block\nColour=blue\nDeviceType=block\n' > /etc/virtiod/plugins/broken.plugin

@@ -60,7 +60,8 @@ echo "$s" | jq -e '.driver.stub == false and (.driver.queues | length) >= 1 and 
 [ "$(virtioctl status "$con" --json | jq .driver.config.max_nr_ports)" -ge 1 ] || fail "console config: $(virtioctl status "$con" --json | jq -c .driver.config)"
 [ "$(virtioctl status "$bal" --json | jq .driver.config.num_pages)" -eq 0 ] || fail "balloon num_pages before a target: $(virtioctl status "$bal" --json | jq -c .driver.config)"
 virtioctl list | grep "$blk" | grep -q "running.*block" || { journalctl VIRTIO_DEVICE="$blk" -u 'virtiod-block-*' --no-pager -o short-precise | tail -n 25; virtioctl status "$blk"; fail "list row: $(virtioctl list | grep "$blk")"; }
-virtioctl list | grep "$con" | grep -q "running.*console (stub)" || fail "list row: $(virtioctl list | grep "$con")"
+virtioctl list | grep "$con" | grep -q "running.*console.*/run/virtiod/ports/" || fail "list row: $(virtioctl list | grep "$con")"
+virtioctl list | grep "$nine" | grep -q "running.*9p (stub)" || fail "list row: $(virtioctl list | grep "$nine")"
 # The disk is /dev/nbdN with its by-id name (serial virtiod-blk0).
 wait_for "[ -b /dev/disk/by-id/virtiod-virtiod-blk0 ]" 30 || fail "no /dev/disk/by-id/virtiod-virtiod-blk0: $(virtioctl status "$blk" --json | jq -c .endpoints)"
 virtioctl status "$blk" | grep -q "capacity = 131072" || fail "status text lacks capacity"
