@@ -7,7 +7,7 @@ This helper runs COMMAND on QEMU's QMP socket and answers on the same port:
     ID ok JSON-RESULT      or      ID error MESSAGE
 It exits when QEMU closes the serial socket.
 
-Commands starting with "x-" are this helper's own, for the host side of
+These "x-" commands are this helper's own (QEMU's x- commands pass through), for the host side of
 virtio-serial ports (their chardevs are sockets RUN_DIR/NAME.sock, QEMU the
 server) and for QMP events:
     x-port-connect {"port": P}            connect (the guest sees the host side open)
@@ -131,6 +131,11 @@ class Port:
         return seen.decode(errors="replace")
 
 
+# QEMU has x- commands of its own (x-query-virtio-queue-status): only these are ours.
+OWN_COMMANDS = {"x-events", "x-port-chardev", "x-port-connect", "x-port-close", "x-port-send", "x-port-recv",
+                "x-port-result", "x-port-expect"}
+
+
 def own_command(command, arguments, qmp, ports, run_dir):
     """This helper's x- commands (see the module's doc)."""
     if command == "x-events":
@@ -189,7 +194,7 @@ def main():
             ident, command = parts[0], parts[1]
             try:
                 arguments = json.loads(parts[2]) if len(parts) == 3 and parts[2] else {}
-                if command.startswith("x-"):
+                if command in OWN_COMMANDS:
                     reply = {"return": own_command(command, arguments, qmp, ports, run_dir)}
                 else:
                     reply = qmp.execute(command, arguments)

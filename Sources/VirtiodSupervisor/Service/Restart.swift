@@ -58,6 +58,7 @@ extension Supervisor {
             let c: ClaimedDevice
             do { c = try ClaimedDevice(restoring: f.address, type: type, fds: fds) } catch {
                 Log.error("cannot take the device back from the fd store (\(error)); giving it back to the kernel", device: f.address)
+                endLeftPlugins(f.address, socketKeys: Array(sockets.keys))
                 closeAll()
                 try? binding.giveBack(f.address)
                 continue
@@ -72,6 +73,7 @@ extension Supervisor {
                 }
             } catch {
                 Log.error("cannot take the device's endpoints back (\(error)); giving it back to the kernel", device: f.address)
+                endLeftPlugins(f.address, socketKeys: Array(sockets.keys))
                 let taken = Set(c.endpoints.flatMap { $0.fds + ($0.stateFD.map { [$0] } ?? []) }.map(\.rawValue))
                 for list in endpointFDs.values { for (_, fd) in list where !taken.contains(fd.rawValue) { try? fd.close() } }
                 for fd in endpointState.values where !taken.contains(fd.rawValue) { try? fd.close() }
@@ -99,6 +101,28 @@ extension Supervisor {
                 + (c.handover.isSaved ? "; its plugin left a hand-over record: no reset)" : "; no hand-over record: it will be reset)"),
                 device: f.address)
             startPlugin(d)
+        }
+    }
+
+    /// Plugins an earlier virtiod left running on a device this one cannot
+    /// take back: they must be gone before the device is reset and given
+    /// back — the kernel's driver and a plugin would drive the same queues
+    /// (the kernel's virtio_console then spins forever on a control message
+    /// the broken device never answers, inside the write to drivers_probe).
+    func endLeftPlugins(_ address: String, socketKeys: [String]) {
+        guard launcher is UnitLauncher else { return }
+        for key in socketKeys {
+            let parts = key.split(separator: ".")
+            guard parts.count == 3, let generation = Int(parts[2]) else { continue }
+            let unit = UnitLauncher.unitName(plugin: String(parts[1]), address: address, generation: generation)
+            guard let pid = systemd.mainPID(unit: unit), let process = try? ProcessHandle(pid: pid) else { continue }
+            process.signal(SIGKILL)
+            if !process.waitForExit(timeoutMS: 3000) {
+                Log.warning("its plugin \(unit) (pid \(pid)) did not end within 3 s of SIGKILL", device: address)
+            }
+            process.close()
+            systemd.resetFailed(unit: unit)
+            Log.notice("its plugin \(unit) was stopped (pid \(pid)), so nothing drives the device any more", device: address)
         }
     }
 

@@ -263,6 +263,22 @@ final class SystemdManager {
         }
     }
 
+    /// A service unit's main process, nil if it has none (not running) or is unknown.
+    func mainPID(unit: String) -> pid_t? {
+        guard let reply = try? call("GetUnit", { m in try append(m, unit) }) else { return nil }
+        defer { sd_bus_message_unref(reply) }
+        // SAFETY: as in `unit(ofPID:)`: copied before `reply` goes.
+        var p: UnsafePointer<CChar>?
+        guard sd_bus_message_read_basic(reply, CChar(UInt8(ascii: "o")), &p) >= 0, let p else { return nil }
+        guard let bus = try? connection() else { return nil }
+        var pid: UInt32 = 0
+        var error = sd_bus_error(name: nil, message: nil, _need_free: 0)
+        defer { sd_bus_error_free(&error) }
+        guard sd_bus_get_property_trivial(bus, Self.destination, String(cString: p), "org.freedesktop.systemd1.Service", "MainPID",
+                                          &error, CChar(UInt8(ascii: "u")), &pid) >= 0, pid > 0 else { return nil }
+        return pid_t(pid)
+    }
+
     private func unitProperty(objectPath: String, interface: String, _ name: String) -> String? {
         guard let bus = try? connection() else { return nil }
         var error = sd_bus_error(name: nil, message: nil, _need_free: 0)
