@@ -106,9 +106,10 @@ extension Supervisor {
 
     /// Plugins an earlier virtiod left running on a device this one cannot
     /// take back: they must be gone before the device is reset and given
-    /// back — the kernel's driver and a plugin would drive the same queues
-    /// (the kernel's virtio_console then spins forever on a control message
-    /// the broken device never answers, inside the write to drivers_probe).
+    /// back — the kernel's driver and a plugin would drive the same queues.
+    /// (Seen once: with a console's plugin still running, the write to
+    /// drivers_probe never returned and QEMU logged "Guest moved used index";
+    /// most likely the kernel's virtio_console waiting on a control message.)
     func endLeftPlugins(_ address: String, socketKeys: [String]) {
         guard launcher is UnitLauncher else { return }
         for key in socketKeys {
