@@ -379,6 +379,8 @@ final class ConsoleDataPath: DataPath {
         }
         var restored: [Int: ConsolePort] = [:]
         for r in s.ports {
+            // The record is shared memory: an id outside 0..<maxPorts could alias port 0's queues.
+            guard (0..<Self.maxPorts).contains(r.id) else { throw PluginError("console port id \(r.id) in the record is out of range") }
             let (rxIndex, txIndex) = queueIndices(port: r.id)
             guard restored[r.id] == nil, let rxp = position(driver, index: rxIndex), let txp = position(driver, index: txIndex) else {
                 throw PluginError("console port \(r.id) in the record has no queues here")

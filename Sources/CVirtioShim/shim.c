@@ -262,4 +262,3 @@ int cvirtio_inotify_init(void) { return inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
 int cvirtio_inotify_add_watch(int fd, const char *path, unsigned int mask) { return inotify_add_watch(fd, path, mask); }
 int cvirtio_inotify_rm_watch(int fd, int wd) { return inotify_rm_watch(fd, wd); }
 unsigned int cvirtio_IN_OPEN(void) { return IN_OPEN; }
-unsigned int cvirtio_IN_CLOSE(void) { return IN_CLOSE; }

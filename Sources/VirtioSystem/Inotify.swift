@@ -15,7 +15,6 @@ public final class Inotify {
     }
 
     public static var opened: UInt32 { cvirtio_IN_OPEN() }
-    public static var closed: UInt32 { cvirtio_IN_CLOSE() }
 
     /// Watch `path`; the watch descriptor names it in events.
     public func watch(_ path: String, events: UInt32) throws -> Int32 {
@@ -31,6 +30,9 @@ public final class Inotify {
         var found: [Int32] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
         while true {
+            // SAFETY: read(2) writes at most `buffer.count` bytes into the
+            // array; events are read only below `n`, each header whole
+            // (offset + 16 <= n), unaligned loads from the array's bytes.
             let n = buffer.withUnsafeMutableBytes { Glibc.read(fd.rawValue, $0.baseAddress, $0.count) }
             guard n > 0 else { return found }
             // struct inotify_event { int wd; uint32_t mask, cookie, len; char name[]; } (16 bytes + len).

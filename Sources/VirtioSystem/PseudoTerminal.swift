@@ -60,9 +60,8 @@ public struct PseudoTerminal: Sendable {
     /// and closed again reports POLLHUP until the next open (drivers/tty/pty.c,
     /// TTY_OTHER_CLOSED), and reads there fail with EIO.
     public static func hasReader(_ master: FileDescriptor) -> Bool {
-        var p = pollfd(fd: master.rawValue, events: Int16(POLLIN), revents: 0)
-        guard poll(&p, 1, 0) >= 0 else { return false }
-        return p.revents & Int16(POLLHUP) == 0
+        guard let events = try? Poll.wait([(master, false, false)], timeoutMS: 0) else { return false }
+        return !events.contains { $0.closed }
     }
 
     /// Set the window size the slave's processes see (TIOCSWINSZ; SIGWINCH to its foreground group).

@@ -99,7 +99,6 @@ int cvirtio_inotify_init(void);
 int cvirtio_inotify_add_watch(int fd, const char *path, unsigned int mask);
 int cvirtio_inotify_rm_watch(int fd, int wd);
 unsigned int cvirtio_IN_OPEN(void);
-unsigned int cvirtio_IN_CLOSE(void);
 
 // libFuzzer's entry point for programs that own main (defined only when
 // linked with -sanitize=fuzzer; used only by the FUZZING build of virtio-ring-fuzz).

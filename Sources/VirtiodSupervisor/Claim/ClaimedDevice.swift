@@ -134,6 +134,15 @@ public final class ClaimedDevice {
         }
     }
 
+    /// Run `change`, which may replace endpoint fds (true if it did); then the
+    /// store's copies under the old names go and every fd is stored again.
+    func updatingStore(_ change: () throws -> Bool) rethrows {
+        let before = storeEntries.map(\.name)
+        guard try change(), FDStore.available else { return }
+        FDStore.remove(names: before)
+        storeFDs()
+    }
+
     /// Take the store's copies out (before the device is given back).
     func removeStoredFDs() { FDStore.remove(names: storeEntries.map(\.name)) }
 

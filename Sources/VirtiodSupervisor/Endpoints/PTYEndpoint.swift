@@ -222,11 +222,11 @@ final class PTYEndpoint: Endpoint {
         mkdir("/run/virtiod", 0o755)
         mkdir(Self.directory, 0o755)
         let target = "/dev/pts/\(p.number)"
-        for link in links(of: p) {
+        for (i, link) in links(of: p).enumerated() {
             if let existing = Self.readLink(link) {
                 if existing == target { continue }
-                // Another device's port of the same name keeps it while its terminal lives.
-                if access(existing, F_OK) == 0, link.hasSuffix("/\(p.name ?? "")") {
+                // A name link another device's live port holds stays its (the address link is ours alone).
+                if i > 0, access(existing, F_OK) == 0 {
                     Log.warning("pty: \(link) already names \(existing) (another device's port?); port \(p.key) keeps only its address link",
                                 device: address)
                     continue
@@ -243,12 +243,7 @@ final class PTYEndpoint: Endpoint {
         for link in links(of: p) where Self.readLink(link) == "/dev/pts/\(p.number)" { unlink(link) }
     }
 
-    static func readLink(_ path: String) -> String? {
-        var buffer = [CChar](repeating: 0, count: 4096)
-        let n = readlink(path, &buffer, buffer.count - 1)
-        guard n > 0 else { return nil }
-        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
+    static func readLink(_ path: String) -> String? { try? FileManager.default.destinationOfSymbolicLink(atPath: path) }
 
     // MARK: the record a restart of virtiod reads
 

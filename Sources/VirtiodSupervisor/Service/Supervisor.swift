@@ -251,11 +251,10 @@ public final class Supervisor {
         let mode: AttachMode = c.handover.isSaved ? .adopt : .fresh
         do {
             if mode == .fresh {
-                var renewed = false
-                for e in c.endpoints { if try e.beforeFreshPlugin(c) { renewed = true } }
-                if renewed {
-                    c.removeStoredFDs()
-                    c.storeFDs()
+                try c.updatingStore {
+                    var renewed = false
+                    for e in c.endpoints { if try e.beforeFreshPlugin(c) { renewed = true } }
+                    return renewed
                 }
             }
             try launch(p, for: d, c, mode: mode)
@@ -463,12 +462,11 @@ public final class Supervisor {
             Log.warning("endpoint request for an endpoint the device does not have (\(event?.kind ?? "none"))", device: d.address, plugin: p.name)
             return
         }
-        let storedBefore = c.storeEntries.map(\.name)
-        let fdsBefore = e.fds
-        let (answer, fd) = e.request(event, c)
-        if e.fds != fdsBefore, FDStore.available {
-            FDStore.remove(names: storedBefore)
-            c.storeFDs()
+        var answer: EndpointEvent?, fd: FileDescriptor?
+        c.updatingStore {
+            let fdsBefore = e.fds
+            (answer, fd) = e.request(event, c)
+            return e.fds != fdsBefore
         }
         guard let answer else { return }
         do { try p.socket?.send(PluginMessage(kind: .endpoint, endpoint: answer).encoded(), fds: fd.map { [$0] } ?? []) } catch {

@@ -40,7 +40,6 @@ wait_for "[ -L $PORTS_DIR/org.virtiod.port2 ]" 30 || fail "the hot-added port di
 p2=$(port_id org.virtiod.port2)
 t2=$(readlink "$PORTS_DIR/org.virtiod.port2")
 [ -n "$p2" ] && [ -c "$t2" ] || fail "hot-added port: id '$p2', terminal '$t2'"
-echo hello > "$PORTS_DIR/org.virtiod.port2" & # nobody on the host side: the write waits, and ends with the port
 host_step device_del '{"id": "port2dev"}' >/dev/null || fail "device_del port2dev failed"
 wait_for "[ ! -e $PORTS_DIR/org.virtiod.port2 ] && [ ! -e $PORTS_DIR/$con-port$p2 ]" 30 || fail "the removed port's links stay: $(ls -l $PORTS_DIR)"
 wait_for "[ ! -e $t2 ]" 15 || fail "the removed port's terminal $t2 stays"
