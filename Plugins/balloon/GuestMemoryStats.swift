@@ -1,3 +1,5 @@
+import VirtioSystem
+
 /// The guest's memory statistics as the balloon's stats queue carries them
 /// (virtio 1.2 §5.5.6.3: an array of `struct virtio_balloon_stat { le16
 /// tag; le64 val; }`, packed, 10 bytes each), read from /proc/meminfo and
@@ -18,12 +20,7 @@ struct GuestMemoryStats: Equatable {
     /// /proc/vmstat ("pswpin 0"). Counts of pages become bytes with
     /// `pageSize`; what a kernel does not report is left out.
     static func read(meminfo: String, vmstat: String, pageSize: UInt64) -> GuestMemoryStats {
-        var kib: [Substring: UInt64] = [:]
-        for line in meminfo.split(separator: "\n") {
-            let parts = line.split(whereSeparator: { $0 == " " || $0 == ":" })
-            guard parts.count >= 2, let v = UInt64(parts[1]) else { continue }
-            kib[parts[0]] = parts.count >= 3 && parts[2] == "kB" ? v.multipliedReportingOverflow(by: 1024).partialValue : v
-        }
+        let mem = MemInfo(meminfo)
         var vm: [Substring: UInt64] = [:]
         for line in vmstat.split(separator: "\n") {
             let parts = line.split(separator: " ")
@@ -36,9 +33,9 @@ struct GuestMemoryStats: Equatable {
         s.values[.swapOut] = pages("pswpout")
         s.values[.majorFaults] = vm["pgmajfault"]
         s.values[.minorFaults] = vm["pgfault"]
-        s.values[.memFree] = kib["MemFree"]
-        s.values[.memTotal] = kib["MemTotal"]
-        s.values[.available] = kib["MemAvailable"]
+        s.values[.memFree] = mem["MemFree"]
+        s.values[.memTotal] = mem["MemTotal"]
+        s.values[.available] = mem["MemAvailable"]
         s.values[.caches] = pages("nr_file_pages")
         s.values[.hugetlbAllocations] = vm["htlb_buddy_alloc_success"]
         s.values[.hugetlbFailures] = vm["htlb_buddy_alloc_fail"]

@@ -1,14 +1,14 @@
-// virtiod-balloon: the memory balloon (virtio 1.2 §5.5). Serves the stats
-// queue with the guest's real figures (BalloonStatsPath); inflating and
-// deflating are not done yet — the target (num_pages) is reported, no
-// memory is held, `actual` stays 0 — so it still says "stub".
+// virtiod-balloon: the memory balloon (virtio 1.2 §5.5). Follows the host's
+// target with pages the supervisor holds and pins for it (endpoint
+// `balloon`), deflates under memory pressure when DEFLATE_ON_OOM is
+// negotiated, and serves the stats queue with the guest's real figures.
 import VirtioCore
 import VirtiodPluginRuntime
 
 var profile = PluginProfile(
-    name: "balloon", deviceType: .balloon, stub: true,
+    name: "balloon", deviceType: .balloon, stub: false,
     features: FeatureRequest(required: 0, wanted: (BalloonFeatures.statsVirtqueue.union(.deflateOnOOM)).rawValue),
     queues: ["inflateq", "deflateq", "statsq"],
-    dataPath: { BalloonStatsPath(device: $0) })
+    dataPath: { try BalloonDataPath(device: $0) })
 profile.readConfig = BalloonConfig.read
 PluginMain.run(profile)

@@ -28,6 +28,12 @@
 #include "CVirtioShim.h"
 
 int cvirtio_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
+int cvirtio_fallocate(int fd, long long offset, long long length) { return fallocate(fd, 0, offset, length); }
+int cvirtio_punch_hole(int fd, long long offset, long long length) {
+    return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
+}
+long long cvirtio_seek_data(int fd, long long offset) { return lseek(fd, offset, SEEK_DATA); }
+long long cvirtio_seek_hole(int fd, long long offset) { return lseek(fd, offset, SEEK_HOLE); }
 int cvirtio_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 int cvirtio_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int low) {
     return posix_spawn_file_actions_addclosefrom_np(actions, low);

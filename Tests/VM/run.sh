@@ -150,7 +150,7 @@ pci_device() {
 pci_device "virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:12:34:01,$modern$packed$netq"
 pci_device "virtio-net-pci,id=nic1,netdev=net1,mac=52:54:00:12:34:02,$modern$packed$netq"
 pci_device "virtio-blk-pci,drive=blk0,serial=virtiod-blk0,$modern$packed"
-pci_device "virtio-balloon-pci,id=balloon0,$modern$packed"
+pci_device "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,$modern$packed"
 pci_device "virtio-serial-pci,id=vser0,$modern$packed"
 devices+=(-device virtconsole,chardev=con0,name=org.virtiod.console0,bus=vser0.0,id=con0port
           -device virtserialport,chardev=port1,name=org.virtiod.port1,bus=vser0.0,id=port1dev)
@@ -230,5 +230,7 @@ if [ -z "$end" ]; then
     exit 1
 fi
 [ -n "$mode_script" ] && exit 0   # a demo reports nothing to count
+# The failures again, last: a log cut to its tail still says which case failed and why.
+tr -d '\r' < "$run/serial.log" | grep -a '^VIRTIOD-TEST fail ' | sed 's/^VIRTIOD-TEST fail /failed: /' || true
 echo "$end"
 [[ $end =~ ^[0-9]+\ passed,\ 0\ failed$ ]]

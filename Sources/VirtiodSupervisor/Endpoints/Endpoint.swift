@@ -89,7 +89,7 @@ extension Endpoint {
 
 /// Every endpoint kind virtiod can make.
 enum EndpointKinds {
-    static var all: [any Endpoint.Type] { [TAPEndpoint.self, NBDEndpoint.self, RandomEndpoint.self, PTYEndpoint.self] }
+    static var all: [any Endpoint.Type] { [TAPEndpoint.self, NBDEndpoint.self, RandomEndpoint.self, PTYEndpoint.self, BalloonEndpoint.self] }
 
     static func named(_ kind: String) -> (any Endpoint.Type)? { all.first { $0.kind == kind } }
     static var names: [String] { all.map { $0.kind } }

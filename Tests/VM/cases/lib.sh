@@ -296,3 +296,32 @@ port_id() {
     virtioctl status "$con" --json | jq -r --arg n "$1" \
         '.driver.config | to_entries[] | select(.key | test("^port\\.[0-9]+\\.name$")) | select(.value == $n) | .key | split(".")[1]'
 }
+
+# The balloon (claimed as $bal) and the host's view of it. QMP `balloon`
+# sets the guest's target size in bytes; query-balloon's `actual` is the
+# size the guest has left (RAM − what the balloon holds).
+start_balloon() {
+    start_virtiod "[Device]
+Type=balloon
+Claim=yes"
+    bal=$(virtio_functions 1045 | head -n1)
+    [ -n "$bal" ] || fail "no balloon device"
+    wait_state "$bal" running 60
+}
+GUEST_RAM=$((1024 << 20))
+balloon_size() { host_step query-balloon | jq .actual; }
+balloon_to() { host_step balloon "{\"value\": $1}" >/dev/null || fail "QMP balloon $1 failed"; }
+# Wait until the host sees the guest at $1 bytes; prints the milliseconds taken.
+wait_balloon() {
+    local want=$1 limit=$2 t0=$(date +%s%N) now
+    until [ "$(balloon_size)" -eq "$want" ]; do
+        [ $(( ($(date +%s%N) - t0) / 1000000000 )) -lt "$limit" ] \
+            || fail "the host sees $(( $(balloon_size) >> 20 )) MiB, not $(( want >> 20 )) MiB, after $limit s: $(virtioctl status "$bal" --json | jq -c '.driver.config, .endpoints')"
+        sleep 0.2
+    done
+    echo $(( ($(date +%s%N) - t0) / 1000000 ))
+}
+mem_available_mib() { awk '$1 == "MemAvailable:" { print int($2 / 1024) }' /proc/meminfo; }
+# What the supervisor holds for the balloon (MiB), from its endpoint.
+balloon_held_mib() { virtioctl status "$bal" --json | jq -r '.endpoints[] | select(.kind == "balloon") | .details.held' | awk '{ print $1 }'; }
+oom_kills() { awk '$1 == "oom_kill" { print $2 }' /proc/vmstat; }

@@ -22,6 +22,8 @@ echo "$p" | jq -e '.[] | select(.name == "block") | .stub == false and .endpoint
     || fail "block plugin report: $(echo "$p" | jq -c '.[] | select(.name == "block")')"
 echo "$p" | jq -e '.[] | select(.name == "console") | .stub == false and .endpoints == ["pty"]' >/dev/null \
     || fail "console plugin report: $(echo "$p" | jq -c '.[] | select(.name == "console")')"
+echo "$p" | jq -e '.[] | select(.name == "balloon") | .stub == false and .endpoints == ["balloon"]' >/dev/null \
+    || fail "balloon plugin report: $(echo "$p" | jq -c '.[] | select(.name == "balloon")')"
 echo "$p" | jq -e '.[] | select(.name == "9p") | .stub == true' >/dev/null || fail "9p is not reported as a stub"
 
 # A broken manifest: reported with file:line at reload, skipped; nothing else changes.

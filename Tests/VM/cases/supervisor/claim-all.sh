@@ -78,6 +78,8 @@ host_step balloon '{"value": 536870912}' >/dev/null || fail "QMP balloon failed"
 wait_for "[ \"\$(virtioctl status $bal --json | jq .driver.config.num_pages)\" -eq 131072 ]" 30 \
     || fail "balloon num_pages did not follow the target: $(virtioctl status "$bal" --json | jq -c '.driver | {config, configInterrupts}')"
 [ "$(virtioctl status "$bal" --json | jq .driver.config_interrupts)" -ge 1 ] || fail "no config interrupt counted"
+# (balloon/inflate.sh follows targets; here the guest gets its memory back.)
+host_step balloon '{"value": 1073741824}' >/dev/null || fail "QMP balloon back to 1 GiB failed"
 
 # release gives the disk back, claim takes it again.
 virtioctl release "$blk" >/dev/null || fail "release failed"

@@ -1,0 +1,29 @@
+import Glibc
+import SystemPackage
+
+/// A PSI trigger (Documentation/accounting/psi.rst): an fd on
+/// /proc/pressure/memory that polls POLLPRI when tasks stalled on memory for
+/// more than `stall` within a `window`. Making one takes CAP_SYS_RESOURCE on
+/// kernels before 6.5; polling it does not, so the fd can be handed on.
+public enum PressureTrigger {
+    public static let path = "/proc/pressure/memory"
+
+    /// `some` stall of `stallMS` within `windowMS` (the kernel wants 500…10000 ms windows).
+    public static func memory(stallMS: Int, windowMS: Int) throws -> FileDescriptor {
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(path, .readWrite, options: [.closeOnExec, .nonBlocking]) } catch let e as Errno {
+            throw SystemCallError("open \(path)", e)
+        }
+        // The trigger is the written text with its terminating NUL.
+        let text = Array("some \(stallMS * 1000) \(windowMS * 1000)".utf8) + [0]
+        do {
+            let n = try text.withUnsafeBytes { try fd.write($0) }
+            guard n == text.count else { throw SystemCallError("write \(path): short", .ioError) }
+        } catch {
+            try? fd.close()
+            if let e = error as? Errno { throw SystemCallError("write \(path)", e) }
+            throw error
+        }
+        return fd
+    }
+}
