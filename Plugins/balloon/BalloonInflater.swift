@@ -7,21 +7,21 @@ import VirtiodProtocol
 
 /// Inflating and deflating (virtio 1.2 §5.5.6.1, §5.5.6.2) with pages the
 /// supervisor really holds for this device (its `balloon` endpoint: a chunk
-/// of 256 pinned pages per request, answered with their guest-physical
-/// frame numbers). One chunk moves at a time:
+/// of `chunk_pages` pinned pages per request, answered with their
+/// guest-physical frame numbers). One chunk moves at a time:
 ///
-///   inflate: ask the supervisor for chunk k → its 256 frame numbers into the
-///            inflateq buffer → the device used it → k held, `actual` += 256
+///   inflate: ask the supervisor for chunk k → its frame numbers into the
+///            inflateq buffer → the device used it → k held, `actual` += a chunk
 ///   deflate: chunk k's frame numbers into the deflateq buffer → the device
-///            used it → the supervisor gives k back, `actual` −= 256
+///            used it → the supervisor gives k back, `actual` −= a chunk
 ///
 /// so `actual` (written to the config, §5.5.4) counts only pages held and
 /// told to the host. The frame numbers are what the supervisor read from
 /// pagemap — never device (IOVA) addresses: the device discards the guest
 /// page each number names.
 final class BalloonInflater {
-    static let framesPerChunk = 256
-    static let bufferSize = framesPerChunk * 4
+    /// Largest chunk taken from the endpoint (16 MiB: a 16 KiB buffer).
+    static let maxChunkPages = 4096
     /// Seconds between low-memory checks while pages are held.
     static let checkInterval = 0.25
 
@@ -35,14 +35,19 @@ final class BalloonInflater {
 
     let inflatePosition: Int, deflatePosition: Int
     let chunks: Int
+    /// Frame numbers per chunk (the endpoint's `chunk_pages`) and the buffer that carries them.
+    let framesPerChunk: Int
+    var bufferSize: Int { framesPerChunk * 4 }
+    var chunkMiB: Int { framesPerChunk >> 8 }
     let deflateOnOOM: Bool
     let timer: TimerFD
-    let pressure: FileDescriptor?
+    /// The supervisor's PSI trigger, watched for its events.
+    let pressure: PressureWatch?
     var inflatePool: DMABufferPool?, deflatePool: DMABufferPool?
     /// Held chunks and their frame numbers.
     var held: [Int: [UInt32]] = [:]
     var pending: Pending?
-    var policy = BalloonPolicy()
+    var policy: BalloonPolicy
     var targetPages: UInt32 = 0
     /// Why the target is not met (nil: it is, or getting there).
     var shortfall: String?
@@ -53,20 +58,23 @@ final class BalloonInflater {
         inflatePosition = inflate
         deflatePosition = deflate
         guard let n = endpoint.facts["chunks"].flatMap(Int.init), n > 0,
-              endpoint.facts["chunk_pages"] == String(Self.framesPerChunk) else {
+              let pages = endpoint.facts["chunk_pages"].flatMap(Int.init), pages >= 256, pages <= Self.maxChunkPages,
+              pages % 256 == 0 else {
             throw PluginError("the balloon endpoint's facts do not fit this plugin: \(endpoint.facts)")
         }
         chunks = n
+        framesPerChunk = pages
+        policy = BalloonPolicy(chunkPages: pages)
         self.deflateOnOOM = deflateOnOOM
-        pressure = endpoint.fds.first
+        pressure = try endpoint.fds.first.map { try PressureWatch(trigger: $0) }
         timer = try TimerFD()
     }
 
-    var pollFDs: [FileDescriptor] { [timer.fd] + (pressure.map { [$0] } ?? []) }
+    var pollFDs: [FileDescriptor] { [timer.fd] + (pressure.map { [$0.fd] } ?? []) }
 
     func start(_ driver: DeviceDriver) throws {
-        inflatePool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: Self.bufferSize, count: 1)
-        deflatePool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: Self.bufferSize, count: 1)
+        inflatePool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: bufferSize, count: 1)
+        deflatePool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: bufferSize, count: 1)
         try writeActual(driver)
         configChanged(driver)
     }
@@ -99,7 +107,10 @@ final class BalloonInflater {
             try send(frames, on: deflatePosition, pool: &deflatePool, driver)
             pending = .deflating(k)
         case .hold(let why):
-            if why != shortfall, let why { PluginLog.notice("balloon: target \(targetPages >> 8) MiB, holding \(held.count) MiB: \(why)") }
+            // Logged when the reason changes, not its figures (a countdown, MiB available).
+            if let why, why.filter({ !$0.isNumber }) != shortfall?.filter({ !$0.isNumber }) {
+                PluginLog.notice("balloon: target \(targetPages >> 8) MiB, holding \(held.count * chunkMiB) MiB: \(why)")
+            }
             shortfall = why
         }
         try arm(driver)
@@ -108,7 +119,7 @@ final class BalloonInflater {
     /// The timer runs while pages are held (the low-memory check) or the
     /// target is not met (retry); idle otherwise.
     private func arm(_ driver: DeviceDriver) throws {
-        let wanted = !held.isEmpty || Int(targetPages) / Self.framesPerChunk > held.count
+        let wanted = !held.isEmpty || Int(targetPages) / framesPerChunk > held.count
         guard wanted != timerArmed else { return }
         if wanted { try timer.arm(after: Self.checkInterval, every: Self.checkInterval) } else { try timer.disarm() }
         timerArmed = wanted
@@ -129,7 +140,7 @@ final class BalloonInflater {
     }
 
     private func writeActual(_ driver: DeviceDriver) throws {
-        let actual = UInt32(held.count * Self.framesPerChunk).littleEndian
+        let actual = UInt32(held.count * framesPerChunk).littleEndian
         try withUnsafeBytes(of: actual) { try driver.transport.writeConfigBytes(offset: 4, from: $0) }
     }
 
@@ -142,7 +153,7 @@ final class BalloonInflater {
         switch event.action {
         case .opened:
             let frames = (event.facts["frames"] ?? "").split(separator: " ").compactMap { UInt32($0, radix: 16) }
-            guard frames.count == Self.framesPerChunk, !frames.contains(0) else {
+            guard frames.count == framesPerChunk, !frames.contains(0) else {
                 refusals &+= 1
                 shortfall = "the supervisor sent \(frames.count) usable frame numbers for chunk \(event.key)"
                 PluginLog.error("balloon: \(shortfall!)")
@@ -196,12 +207,12 @@ final class BalloonInflater {
         if fd == timer.fd {
             _ = timer.consume()
             pressed = BalloonPolicy.lowMemory(available: available, total: total)
-        } else if fd == pressure {
-            pressed = true
+        } else if let pressure, fd == pressure.fd {
+            pressed = pressure.take()
         }
         if pressed, deflateOnOOM, policy.pressure(held: held.count, available: available, total: total, now: monotonic()) {
             pressureDeflates &+= 1
-            PluginLog.notice("balloon: memory pressure (\(fd == timer.fd ? "low memory" : "PSI"), \(available >> 20) MiB available): deflating to \(policy.ceiling ?? 0) MiB")
+            PluginLog.notice("balloon: memory pressure (\(fd == timer.fd ? "low memory" : "PSI trigger"), \(available >> 20) MiB available): deflating to \((policy.ceiling ?? 0) * chunkMiB) MiB")
         }
         try step(driver)
     }
@@ -212,7 +223,7 @@ final class BalloonInflater {
 
     var facts: [String: ConfigValue] {
         ["target": .text("\(targetPages) pages (\(targetPages >> 8) MiB)"),
-         "held": .text("\(held.count * Self.framesPerChunk) pages (\(held.count) MiB), pinned by the supervisor"),
+         "held": .text("\(held.count * framesPerChunk) pages (\(held.count * chunkMiB) MiB), pinned by the supervisor"),
          "inflate": .text(shortfall.map { "short of the target: \($0)" } ?? (pending == nil ? "at the target" : "moving")),
          "deflate_on_oom": .text(deflateOnOOM ? (pressure == nil ? "yes (low-memory check; no PSI trigger)" : "yes (PSI trigger and low-memory check)") : "not negotiated")]
     }
@@ -235,11 +246,11 @@ final class BalloonInflater {
 
     func resume(_ driver: DeviceDriver, _ s: Saved) throws {
         guard let ip = s.inflatePool, let dp = s.deflatePool,
-              ip.bufferSize == Self.bufferSize, dp.bufferSize == Self.bufferSize else {
+              ip.bufferSize == bufferSize, dp.bufferSize == bufferSize else {
             throw PluginError("the record's balloon buffers do not fit this plugin")
         }
-        guard s.held.keys.allSatisfy({ (0..<chunks).contains($0) }),
-              s.held.values.allSatisfy({ $0.count == Self.framesPerChunk }) else {
+        guard s.policy.chunkPages == framesPerChunk, s.held.keys.allSatisfy({ (0..<chunks).contains($0) }),
+              s.held.values.allSatisfy({ $0.count == framesPerChunk }) else {
             throw PluginError("the record's held chunks do not fit the balloon endpoint")
         }
         inflatePool = try driver.restoredPool(ip, queue: inflatePosition, "inflateq")

@@ -1,5 +1,5 @@
 /// How far to follow the host's target (virtio 1.2 §5.5.6: `num_pages`),
-/// in chunks of pages the supervisor holds: the decisions alone, without
+/// in chunks of `chunkPages` pages the supervisor holds: the decisions alone, without
 /// queues or clocks, so they can be tested.
 ///
 /// - Inflate one chunk at a time while below the target, only while the
@@ -8,17 +8,21 @@
 /// - Deflate when above the target, or — with DEFLATE_ON_OOM — when the
 ///   guest is under memory pressure (PSI trigger, or available memory below
 ///   the reserve): down to a ceiling that frees enough for twice the
-///   reserve, at least `pressureStep`; no inflating again for `holdOff`.
+///   reserve, at least 16 MiB; no inflating again for `holdOff`.
 struct BalloonPolicy: Equatable, Codable {
-    static let chunkBytes: UInt64 = 256 * 4096
-    /// What a pressure event gives back at least.
-    static let pressureStep = 16
+    /// Pages per chunk (the supervisor's endpoint says how many).
+    let chunkPages: Int
+    var chunkBytes: UInt64 { UInt64(chunkPages) * 4096 }
+    /// What a pressure event gives back at least: 16 MiB, in chunks.
+    var pressureStep: Int { max(1, Int((16 << 20) / chunkBytes)) }
     /// Seconds without inflating after a pressure deflate.
     static let holdOff: Double = 30
 
     /// The ceiling a pressure deflate set, and until when it holds (CLOCK_MONOTONIC seconds).
     var ceiling: Int?
     var ceilingUntil: Double = 0
+
+    init(chunkPages: Int) { self.chunkPages = max(1, chunkPages) }
 
     /// What the guest keeps available: 1/16 of its memory, at least 64 MiB.
     static func reserve(total: UInt64) -> UInt64 { max(64 << 20, total / 16) }
@@ -33,7 +37,7 @@ struct BalloonPolicy: Equatable, Codable {
     /// The next step towards `targetPages` with `held` chunks, the guest having `available` of `total` bytes.
     mutating func next(targetPages: UInt32, held: Int, available: UInt64, total: UInt64, now: Double) -> Step {
         if ceiling != nil, now >= ceilingUntil { ceiling = nil }
-        let target = Int(targetPages) / 256
+        let target = Int(targetPages) / chunkPages
         let limit = min(target, ceiling ?? Int.max)
         if held > limit { return .deflate }
         if held == target { return .hold(nil) }
@@ -41,7 +45,7 @@ struct BalloonPolicy: Equatable, Codable {
             return .hold("deflated under memory pressure; inflating again in \(Int((ceilingUntil - now).rounded(.up))) s")
         }
         let reserve = Self.reserve(total: total)
-        if available < reserve + Self.chunkBytes {
+        if available < reserve + chunkBytes {
             return .hold("the guest cannot spare more: \(available >> 20) MiB available, \(reserve >> 20) MiB kept")
         }
         return .inflate
@@ -51,8 +55,8 @@ struct BalloonPolicy: Equatable, Codable {
     mutating func pressure(held: Int, available: UInt64, total: UInt64, now: Double) -> Bool {
         guard held > 0 else { return false }
         let want = Self.reserve(total: total) * 2
-        let short = want > available ? Int((want - available + Self.chunkBytes - 1) / Self.chunkBytes) : 0
-        ceiling = max(0, min(ceiling ?? held, held - max(Self.pressureStep, short)))
+        let short = want > available ? Int((want - available + chunkBytes - 1) / chunkBytes) : 0
+        ceiling = max(0, min(ceiling ?? held, held - max(pressureStep, short)))
         ceilingUntil = now + Self.holdOff
         return true
     }

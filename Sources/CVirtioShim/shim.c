@@ -23,6 +23,7 @@
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/inotify.h>
+#include <sys/epoll.h>
 #include <termios.h>
 #include <stdlib.h>
 #include "CVirtioShim.h"
@@ -34,6 +35,17 @@ int cvirtio_punch_hole(int fd, long long offset, long long length) {
 }
 long long cvirtio_seek_data(int fd, long long offset) { return lseek(fd, offset, SEEK_DATA); }
 long long cvirtio_seek_hole(int fd, long long offset) { return lseek(fd, offset, SEEK_HOLE); }
+int cvirtio_epoll_priority(int fd) {
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) return -1;
+    struct epoll_event ev = { .events = EPOLLPRI, .data.fd = fd };
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) { int e = errno; close(ep); errno = e; return -1; }
+    return ep;
+}
+int cvirtio_epoll_take(int epfd) {
+    struct epoll_event ev[4];
+    return epoll_wait(epfd, ev, 4, 0);
+}
 int cvirtio_pipe2(int fds[2], int flags) { return pipe2(fds, flags); }
 int cvirtio_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int low) {
     return posix_spawn_file_actions_addclosefrom_np(actions, low);

@@ -12,11 +12,14 @@ extension SharedMemory {
     public func allocate(offset: Int, length: Int) throws {
         try checkRange(offset, length)
         guard cvirtio_fallocate(fd.rawValue, Int64(offset), Int64(length)) == 0 else { throw SystemCallError("fallocate") }
-        // SAFETY: inside the mapping (checkRange) and allocated just now, so
-        // no SIGBUS. A written page is also one SEEK_DATA reports (tmpfs
-        // counts fallocated, never-written pages as holes).
-        for page in stride(from: offset, to: offset + length, by: 4096) {
-            base.storeBytes(of: 0, toByteOffset: page, as: UInt8.self)
+        // Written (zeroed) and mapped in one call, without a fault per page:
+        // a written page is also one SEEK_DATA reports (tmpfs counts
+        // fallocated, never-written pages as holes).
+        let populateWrite: Int32 = 23 // MADV_POPULATE_WRITE (linux/mman.h, 5.14)
+        guard madvise(base + offset, length, populateWrite) == 0 else {
+            let e = SystemCallError("madvise(POPULATE_WRITE)")
+            try? release(offset: offset, length: length)
+            throw e
         }
     }
 

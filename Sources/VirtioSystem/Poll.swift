@@ -34,8 +34,7 @@ extension Poll {
     /// reports only a hang-up or an error (`closed`).
     public static func wait(_ fds: [(fd: FileDescriptor, read: Bool, write: Bool)], timeoutMS: Int32) throws -> [Event] {
         var entries = fds.map {
-            // POLLPRI counts as readable: a PSI trigger (PressureTrigger) reports only that.
-            pollfd(fd: $0.fd.rawValue, events: ($0.read ? Int16(POLLIN) | Int16(POLLPRI) : 0) | ($0.write ? Int16(POLLOUT) : 0), revents: 0)
+            pollfd(fd: $0.fd.rawValue, events: ($0.read ? Int16(POLLIN) : 0) | ($0.write ? Int16(POLLOUT) : 0), revents: 0)
         }
         let n = entries.withUnsafeMutableBufferPointer { Glibc.poll($0.baseAddress, nfds_t($0.count), timeoutMS) }
         if n < 0 {
@@ -43,7 +42,7 @@ extension Poll {
             throw SystemCallError("poll")
         }
         return entries.filter { $0.revents != 0 }.map {
-            Event(fd: FileDescriptor(rawValue: $0.fd), readable: $0.revents & (Int16(POLLIN) | Int16(POLLPRI)) != 0,
+            Event(fd: FileDescriptor(rawValue: $0.fd), readable: $0.revents & Int16(POLLIN) != 0,
                   writable: $0.revents & Int16(POLLOUT) != 0,
                   closed: $0.revents & (Int16(POLLHUP) | Int16(POLLERR) | Int16(POLLNVAL)) != 0)
         }

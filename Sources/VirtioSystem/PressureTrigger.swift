@@ -1,3 +1,4 @@
+import CVirtioShim
 import Glibc
 import SystemPackage
 
@@ -26,4 +27,24 @@ public enum PressureTrigger {
         }
         return fd
     }
+}
+
+/// A PSI trigger as an event loop wants it: poll(2) on a trigger reports
+/// POLLIN always and POLLPRI on an event, so it is watched through an
+/// epoll fd that waits for EPOLLPRI alone and is readable when one came.
+public struct PressureWatch: Sendable {
+    /// Poll this for readability.
+    public let fd: FileDescriptor
+
+    /// Watch `trigger` (which the caller keeps open).
+    public init(trigger: FileDescriptor) throws {
+        let raw = cvirtio_epoll_priority(trigger.rawValue)
+        guard raw >= 0 else { throw SystemCallError("epoll (PSI trigger)") }
+        fd = FileDescriptor(rawValue: raw)
+    }
+
+    /// Whether an event came since the last call (consumes it; never blocks).
+    public func take() -> Bool { cvirtio_epoll_take(fd.rawValue) > 0 }
+
+    public func close() { try? fd.close() }
 }

@@ -59,3 +59,17 @@ extension MemoryPagesTests {
         #expect(throws: SystemCallError.self) { try PageMap.frames(of: m, 0..<chunk) }
     }
 }
+
+/// A PSI trigger polls readable (POLLIN) all the time; its watch only when
+/// an event came — else a plugin's event loop would spin on it.
+@Suite struct PressureWatchTests {
+    @Test func readableOnlyOnEvents() throws {
+        let trigger = try PressureTrigger.memory(stallMS: 150, windowMS: 2000)
+        defer { try? trigger.close() }
+        let watch = try PressureWatch(trigger: trigger)
+        defer { watch.close() }
+        #expect(try Poll.wait([(trigger, true, false)], timeoutMS: 0).first?.readable == true)
+        #expect(try Poll.wait([(watch.fd, true, false)], timeoutMS: 50).isEmpty)
+        #expect(!watch.take())
+    }
+}

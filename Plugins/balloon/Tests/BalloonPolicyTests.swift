@@ -7,7 +7,7 @@ import Testing
     let gib: UInt64 = 1 << 30, mib: UInt64 = 1 << 20
 
     @Test func followsTheTargetBothWays() {
-        var p = BalloonPolicy()
+        var p = BalloonPolicy(chunkPages: 256)
         // 256 MiB = 65536 pages = 256 chunks.
         let r1 = p.next(targetPages: 65536, held: 0, available: 800 * mib, total: gib, now: 0)
         #expect(r1 == .inflate)
@@ -25,7 +25,7 @@ import Testing
     }
 
     @Test func stopsShortOfWhatTheGuestCannotSpare() {
-        var p = BalloonPolicy()
+        var p = BalloonPolicy(chunkPages: 256)
         #expect(BalloonPolicy.reserve(total: gib) == 64 * mib)
         #expect(BalloonPolicy.reserve(total: 4 * gib) == 256 * mib)
         // 64 MiB kept + the next chunk.
@@ -39,7 +39,7 @@ import Testing
     }
 
     @Test func pressureDeflatesAndHoldsOff() {
-        var p = BalloonPolicy()
+        var p = BalloonPolicy(chunkPages: 256)
         // 40 MiB available of 1 GiB: 2×64 − 40 = 88 MiB short → 88 chunks back.
         let r8 = p.pressure(held: 200, available: 40 * mib, total: gib, now: 100)
         #expect(r8)
@@ -60,11 +60,26 @@ import Testing
         // Mild pressure still gives back at least a step; nothing held, nothing to do.
         let r12 = p.pressure(held: 100, available: 500 * mib, total: gib, now: 200)
         #expect(r12)
-        #expect(p.ceiling == 100 - BalloonPolicy.pressureStep)
-        var q = BalloonPolicy()
+        #expect(p.ceiling == 100 - 16)
+        var q = BalloonPolicy(chunkPages: 256)
         let r13 = q.pressure(held: 0, available: 10 * mib, total: gib, now: 0)
         #expect(!r13)
         #expect(q.ceiling == nil)
+    }
+
+    /// 4 MiB chunks (the supervisor's size): targets and steps in those.
+    @Test func largerChunks() {
+        var p = BalloonPolicy(chunkPages: 1024)
+        #expect(p.pressureStep == 4 && p.chunkBytes == 4 * mib)
+        let r1 = p.next(targetPages: 65536, held: 63, available: 800 * mib, total: gib, now: 0)
+        #expect(r1 == .inflate)
+        let r2 = p.next(targetPages: 65536, held: 64, available: 544 * mib, total: gib, now: 0)
+        #expect(r2 == .hold(nil))
+        // 3 MiB short of a chunk: not inflated (actual never above the target).
+        let r3 = p.next(targetPages: 1023, held: 0, available: 800 * mib, total: gib, now: 0)
+        #expect(r3 == .hold(nil))
+        let r4 = p.pressure(held: 64, available: 100 * mib, total: gib, now: 0)
+        #expect(r4 && p.ceiling == 64 - 7)
     }
 
     @Test func lowMemoryIsBelowTheReserve() {

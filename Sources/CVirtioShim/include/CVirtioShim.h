@@ -33,6 +33,11 @@ int cvirtio_fallocate(int fd, long long offset, long long length);
 int cvirtio_punch_hole(int fd, long long offset, long long length);
 long long cvirtio_seek_data(int fd, long long offset);
 long long cvirtio_seek_hole(int fd, long long offset);
+// An epoll fd watching `fd` for EPOLLPRI only (a PSI trigger reports POLLIN
+// always and POLLPRI on events): the epoll fd is readable when an event
+// waits. cvirtio_epoll_take consumes what waits (without blocking): the count.
+int cvirtio_epoll_priority(int fd);
+int cvirtio_epoll_take(int epfd);
 int cvirtio_EFD_CLOEXEC(void);
 int cvirtio_EFD_NONBLOCK(void);
 

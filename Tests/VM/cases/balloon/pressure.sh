@@ -12,10 +12,10 @@ virtioctl status "$bal" --json | jq -r .driver.config.deflate_on_oom | grep -q '
     || fail "deflate-on-oom not in use: $(virtioctl status "$bal" --json | jq -c .driver.config)"
 target=$((GUEST_RAM - (384 << 20)))
 balloon_to "$target"
-wait_balloon "$target" 20 >/dev/null
+wait_balloon "$target" 20
 oom0=$(oom_kills)
 avail=$(mem_available_mib)
-hog=$((avail + 160))
+hog=$(( (avail + 160) / 8 * 8 ))
 # tail -c keeps everything it reads in memory (anonymous memory of its own).
 t0=$(date +%s%N)
 ( for i in $(seq 1 $((hog / 8))); do head -c 8M /dev/zero; sleep 0.1; done ) | tail -c "${hog}M" | wc -c > /tmp/hog.out
@@ -30,7 +30,7 @@ deflates=$(virtioctl status "$bal" --json | jq '[.driver.queues[].counters.press
 journalctl -u 'virtiod-balloon-*' --no-pager | grep "memory pressure" | tail -n 3
 echo "hog of $hog MiB ($avail MiB were available) done in $hog_ms ms: the balloon gave back $((384 - held)) MiB in $deflates pressure deflate(s); oom_kill $oom0 → $(oom_kills)"
 # The hog is gone: after the hold-off the balloon returns to the target.
-wait_balloon "$target" 90 >/dev/null
+wait_balloon "$target" 90
 echo "back at the target after the hold-off"
 balloon_to "$GUEST_RAM"
-wait_balloon "$GUEST_RAM" 30 >/dev/null
+wait_balloon "$GUEST_RAM" 30
