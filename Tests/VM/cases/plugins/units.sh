@@ -6,7 +6,7 @@
 # and the plugin process the same throughout. The goal is a longest gap
 # between replies of at most 2 ping intervals (20 ms); under TCG the same
 # traffic without any event already shows gaps of 25–82 ms (the noise floor,
-# measured first and printed), so the case holds the events to 150 ms — far
+# measured first and printed), so the case holds the events to 500 ms —
 # below what stopping and starting the plugin costs (0.7–0.9 s before plugin
 # units) — and prints both for the README.
 source /payload/cases/lib.sh
@@ -55,8 +55,9 @@ under_traffic 'sleep 1' "no event (noise floor)"
 floor=$(longest_reply_gap /tmp/traffic-ping)
 # A plugin stop or a device reset costs seconds; under TCG the restarting
 # supervisor's own CPU use (it takes back every device, the disk's NBD
-# device among them) stretches a gap to ~150 ms.
-limit=300
+# device among them) stretches a gap to ~150 ms, once to 379 ms (a run whose
+# noise floor was 29 ms): a wall-clock limit under emulation needs room.
+limit=500
 
 # virtiod goes away and comes back; the NIC's plugin never stops.
 pid0=$(virtioctl status "$net" --json | jq .plugin.pid)
