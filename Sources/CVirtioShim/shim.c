@@ -29,7 +29,6 @@
 #include "CVirtioShim.h"
 
 int cvirtio_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
-int cvirtio_fallocate(int fd, long long offset, long long length) { return fallocate(fd, 0, offset, length); }
 int cvirtio_punch_hole(int fd, long long offset, long long length) {
     return fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length);
 }

@@ -26,10 +26,9 @@ unsigned int cvirtio_MFD_ALLOW_SEALING(void);
 // others) or grow it. cvirtio_memfd_seals returns the seals (F_GET_SEALS).
 int cvirtio_memfd_seal_size(int fd);
 int cvirtio_memfd_seals(int fd);
-// Memory of a memfd by ranges: allocate (fallocate mode 0), give back
-// (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE), and find what is allocated
+// Memory of a memfd by ranges: give back (fallocate with
+// FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE) and find what is allocated
 // (lseek SEEK_DATA / SEEK_HOLE). -1 and errno on failure.
-int cvirtio_fallocate(int fd, long long offset, long long length);
 int cvirtio_punch_hole(int fd, long long offset, long long length);
 long long cvirtio_seek_data(int fd, long long offset);
 long long cvirtio_seek_hole(int fd, long long offset);

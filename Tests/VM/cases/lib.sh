@@ -301,6 +301,8 @@ port_id() {
 # sets the guest's target size in bytes; query-balloon's `actual` is the
 # size the guest has left (RAM − what the balloon holds).
 start_balloon() {
+    # No target left over from an earlier case.
+    host_step balloon "{\"value\": $((1024 << 20))}" >/dev/null || fail "QMP balloon to 1 GiB failed"
     start_virtiod "[Device]
 Type=balloon
 Claim=yes"
