@@ -28,6 +28,8 @@ final class BalloonInflater {
     enum Pending: Codable, Equatable {
         /// Chunk asked of the supervisor, no answer yet.
         case requesting(Int)
+        /// A held chunk's frames asked again (to deflate it after a hand-over).
+        case fetching(Int)
         /// The chunk's frames are with the device on inflateq / deflateq.
         case inflating(Int, [UInt32])
         case deflating(Int)
@@ -44,7 +46,10 @@ final class BalloonInflater {
     /// The supervisor's PSI trigger, watched for its events.
     let pressure: PressureWatch?
     var inflatePool: DMABufferPool?, deflatePool: DMABufferPool?
-    /// Held chunks and their frame numbers.
+    /// Held chunks and their frame numbers; [] when not known here (a
+    /// predecessor's chunk: the record carries chunk numbers only — the
+    /// frames of a whole guest would not fit in it — and the supervisor
+    /// says them again when the chunk is to be deflated).
     var held: [Int: [UInt32]] = [:]
     var pending: Pending?
     var policy: BalloonPolicy
@@ -104,8 +109,13 @@ final class BalloonInflater {
             try driver.requestEndpoint(EndpointEvent(kind: "balloon", action: .open, key: k))
         case .deflate:
             guard let k = held.keys.max(), let frames = held[k] else { return }
-            try send(frames, on: deflatePosition, pool: &deflatePool, driver)
-            pending = .deflating(k)
+            if frames.isEmpty {
+                pending = .fetching(k)
+                try driver.requestEndpoint(EndpointEvent(kind: "balloon", action: .open, key: k))
+            } else {
+                try send(frames, on: deflatePosition, pool: &deflatePool, driver)
+                pending = .deflating(k)
+            }
         case .hold(let why):
             // Logged when the reason changes, not its figures (a countdown, MiB available).
             if let why, why.filter({ !$0.isNumber }) != shortfall?.filter({ !$0.isNumber }) {
@@ -148,7 +158,8 @@ final class BalloonInflater {
 
     /// The supervisor's answer to `open` of a chunk.
     func endpointEvent(_ event: EndpointEvent, _ driver: DeviceDriver) throws {
-        guard event.kind == "balloon", pending == .requesting(event.key) else { return }
+        guard event.kind == "balloon", pending == .requesting(event.key) || pending == .fetching(event.key) else { return }
+        let fetching = pending == .fetching(event.key)
         pending = nil
         switch event.action {
         case .opened:
@@ -157,11 +168,17 @@ final class BalloonInflater {
                 refusals &+= 1
                 shortfall = "the supervisor sent \(frames.count) usable frame numbers for chunk \(event.key)"
                 PluginLog.error("balloon: \(shortfall!)")
-                driverClose(event.key, driver)
+                if !fetching { driverClose(event.key, driver) }
                 return
             }
-            try send(frames, on: inflatePosition, pool: &inflatePool, driver)
-            pending = .inflating(event.key, frames)
+            if fetching {
+                held[event.key] = frames
+                try send(frames, on: deflatePosition, pool: &deflatePool, driver)
+                pending = .deflating(event.key)
+            } else {
+                try send(frames, on: inflatePosition, pool: &inflatePool, driver)
+                pending = .inflating(event.key, frames)
+            }
         default:
             refusals &+= 1
             let why = event.facts["error"] ?? "refused"
@@ -232,7 +249,8 @@ final class BalloonInflater {
 
     struct Saved: Codable {
         var inflatePool: PoolPlacement?, deflatePool: PoolPlacement?
-        var held: [Int: [UInt32]]
+        /// Held chunk numbers (their frames are asked again when needed).
+        var held: [Int]
         var pending: Pending?
         var policy: BalloonPolicy
         var inflated: UInt64, deflated: UInt64, pressureDeflates: UInt64, refusals: UInt64
@@ -240,7 +258,7 @@ final class BalloonInflater {
 
     var saved: Saved {
         Saved(inflatePool: inflatePool.map(PoolPlacement.init), deflatePool: deflatePool.map(PoolPlacement.init),
-              held: held, pending: pending, policy: policy,
+              held: held.keys.sorted(), pending: pending, policy: policy,
               inflated: inflated, deflated: deflated, pressureDeflates: pressureDeflates, refusals: refusals)
     }
 
@@ -249,13 +267,13 @@ final class BalloonInflater {
               ip.bufferSize == bufferSize, dp.bufferSize == bufferSize else {
             throw PluginError("the record's balloon buffers do not fit this plugin")
         }
-        guard s.policy.chunkPages == framesPerChunk, s.held.keys.allSatisfy({ (0..<chunks).contains($0) }),
-              s.held.values.allSatisfy({ $0.count == framesPerChunk }) else {
+        guard s.policy.chunkPages == framesPerChunk, s.held.allSatisfy({ (0..<chunks).contains($0) }),
+              Set(s.held).count == s.held.count else {
             throw PluginError("the record's held chunks do not fit the balloon endpoint")
         }
         inflatePool = try driver.restoredPool(ip, queue: inflatePosition, "inflateq")
         deflatePool = try driver.restoredPool(dp, queue: deflatePosition, "deflateq")
-        held = s.held
+        held = Dictionary(uniqueKeysWithValues: s.held.map { ($0, []) })
         pending = s.pending
         policy = s.policy
         inflated = s.inflated; deflated = s.deflated; pressureDeflates = s.pressureDeflates; refusals = s.refusals
@@ -268,8 +286,10 @@ final class BalloonInflater {
     func continueAfterHandover(_ driver: DeviceDriver) throws {
         targetPages = try driver.transport.readConfig(UInt32.self, at: 0)
         try writeActual(driver)
-        if case .requesting(let k)? = pending {
+        switch pending {
+        case .requesting(let k)?, .fetching(let k)?:
             try driver.requestEndpoint(EndpointEvent(kind: "balloon", action: .open, key: k))
+        default: break
         }
         try interrupt(queue: inflatePosition, driver)
         try interrupt(queue: deflatePosition, driver)

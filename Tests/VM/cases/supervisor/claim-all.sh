@@ -11,6 +11,8 @@ nic=$(iface_with_mac 52:54:00:12:34:01)
 for f in $(virtio_functions 1041); do [ -e "/sys/bus/pci/devices/$f/virtio"*/net/"$nic" ] && net=$f; done
 blk=$(virtio_functions 1042); bal=$(virtio_functions 1045); con=$(virtio_functions 1043); nine=$(virtio_functions 1049)
 [ -n "${net:-}" ] || fail "no PCI function for $nic"
+# No balloon target left over from an earlier case.
+host_step balloon '{"value": 1073741824}' >/dev/null || fail "QMP balloon to 1 GiB failed"
 start_virtiod "[Device]
 MACAddress=52:54:00:12:34:01
 Claim=yes
@@ -59,9 +61,13 @@ echo "$s" | jq -e '.driver.stub == false and (.driver.queues | length) >= 1 and 
 [ "$(virtioctl status "$nine" --json | jq -r .driver.config.mount_tag)" = virtiod9p ] || fail "9p tag: $(virtioctl status "$nine" --json | jq -c .driver.config)"
 [ "$(virtioctl status "$con" --json | jq .driver.config.max_nr_ports)" -ge 1 ] || fail "console config: $(virtioctl status "$con" --json | jq -c .driver.config)"
 [ "$(virtioctl status "$bal" --json | jq .driver.config.num_pages)" -eq 0 ] || fail "balloon num_pages before a target: $(virtioctl status "$bal" --json | jq -c .driver.config)"
-virtioctl list | grep "$blk" | grep -q "running.*block" || { journalctl VIRTIO_DEVICE="$blk" -u 'virtiod-block-*' --no-pager -o short-precise | tail -n 25; virtioctl status "$blk"; fail "list row: $(virtioctl list | grep "$blk")"; }
-virtioctl list | grep "$con" | grep -q "running.*console.*/run/virtiod/ports/" || fail "list row: $(virtioctl list | grep "$con")"
-virtioctl list | grep "$nine" | grep -q "running.*9p (stub)" || fail "list row: $(virtioctl list | grep "$nine")"
+# One listing, checked and shown as it was (a second `virtioctl list` in the
+# failure message once showed a fine row where the check had failed).
+list=$(virtioctl list 2>&1) || fail "virtioctl list failed: $list"
+row() { printf '%s\n' "$list" | grep -F "$1" || true; }
+[[ $(row "$blk") =~ running.*block ]] || { journalctl VIRTIO_DEVICE="$blk" -u 'virtiod-block-*' --no-pager -o short-precise | tail -n 10; fail "list row: '$(row "$blk")' in: $list"; }
+[[ $(row "$con") =~ running.*console.*/run/virtiod/ports/ ]] || fail "list row: '$(row "$con")' in: $list"
+[[ $(row "$nine") =~ running.*9p\ \(stub\) ]] || fail "list row: '$(row "$nine")' in: $list"
 # The disk is /dev/nbdN with its by-id name (serial virtiod-blk0).
 wait_for "[ -b /dev/disk/by-id/virtiod-virtiod-blk0 ]" 30 || fail "no /dev/disk/by-id/virtiod-virtiod-blk0: $(virtioctl status "$blk" --json | jq -c .endpoints)"
 virtioctl status "$blk" | grep -q "capacity = 131072" || fail "status text lacks capacity"
@@ -100,7 +106,9 @@ virtioctl status "$con" --json | jq -r .plugin.last_exit | grep -q "signal 9" ||
 # balloon on INTx): a new pid, the same device state, the serial still known.
 for f in $blk $bal $con $nine; do
     p0=$(virtioctl status "$f" --json | jq .plugin.pid)
-    virtioctl reload "$f" > /tmp/reload-stub 2>&1 || fail "reload $f failed: $(cat /tmp/reload-stub)"
+    virtioctl reload "$f" > /tmp/reload-stub 2>&1 || {
+        journalctl -u 'virtiod-*' -u virtiod --no-pager -o cat | grep -i -E "hand-over|broken|needs a reset|$f" | tail -n 8
+        fail "reload $f failed: $(cat /tmp/reload-stub)"; }
     s=$(virtioctl status "$f" --json)
     echo "$s" | jq -e --argjson p0 "$p0" '.state == "running" and .plugin.pid != $p0 and .plugin.reloads == 1' >/dev/null         || fail "after reload of $f: $(echo "$s" | jq -c '{state, plugin}')"
 done
