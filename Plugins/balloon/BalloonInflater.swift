@@ -271,6 +271,17 @@ final class BalloonInflater {
               Set(s.held).count == s.held.count else {
             throw PluginError("the record's held chunks do not fit the balloon endpoint")
         }
+        switch s.pending {
+        case nil: break
+        case .requesting(let k)?:
+            guard (0..<chunks).contains(k), !s.held.contains(k) else { throw PluginError("the record asks for chunk \(k) again") }
+        case .inflating(let k, let frames)?:
+            guard (0..<chunks).contains(k), !s.held.contains(k), frames.count == framesPerChunk, !frames.contains(0) else {
+                throw PluginError("the record's chunk \(k) in inflateq does not fit")
+            }
+        case .fetching(let k)?, .deflating(let k)?:
+            guard s.held.contains(k) else { throw PluginError("the record moves chunk \(k), which it does not hold") }
+        }
         inflatePool = try driver.restoredPool(ip, queue: inflatePosition, "inflateq")
         deflatePool = try driver.restoredPool(dp, queue: deflatePosition, "deflateq")
         held = Dictionary(uniqueKeysWithValues: s.held.map { ($0, []) })

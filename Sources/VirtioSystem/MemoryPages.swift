@@ -5,6 +5,10 @@ import SystemPackage
 /// A memfd's memory by ranges, for memory held on purpose (a balloon's
 /// pages): allocated when asked, given back to the system when done, and
 /// found again from the file alone after a restart.
+///
+/// SAFETY: the only pointer use is `base + offset` handed to madvise(2),
+/// always after `checkRange` kept the range inside the mapping; nothing is
+/// read or written through the pointer here.
 extension SharedMemory {
     /// Allocate the pages of `offset..<offset+length`, written (zeroed) and
     /// mapped here in one call (MADV_POPULATE_WRITE, Linux 5.14): no fault

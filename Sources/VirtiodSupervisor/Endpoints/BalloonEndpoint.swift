@@ -118,9 +118,10 @@ final class BalloonEndpoint: Endpoint {
         guard (0..<chunks).contains(k) else { return failed("chunk \(k) is outside 0..<\(chunks)") }
         switch event.action {
         case .open:
+            let new = !held.contains(k)
             do {
                 let t0 = monotonic()
-                let pinned = held.contains(k) ? nil : try hold(k)
+                let pinned = new ? try hold(k) : nil
                 let t1 = monotonic()
                 // Read while the pages are mapped here (an `open` of a held chunk after a hand-over maps them again).
                 let frames = try memory.withPagesMapped(range(k)) { try PageMap.frames(of: memory, range(k)) }
@@ -130,7 +131,8 @@ final class BalloonEndpoint: Endpoint {
                 return (EndpointEvent(kind: Self.kind, action: .opened, key: k,
                                       facts: ["frames": frames.map { String($0, radix: 16) }.joined(separator: " ")]), nil)
             } catch {
-                if held.contains(k) { give(k) }
+                // A chunk held before (the host was told of it) stays held until the plugin closes it.
+                if new, held.contains(k) { give(k) }
                 return failed("\(error)")
             }
         case .close:

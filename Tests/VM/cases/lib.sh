@@ -280,13 +280,19 @@ io_errors() { dmesg | tail -n +$(($1 + 1)) | grep -E "I/O error|blk_update_reque
 # Console ports (console/*.sh): where virtiod names them, and one port's
 # fields from `virtioctl status DEVICE --json` (.driver.config["port.N.FIELD"]).
 PORTS_DIR=/run/virtiod/ports
-start_console() {
+# Start virtiod claiming the first device of type $1 (modern device ID $2);
+# its address is left in CLAIMED once its plugin runs.
+start_claiming() {
     start_virtiod "[Device]
-Type=console
+Type=$1
 Claim=yes"
-    con=$(virtio_functions 1043 | head -n1)
-    [ -n "$con" ] || fail "no console device"
-    wait_state "$con" running 60
+    CLAIMED=$(virtio_functions "$2" | head -n1)
+    [ -n "$CLAIMED" ] || fail "no $1 device"
+    wait_state "$CLAIMED" running 60
+}
+start_console() {
+    start_claiming console 1043
+    con=$CLAIMED
     wait_for "[ -L $PORTS_DIR/org.virtiod.console0 ] && [ -L $PORTS_DIR/org.virtiod.port1 ]" 30 \
         || fail "the ports are not under $PORTS_DIR: $(ls -l $PORTS_DIR 2>&1); $(virtioctl status "$con" 2>&1 | tail -n 20)"
 }
@@ -303,12 +309,8 @@ port_id() {
 start_balloon() {
     # No target left over from an earlier case.
     host_step balloon "{\"value\": $((1024 << 20))}" >/dev/null || fail "QMP balloon to 1 GiB failed"
-    start_virtiod "[Device]
-Type=balloon
-Claim=yes"
-    bal=$(virtio_functions 1045 | head -n1)
-    [ -n "$bal" ] || fail "no balloon device"
-    wait_state "$bal" running 60
+    start_claiming balloon 1045
+    bal=$CLAIMED
 }
 GUEST_RAM=$((1024 << 20))
 balloon_size() { host_step query-balloon | jq .actual; }

@@ -2,15 +2,10 @@
 # (QMP qom-set guest-stats-polling-interval), QEMU's guest-stats show the
 # guest's free, total and available memory within 5 % of /proc/meminfo —
 # and keep updating across `virtioctl reload balloon` (the stats buffer
-# travels in the hand-over record). Inflating is not done yet.
+# travels in the hand-over record).
 source /payload/cases/lib.sh
-start_virtiod "[Device]
-Type=balloon
-Claim=yes"
 trap stop_virtiod EXIT
-bal=$(virtio_functions 1045 | head -n1)
-[ -n "$bal" ] || fail "no balloon device"
-wait_state "$bal" running 60
+start_balloon
 host_step qom-set '{"path": "/machine/peripheral/balloon0", "property": "guest-stats-polling-interval", "value": 1}' >/dev/null \
     || fail "qom-set guest-stats-polling-interval failed"
 stats() { host_step qom-get '{"path": "/machine/peripheral/balloon0", "property": "guest-stats"}'; }
