@@ -12,6 +12,9 @@ final class PluginProcess {
     var name: String { manifest.name }
     var executable: String { manifest.exec }
     var socket: UnixSocket?
+    /// Its socket read as closed (the process is gone or going). Such a
+    /// socket polls readable forever, so it is not polled or read again.
+    var hungUp = false
     /// The process, once known (a unit's plugin says its pid in `hello`, which is checked).
     var process: ProcessHandle?
     /// Its transient unit, when started through systemd.
@@ -90,6 +93,7 @@ final class PluginProcess {
             throw error
         }
         socket = mine
+        hungUp = false
         mode = attach.mode ?? .fresh
         state = .starting
         startedAt = wallClock()
@@ -157,6 +161,7 @@ final class PluginProcess {
         storeName = nil
         socket?.close()
         socket = nil
+        hungUp = false
         process?.close()
         process = nil
         child = nil

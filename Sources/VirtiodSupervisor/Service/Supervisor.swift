@@ -415,6 +415,7 @@ public final class Supervisor {
         guard p.isRunning else { return }
         guard let m = receive(p, device: d.address) else {
             // Hung up: the process is gone or going.
+            p.hungUp = true
             processEnded(d, p, hungUp: true)
             return
         }

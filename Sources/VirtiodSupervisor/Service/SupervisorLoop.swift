@@ -54,7 +54,7 @@ extension Supervisor {
             var owners: [CInt: (ManagedDevice, Source)] = [:]
             for d in devices.values {
                 for p in d.processes where p.isRunning {
-                    if let s = p.socket { watched.append((s.fd, false)); owners[s.fd.rawValue] = (d, .message(p)) }
+                    if let s = p.socket, !p.hungUp { watched.append((s.fd, false)); owners[s.fd.rawValue] = (d, .message(p)) }
                     if let e = p.process?.fd { watched.append((e, false)); owners[e.rawValue] = (d, .exit(p)) }
                 }
                 if let r = d.claimed?.request { watched.append((r.fd, false)); owners[r.fd.rawValue] = (d, .request) }
@@ -108,18 +108,25 @@ extension Supervisor {
                     case .endpoint(let e):
                         endpointEvents(d, e)
                     case .message(let p):
-                        guard p.socket?.fd == fd else { continue } // already let go this turn
+                        guard p.socket?.fd == fd, !p.hungUp else { continue } // already let go this turn
                         pluginMessage(d, from: p)
                     case .exit(let p):
                         guard p.process?.fd == fd, p.isRunning else { continue }
-                        // Read what it said last before handling the exit.
-                        while let s = p.socket, (try? Poll.readable([s.fd], timeoutMS: 0))?.isEmpty == false, p.isRunning {
-                            pluginMessage(d, from: p)
-                        }
+                        lastMessages(d, from: p)
                         if p.isRunning, p.hasExited { processEnded(d, p) }
                     }
                 }
             }
+        }
+    }
+
+    /// Read what an exited plugin said last, up to its hang-up. A stopping
+    /// plugin's hang-up changes nothing else and its closed socket stays
+    /// readable: reading on until it is not once spun here until the
+    /// watchdog killed virtiod.
+    func lastMessages(_ d: ManagedDevice, from p: PluginProcess) {
+        while !p.hungUp, p.isRunning, let s = p.socket, (try? Poll.readable([s.fd], timeoutMS: 0))?.isEmpty == false {
+            pluginMessage(d, from: p)
         }
     }
 
