@@ -275,7 +275,9 @@ public final class DeviceDriver {
     /// no reset, no feature negotiation, queues restored where they stood.
     /// Every field is checked against the device and this plugin first; on
     /// any mismatch it throws before touching the device.
-    func adopt(_ r: HandoverRecord) throws {
+    /// `timing`: when a standby successor was told to resume and when it had
+    /// read the record (monotonic seconds), for the log line.
+    func adopt(_ r: HandoverRecord, timing: (resumed: Double, recordRead: Double)? = nil) throws {
         let name = "\(profile.name) \(device.info.address)"
         guard r.plugin == profile.name, r.address == device.info.address else {
             throw PluginError("hand-over record is for \(r.plugin) on \(r.address), not \(name)")
@@ -324,8 +326,15 @@ public final class DeviceDriver {
         config = (try? profile.readConfig(transport, negotiated)) ?? [:]
         device.handover.markLive()
         try dataPath?.continueAfterHandover(self)
+        var took = ""
+        if let timing {
+            func ms(_ seconds: Double) -> String { "\((seconds * 10_000).rounded() / 10) ms" }
+            let now = monotonic()
+            took = "; resumed in \(ms(now - timing.resumed)) (record read in \(ms(timing.recordRead - timing.resumed)), "
+                + "queues and data path restored in \(ms(now - timing.recordRead)))"
+        }
         PluginLog.info("\(name): took over from \(r.plugin) \(r.pluginVersion) (\(r.reason)) without a device reset: "
-            + "\(queues.count) queue(s), running as \(privileges)")
+            + "\(queues.count) queue(s), running as \(privileges)\(took)")
         try sendStatus()
     }
 

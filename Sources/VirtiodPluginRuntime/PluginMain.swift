@@ -70,7 +70,9 @@ public enum PluginMain {
                 if m.kind == .resume { break }
                 try link.send(PluginMessage(kind: .ready))
             }
-            try driver.adopt(try handoverRecord(device))
+            let resumed = monotonic()
+            let record = try handoverRecord(device)
+            try driver.adopt(record, timing: (resumed, monotonic()))
         }
         return driver
     }

@@ -174,7 +174,8 @@ final class DeviceReload {
         device.reason = nil
         func ms(_ seconds: Double) -> String { "\((seconds * 10_000).rounded() / 10) ms" }
         let text = "\(address): \(old.name) reloaded without a device reset: pid \(old.pid ?? 0) → \(next.pid ?? 0), "
-            + "pause \(ms(runningAt - quiesceSent)) (quiesce \(ms(quiescedAt - quiesceSent)))"
+            + "pause \(ms(runningAt - quiesceSent)) (quiesce \(ms(quiescedAt - quiesceSent)), "
+            + "take-over \(ms(runningAt - quiescedAt)))"
         Log.notice(text, device: address, plugin: old.name)
         result = Result(ok: true, message: text)
         next.lastReload = text
