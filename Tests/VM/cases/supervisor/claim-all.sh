@@ -65,7 +65,14 @@ echo "$s" | jq -e '.driver.stub == false and (.driver.queues | length) >= 1 and 
 # failure message once showed a fine row where the check had failed).
 list=$(virtioctl list 2>&1) || fail "virtioctl list failed: $list"
 row() { printf '%s\n' "$list" | grep -F "$1" || true; }
-[[ $(row "$blk") =~ running.*block ]] || { journalctl VIRTIO_DEVICE="$blk" -u 'virtiod-block-*' --no-pager -o short-precise | tail -n 10; fail "list row: '$(row "$blk")' in: $list"; }
+[[ $(row "$blk") =~ running.*block ]] || {
+    # Seen in CI on packed,mq: an NBD request unanswered for the 8 s request
+    # timeout, the kernel dropped its connection, the plugin exited. What the
+    # queues and the kernel said, for whoever looks next.
+    journalctl VIRTIO_DEVICE="$blk" -u 'virtiod-block-*' --no-pager -o short-precise | tail -n 10
+    virtioctl status "$blk" --json | jq -c '.driver.queues' 2>&1 | tail -n 3
+    dmesg | grep -E "nbd|virtio_blk" | tail -n 6
+    fail "list row: '$(row "$blk")' in: $list"; }
 [[ $(row "$con") =~ running.*console.*/run/virtiod/ports/ ]] || fail "list row: '$(row "$con")' in: $list"
 [[ $(row "$nine") =~ running.*9p\ \(stub\) ]] || fail "list row: '$(row "$nine")' in: $list"
 # The disk is /dev/nbdN with its by-id name (serial virtiod-blk0).
