@@ -275,17 +275,17 @@ final class BalloonInflater {
         case nil: break
         case .requesting(let k)?:
             guard (0..<chunks).contains(k), !s.held.contains(k) else { throw PluginError("the record asks for chunk \(k) again") }
-        case .inflating(let k, let frames)?:
-            guard (0..<chunks).contains(k), !s.held.contains(k), frames.count == framesPerChunk, !frames.contains(0) else {
-                throw PluginError("the record's chunk \(k) in inflateq does not fit")
-            }
+        case .inflating(let k, _)?:
+            guard (0..<chunks).contains(k), !s.held.contains(k) else { throw PluginError("the record's chunk \(k) in inflateq does not fit") }
         case .fetching(let k)?, .deflating(let k)?:
             guard s.held.contains(k) else { throw PluginError("the record moves chunk \(k), which it does not hold") }
         }
         inflatePool = try driver.restoredPool(ip, queue: inflatePosition, "inflateq")
         deflatePool = try driver.restoredPool(dp, queue: deflatePosition, "deflateq")
         held = Dictionary(uniqueKeysWithValues: s.held.map { ($0, []) })
-        pending = s.pending
+        // A chunk in inflateq keeps no frames from the record (shared memory):
+        // once it is held, its frames come from the supervisor when it deflates.
+        if case .inflating(let k, _)? = s.pending { pending = .inflating(k, []) } else { pending = s.pending }
         policy = s.policy
         inflated = s.inflated; deflated = s.deflated; pressureDeflates = s.pressureDeflates; refusals = s.refusals
     }

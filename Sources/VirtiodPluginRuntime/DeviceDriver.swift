@@ -328,10 +328,9 @@ public final class DeviceDriver {
         try dataPath?.continueAfterHandover(self)
         var took = ""
         if let timing {
-            func ms(_ seconds: Double) -> String { "\((seconds * 10_000).rounded() / 10) ms" }
             let now = monotonic()
-            took = "; resumed in \(ms(now - timing.resumed)) (record read in \(ms(timing.recordRead - timing.resumed)), "
-                + "queues and data path restored in \(ms(now - timing.recordRead)))"
+            took = "; resumed in \(milliseconds(now - timing.resumed)) (record read in \(milliseconds(timing.recordRead - timing.resumed)), "
+                + "queues and data path restored in \(milliseconds(now - timing.recordRead)))"
         }
         PluginLog.info("\(name): took over from \(r.plugin) \(r.pluginVersion) (\(r.reason)) without a device reset: "
             + "\(queues.count) queue(s), running as \(privileges)\(took)")

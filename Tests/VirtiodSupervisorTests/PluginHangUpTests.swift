@@ -49,7 +49,7 @@ import VirtiodProtocol
         #expect(p.isRunning && d.plugin === p)
     }
 
-    @Test func forgettingAndStartingAgainClearTheHangUp() throws {
+    @Test func forgettingClearsTheHangUp() throws {
         let (s, _, p, theirs) = try stoppingPlugin()
         theirs.close()
         p.hungUp = true

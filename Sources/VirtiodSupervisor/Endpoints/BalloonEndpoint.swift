@@ -125,9 +125,8 @@ final class BalloonEndpoint: Endpoint {
                 let t1 = monotonic()
                 // Read while the pages are mapped here (an `open` of a held chunk after a hand-over maps them again).
                 let frames = try memory.withPagesMapped(range(k)) { try PageMap.frames(of: memory, range(k)) }
-                func ms(_ seconds: Double) -> String { "\((seconds * 10_000).rounded() / 10) ms" }
-                lastChunk = "chunk \(k): " + (pinned.map { "allocated in \(ms($0 - t0)), pinned in \(ms(t1 - $0)), " } ?? "")
-                    + "frames read in \(ms(monotonic() - t1))"
+                lastChunk = "chunk \(k): " + (pinned.map { "allocated in \(milliseconds($0 - t0)), pinned in \(milliseconds(t1 - $0)), " } ?? "")
+                    + "frames read in \(milliseconds(monotonic() - t1))"
                 return (EndpointEvent(kind: Self.kind, action: .opened, key: k,
                                       facts: ["frames": frames.map { String($0, radix: 16) }.joined(separator: " ")]), nil)
             } catch {

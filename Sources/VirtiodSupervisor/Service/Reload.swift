@@ -172,10 +172,9 @@ final class DeviceReload {
         device.successor = nil
         device.state = .running
         device.reason = nil
-        func ms(_ seconds: Double) -> String { "\((seconds * 10_000).rounded() / 10) ms" }
         let text = "\(address): \(old.name) reloaded without a device reset: pid \(old.pid ?? 0) → \(next.pid ?? 0), "
-            + "pause \(ms(runningAt - quiesceSent)) (quiesce \(ms(quiescedAt - quiesceSent)), "
-            + "take-over \(ms(runningAt - quiescedAt)))"
+            + "pause \(milliseconds(runningAt - quiesceSent)) (quiesce \(milliseconds(quiescedAt - quiesceSent)), "
+            + "take-over \(milliseconds(runningAt - quiescedAt)))"
         Log.notice(text, device: address, plugin: old.name)
         result = Result(ok: true, message: text)
         next.lastReload = text

@@ -412,7 +412,8 @@ public final class Supervisor {
 
     /// A message from one of `d`'s plugin processes (or its hang-up).
     func pluginMessage(_ d: ManagedDevice, from p: PluginProcess) {
-        guard p.isRunning else { return }
+        // A hung-up socket reads as closed forever: it was handled once.
+        guard p.isRunning, !p.hungUp else { return }
         guard let m = receive(p, device: d.address) else {
             // Hung up: the process is gone or going.
             p.hungUp = true

@@ -108,7 +108,7 @@ extension Supervisor {
                     case .endpoint(let e):
                         endpointEvents(d, e)
                     case .message(let p):
-                        guard p.socket?.fd == fd, !p.hungUp else { continue } // already let go this turn
+                        guard p.socket?.fd == fd else { continue } // already let go this turn
                         pluginMessage(d, from: p)
                     case .exit(let p):
                         guard p.process?.fd == fd, p.isRunning else { continue }
