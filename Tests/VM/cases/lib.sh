@@ -80,6 +80,16 @@ start_virtiod() {
     systemctl start virtiod || { journalctl -u virtiod --no-pager | tail -n 20; fail "systemctl start virtiod failed"; }
 }
 
+# `systemctl reload virtiod`, returning once virtiod has applied it. On
+# Debian 12's systemd (252) the reload job ends when ExecReload's SIGHUP is
+# sent; virtiod then says RELOADING=1 … READY=1, and the unit shows
+# "reloading" in between. Fails if it is not active again within $1 s (5).
+reload_virtiod() {
+    timeout 10 systemctl reload virtiod || fail "systemctl reload failed or hung"
+    wait_for "[ \"\$(systemctl is-active virtiod)\" = active ]" "${1:-5}" \
+        || fail "virtiod is $(systemctl is-active virtiod) after a reload"
+}
+
 stop_virtiod() {
     systemctl stop virtiod || true
     rm -f /etc/virtiod/virtiod.conf.d/*.conf

@@ -5,7 +5,7 @@ trap stop_virtiod EXIT
 start_virtiod
 conf=/etc/virtiod/virtiod.conf.d/90-broken.conf
 printf '[Device]\nType=block\nClaim=maybe\n' > "$conf"
-systemctl reload virtiod || fail "systemctl reload failed"
+reload_virtiod
 wait_for "journalctl -u virtiod --no-pager | grep -q '$conf:3'" 20 || fail "no error naming $conf:3 in the journal"
 [ "$(systemctl is-active virtiod)" = active ] || fail "virtiod stopped after a bad reload"
 systemctl show -p StatusText virtiod | grep -q "config error" || fail "status text does not mention the error"
