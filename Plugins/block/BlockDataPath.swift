@@ -3,6 +3,7 @@ import SystemPackage
 import VirtioCore
 import VirtioSystem
 import VirtiodPluginRuntime
+import VirtiodProtocol
 
 /// virtio-blk's data path (virtio 1.2 §5.2.6) behind the `nbd` endpoint:
 /// request queue i serves NBD connection i (`BlockQueue`). Capacity changes
@@ -14,7 +15,7 @@ final class BlockDataPath: DataPath {
     /// Data segments a chain may have: the indirect table holds 16 descriptors (header and status take 2).
     static let maxDataSegments = 14
 
-    let connections: [UnixSocket]
+    private(set) var connections: [UnixSocket]
     private var queues: [BlockQueue] = []
     private var limits: BlockLimits?
     private var partBytes = BlockSlot.dataSize
@@ -66,7 +67,51 @@ final class BlockDataPath: DataPath {
 
     func ready(_ fd: FileDescriptor, _ driver: DeviceDriver) throws {
         guard let q = queues.first(where: { $0.connection.fd == fd }) else { return }
-        try q.pump(context(driver))
+        try serving(q, driver) { try q.pump(context(driver)) }
+    }
+
+    /// Run `body` on queue `q`; if the kernel closed q's connection, q drops
+    /// what it read from it and a fresh connection is asked for (the other
+    /// queues go on; the kernel sends the dropped requests again on them).
+    private func serving(_ q: BlockQueue, _ driver: DeviceDriver, _ body: () throws -> Void) throws {
+        do { try body() } catch let closed as NBDConnectionClosed {
+            let summary = q.connectionLost()
+            q.publish(context(driver))
+            if q.kernelDisconnected {
+                PluginLog.info("block \(driver.device.info.address): \(closed) after its disconnect request; \(summary)")
+                return
+            }
+            PluginLog.warning("block \(driver.device.info.address): \(closed) (it timed out a request and sends it again on another "
+                              + "connection); \(summary); asking for a fresh connection")
+            try driver.requestEndpoint(EndpointEvent(kind: "nbd", action: .open, key: q.position))
+        }
+    }
+
+    /// The supervisor's answer to a fresh-connection request.
+    func endpointEvent(_ event: EndpointEvent, fd: FileDescriptor?, _ driver: DeviceDriver) throws {
+        guard event.kind == "nbd", event.key >= 0, event.key < queues.count else {
+            try? fd?.close()
+            return
+        }
+        let q = queues[event.key]
+        switch event.action {
+        case .opened:
+            guard let fd, q.closed else {
+                try? fd?.close()
+                return
+            }
+            let fresh = UnixSocket(fd: fd)
+            q.replaceConnection(fresh)
+            connections[event.key] = fresh
+            PluginLog.notice("block \(driver.device.info.address): NBD connection \(event.key) renewed; serving it again")
+            try serving(q, driver) { try q.pump(context(driver)) }
+        case .failed:
+            try? fd?.close()
+            PluginLog.warning("block \(driver.device.info.address): no fresh NBD connection \(event.key): "
+                              + (event.facts["error"] ?? "no reason given") + "; the kernel uses the others")
+        default:
+            try? fd?.close()
+        }
     }
 
     var writeFDs: [FileDescriptor] { queues.filter(\.wantsOutput).map(\.connection.fd) }
@@ -74,13 +119,16 @@ final class BlockDataPath: DataPath {
     /// Room for waiting replies: send them, and read on with the slots they freed.
     func writable(_ fd: FileDescriptor, _ driver: DeviceDriver) throws {
         guard let q = queues.first(where: { $0.connection.fd == fd }) else { return }
-        try q.flushOutbox(context(driver))
-        try q.pump(context(driver))
+        try serving(q, driver) {
+            try q.flushOutbox(context(driver))
+            try q.pump(context(driver))
+        }
     }
 
     func interrupt(queue index: Int, _ driver: DeviceDriver) throws {
         guard index < queues.count else { return }
-        try queues[index].collect(context(driver))
+        let q = queues[index]
+        try serving(q, driver) { try q.collect(context(driver)) }
     }
 
     func configChanged(_ driver: DeviceDriver) {
@@ -96,13 +144,15 @@ final class BlockDataPath: DataPath {
         let q = queues[position], c = q.counters
         return ["requests": c.requests, "reads": c.reads, "writes": c.writes, "flushes": c.flushes, "discards": c.discards,
                 "write_zeroes": c.writeZeroes, "read_bytes": c.readBytes, "write_bytes": c.writeBytes,
-                "errors": c.errors, "refused": c.refused, "in_flight": UInt64(q.inFlight), "kicks": c.kicks]
+                "errors": c.errors, "refused": c.refused, "in_flight": UInt64(q.inFlight), "kicks": c.kicks,
+                "connections_lost": c.connectionsLost, "dropped": c.dropped]
     }
 
     var facts: [String: ConfigValue] {
         guard let limits else { return [:] }
         return ["capacity_bytes": .number(limits.capacityBytes), "read_only": .text(limits.readOnly ? "yes" : "no"),
                 "export": .text("nbd"), "connections": .number(UInt64(connections.count)),
+                "connections_closed": .number(UInt64(queues.filter(\.closed).count)),
                 "request_bytes": .number(UInt64(partBytes)), "slots_per_queue": .number(UInt64(Self.slotsPerQueue))]
     }
 
@@ -136,6 +186,6 @@ final class BlockDataPath: DataPath {
 
     /// What the device returned and the kernel sent during the pause.
     func continueAfterHandover(_ driver: DeviceDriver) throws {
-        for q in queues { try q.collect(context(driver)) }
+        for q in queues { try serving(q, driver) { try q.collect(context(driver)) } }
     }
 }

@@ -11,7 +11,13 @@ import VirtiodPluginRuntime
 /// copied in this process. Replies go out in any order, as NBD allows.
 final class BlockQueue {
     let position: Int
-    let connection: UnixSocket
+    private(set) var connection: UnixSocket
+    /// The kernel closed the connection (it gave up waiting for a reply and
+    /// sends the request again on another one; or it disconnects): nothing
+    /// is read or answered until `replaceConnection`.
+    private(set) var closed = false
+    /// The kernel sent NBD_CMD_DISC: the closing that follows is the end.
+    private(set) var kernelDisconnected = false
     var pool: DMABufferPool
     /// Requests with slots, by id.
     private(set) var requests: [Int: PendingRequest] = [:]
@@ -40,6 +46,21 @@ final class BlockQueue {
         var requests: UInt64 = 0, reads: UInt64 = 0, writes: UInt64 = 0, flushes: UInt64 = 0
         var discards: UInt64 = 0, writeZeroes: UInt64 = 0, readBytes: UInt64 = 0, writeBytes: UInt64 = 0
         var errors: UInt64 = 0, refused: UInt64 = 0, kicks: UInt64 = 0
+        /// Connections the kernel closed, and requests read from them that
+        /// were then not answered (the kernel sent them again elsewhere).
+        var connectionsLost: UInt64 = 0, dropped: UInt64 = 0
+
+        init() {}
+
+        /// A counter an older plugin's record lacks starts at 0.
+        init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            func v(_ k: CodingKeys) throws -> UInt64 { try c.decodeIfPresent(UInt64.self, forKey: k) ?? 0 }
+            requests = try v(.requests); reads = try v(.reads); writes = try v(.writes); flushes = try v(.flushes)
+            discards = try v(.discards); writeZeroes = try v(.writeZeroes); readBytes = try v(.readBytes)
+            writeBytes = try v(.writeBytes); errors = try v(.errors); refused = try v(.refused); kicks = try v(.kicks)
+            connectionsLost = try v(.connectionsLost); dropped = try v(.dropped)
+        }
     }
 
     init(position: Int, connection: UnixSocket, pool: DMABufferPool) {
@@ -49,9 +70,9 @@ final class BlockQueue {
     }
 
     /// Reading stops while a request waits for slots.
-    var wantsInput: Bool { waiting == nil }
+    var wantsInput: Bool { !closed && waiting == nil }
     /// Replies wait for room on the connection.
-    var wantsOutput: Bool { !outbox.isEmpty }
+    var wantsOutput: Bool { !closed && !outbox.isEmpty }
     var inFlight: Int { requests.count }
 
     // MARK: reading requests
@@ -59,6 +80,7 @@ final class BlockQueue {
     /// Read and start what the connection has, up to `budget` requests.
     func pump(_ ctx: any BlockContext, budget: Int = 64) throws {
         defer { publish(ctx) }
+        guard !closed else { return }
         try read(ctx, budget: budget)
         try flushOutbox(ctx)
     }
@@ -88,7 +110,7 @@ final class BlockQueue {
     /// The next request header, once all 28 bytes are in.
     private func readHeader() throws -> NBDWire.Request? {
         guard let chunk = try connection.receiveAvailable(upTo: NBDWire.requestSize - header.count) else { return nil }
-        if chunk.isEmpty { throw PluginError("NBD connection \(position): closed by the kernel") }
+        if chunk.isEmpty { throw NBDConnectionClosed(position: position, during: header.isEmpty ? nil : "a request header") }
         header += chunk
         guard header.count == NBDWire.requestSize else { return nil }
         defer { header = [] }
@@ -115,6 +137,7 @@ final class BlockQueue {
         switch command {
         case .disconnect:
             PluginLog.info("block \(ctx.address) queue \(position): the kernel disconnects")
+            kernelDisconnected = true
             return
         case .flush where !limits.flush:
             // Without VIRTIO_BLK_F_FLUSH writes are durable when answered.
@@ -171,7 +194,7 @@ final class BlockQueue {
                 requests[id] = p
                 return false
             }
-            if n == 0 { throw PluginError("NBD connection \(position): closed by the kernel in a write's payload") }
+            if n == 0 { throw NBDConnectionClosed(position: position, during: "a write's payload") }
             p.received += n
         }
         receiving = nil
@@ -188,7 +211,7 @@ final class BlockQueue {
     /// Drop a refused write's payload.
     private func sink() throws -> Bool {
         guard let dropped = try connection.receiveAvailable(upTo: min(sinkRemaining, 65536)) else { return false }
-        if dropped.isEmpty { throw PluginError("NBD connection \(position): closed by the kernel") }
+        if dropped.isEmpty { throw NBDConnectionClosed(position: position, during: "a refused write's payload") }
         sinkRemaining -= dropped.count
         return true
     }
@@ -291,8 +314,19 @@ final class BlockQueue {
             if status != BlockStatus.ok { p.status = max(p.status, status) }
             p.outstanding -= 1
             requests[id] = p
-            if p.isDone { finish(id, ctx) }
+            if p.connectionLost == true {
+                if p.outstanding == 0 { release(id) }
+            } else if p.isDone {
+                finish(id, ctx)
+            }
         }
+    }
+
+    /// Forget request `id` without an answer and free its slots.
+    private func release(_ id: Int) {
+        guard let p = requests.removeValue(forKey: id) else { return }
+        counters.dropped &+= 1
+        for s in p.slots { owner[s] = nil; pool.give(s) }
     }
 
     /// Answer request `id` and free its slots.
@@ -336,6 +370,9 @@ final class BlockQueue {
             }
             let n: Int
             do { n = try connection.sendAvailable(pieces, from: ctx.region, skipping: batch.first!.sent) } catch {
+                if let e = error as? SystemCallError, e.errno == .brokenPipe || e.errno == .connectionReset {
+                    throw NBDConnectionClosed(position: position, during: "a reply")
+                }
                 throw PluginError("NBD connection \(position): reply not sent: \(error)")
             }
             guard n > 0 else { return }
@@ -350,6 +387,49 @@ final class BlockQueue {
                 for s in outbox.removeFirst().slots { pool.give(s) }
             }
         }
+    }
+
+    // MARK: the connection
+
+    /// The kernel closed the connection. What was read from it cannot be
+    /// answered any more — the kernel sends those requests again on another
+    /// connection (a reply to one here would now be refused, and would make
+    /// it drop the connection that carries it): requests not at the device
+    /// go at once, those at the device go when it returns them, waiting
+    /// replies are not sent. What it was doing, for the log.
+    func connectionLost() -> String {
+        let atDevice = requests.values.filter { $0.outstanding > 0 }.count
+        let summary = "\(counters.requests) request(s) read so far, \(requests.count) unanswered (\(atDevice) at the device), "
+            + "\(outbox.count) answered and not yet sent"
+        closed = true
+        counters.connectionsLost &+= 1
+        header = []
+        sinkRemaining = 0
+        receiving = nil
+        if waiting != nil { counters.dropped &+= 1 }
+        waiting = nil
+        for r in outbox { for s in r.slots { pool.give(s) } }
+        counters.dropped &+= UInt64(outbox.count)
+        outbox = []
+        for (id, var p) in requests {
+            if p.outstanding == 0 {
+                release(id)
+            } else {
+                p.connectionLost = true
+                requests[id] = p
+            }
+        }
+        // What the device holds comes back and is dropped; nothing more is added.
+        unsubmitted = []
+        return summary
+    }
+
+    /// A fresh connection from the supervisor (the kernel took its other end).
+    func replaceConnection(_ fresh: UnixSocket) {
+        try? connection.fd.close()
+        connection = fresh
+        closed = false
+        kernelDisconnected = false
     }
 
     // MARK: hand-over
@@ -456,6 +536,14 @@ final class BlockQueue {
         q.counters = r.counters
         return q
     }
+}
+
+/// The kernel closed connection `position` (seen as end of file, or a
+/// broken pipe when replying), `during` something half read or sent.
+struct NBDConnectionClosed: Error, CustomStringConvertible {
+    let position: Int
+    let during: String?
+    var description: String { "NBD connection \(position): closed by the kernel" + (during.map { " in \($0)" } ?? "") }
 }
 
 /// What a queue needs of its data path and driver while it works (the

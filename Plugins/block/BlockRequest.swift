@@ -30,6 +30,9 @@ struct PendingRequest: Codable, Equatable {
     var received = 0
     /// The worst status a returned part had.
     var status = BlockStatus.ok
+    /// Its connection closed: no reply; the slots go when the device has
+    /// returned every part it holds (nil in an older plugin's record: false).
+    var connectionLost: Bool?
 
     var isDone: Bool { submitted == slots.count && outstanding == 0 }
 

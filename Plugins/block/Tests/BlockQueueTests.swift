@@ -217,6 +217,48 @@ struct KernelSide {
         _ = huge
     }
 
+    /// The kernel gave up on a request, sent it again elsewhere and shut this
+    /// connection down: what was read from it is dropped (a request at the
+    /// device when its parts come back, a half-received write at once), no
+    /// reply goes anywhere, every slot comes back, and a fresh connection is
+    /// served as before.
+    @Test func aConnectionTheKernelClosesDropsWhatItReadAndAFreshOneServes() throws {
+        let ctx = try SoftBlockContext()
+        let (ours, kernel0) = try pair()
+        var kernel = kernel0
+        let q = try ctx.makeQueue(ours)
+        _ = kernel.send(.read, offset: 0, length: 65536)
+        _ = kernel.send(.write, offset: 1 << 20, length: 2 * 65536, payload: Self.pattern(70000, seed: 3))
+        try q.pump(ctx) // the read is at the device (done, not collected), the write half received
+        #expect(q.inFlight == 2)
+        kernel.socket.shutdownBoth()
+        #expect(throws: NBDConnectionClosed.self) { try q.pump(ctx) }
+        let summary = q.connectionLost()
+        #expect(summary.contains("2 unanswered (1 at the device)"))
+        #expect(q.closed && !q.wantsInput && !q.wantsOutput && q.inFlight == 1)
+        try q.collect(ctx) // the device returns the read: dropped, no reply
+        #expect(q.inFlight == 0 && q.pool.freeCount == q.pool.count)
+        #expect(q.counters.dropped == 2 && q.counters.connectionsLost == 1)
+        var stale: [UInt8] = []
+        kernel.readAvailable(into: &stale)
+        #expect(stale.isEmpty)
+
+        let (fresh, kernel1) = try pair()
+        var renewed = kernel1
+        q.replaceConnection(fresh)
+        #expect(!q.closed && q.wantsInput)
+        let data = Self.pattern(4096, seed: 8)
+        let w = renewed.send(.write, offset: 8192, length: data.count, payload: data)
+        try q.pump(ctx)
+        try q.collect(ctx)
+        #expect(renewed.reply()?.handle == w)
+        let r = renewed.send(.read, offset: 8192, length: data.count)
+        try q.pump(ctx)
+        try q.collect(ctx)
+        let answer = renewed.reply(dataLength: data.count)
+        #expect(answer?.handle == r && answer?.data == data)
+    }
+
     /// A reply bigger than the connection holds waits in the outbox while
     /// the queue reads and serves the next request (blocking there could
     /// deadlock against the kernel), and goes out as the kernel reads.

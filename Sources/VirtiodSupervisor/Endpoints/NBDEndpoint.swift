@@ -4,6 +4,7 @@ import SystemPackage
 import VirtioCore
 import VirtioPCI
 import VirtioSystem
+import VirtiodProtocol
 
 /// Endpoint `nbd`: the disk of a virtio-blk device (virtio 1.2 §5.2) as a
 /// kernel block device /dev/nbdN, set up through the kernel's "nbd" generic
@@ -228,20 +229,29 @@ final class NBDEndpoint: Endpoint {
             (sockets, kernelEnds) = try Self.pairs(connections)
             return true
         }
-        // RECONFIGURE puts each socket in the first dead slot and quietly
-        // ignores the rest while none is dead (the kernel may not have read
-        // the shutdown yet): a socket it did not take is seen by its peer
-        // end hanging up once our copy of the kernel end is closed. And a
-        // socket it took may still be shut down by the old connection's
-        // receive thread exiting late (6.1 marks whatever socket sits in its
-        // slot dead): it counts once it stayed up for two checks in a row.
+        sockets = try reconfigure(p, count: connections)
+        Log.info("/dev/nbd\(p.index): \(connections) fresh connection(s); requests the last plugin read are sent again when they time out",
+                 device: device.address)
+        return true
+    }
+
+    /// Hand the kernel `count` fresh connections for dead ones; our ends.
+    ///
+    /// RECONFIGURE puts each socket in the first dead slot and quietly
+    /// ignores the rest while none is dead (the kernel may not have read
+    /// the shutdown yet): a socket it did not take is seen by its peer
+    /// end hanging up once our copy of the kernel end is closed. And a
+    /// socket it took may still be shut down by the old connection's
+    /// receive thread exiting late (6.1 marks whatever socket sits in its
+    /// slot dead): it counts once it stayed up for two checks in a row.
+    private func reconfigure(_ p: Persisted, count: Int) throws -> [UnixSocket] {
         var taken: [UnixSocket] = []
         var lastError: (any Error)?
         var stable = 0
         usleep(50_000)
         for _ in 0..<100 where stable < 2 {
-            if taken.count < connections {
-                let (ours, kernel) = try Self.pairs(connections - taken.count)
+            if taken.count < count {
+                let (ours, kernel) = try Self.pairs(count - taken.count)
                 var a = p.identifying
                 a.nested(NBDNetlink.attrSockets, NBDNetlink.socketItems(kernel))
                 do { _ = try NBDNetlink().request(NBDNetlink.cmdReconfigure, a) } catch { lastError = error }
@@ -254,16 +264,38 @@ final class NBDEndpoint: Endpoint {
             let died = taken.filter(\.peerClosed)
             for s in died { try? s.fd.close() }
             taken.removeAll { s in died.contains { $0.fd == s.fd } }
-            stable = taken.count == connections && died.isEmpty ? stable + 1 : 0
+            stable = taken.count == count && died.isEmpty ? stable + 1 : 0
         }
-        sockets = taken
-        guard taken.count == connections else {
-            throw ClaimError.setup("/dev/nbd\(p.index) took \(taken.count) of \(connections) fresh connection(s)"
+        guard taken.count == count else {
+            for s in taken { try? s.fd.close() }
+            throw ClaimError.setup("/dev/nbd\(p.index) took \(taken.count) of \(count) fresh connection(s)"
                                    + (lastError.map { ": \($0)" } ?? ""))
         }
-        Log.info("/dev/nbd\(p.index): \(connections) fresh connection(s); requests the last plugin read are sent again when they time out",
-                 device: device.address)
-        return true
+        return taken
+    }
+
+    /// The plugin found connection `key` closed by the kernel (it gave up
+    /// waiting for a reply there, re-sent the request on another connection
+    /// and shut this one down): give the kernel a fresh one for the dead
+    /// slot and the plugin its other end. The plugin's other connections
+    /// are untouched meanwhile.
+    func request(_ event: EndpointEvent, _ device: ClaimedDevice) -> (answer: EndpointEvent?, fd: FileDescriptor?) {
+        let key = event.key
+        func failed(_ why: String) -> (EndpointEvent?, FileDescriptor?) {
+            Log.warning("nbd: connection \(key): \(why)", device: device.address)
+            return (EndpointEvent(kind: Self.kind, action: .failed, key: key, facts: ["error": why]), nil)
+        }
+        guard event.action == .open else { return (nil, nil) }
+        guard sockets.indices.contains(key) else { return failed("the disk has connections 0 to \(sockets.count - 1)") }
+        guard let p = persisted else { return failed("the disk is not connected") }
+        guard sockets[key].peerClosed else { return failed("the connection is still open") }
+        let fresh: UnixSocket
+        do { fresh = try reconfigure(p, count: 1)[0] } catch { return failed("\(error)") }
+        try? sockets[key].fd.close()
+        sockets[key] = fresh
+        Log.notice("/dev/nbd\(p.index): connection \(key) was closed by the kernel (a request timed out there); a fresh one replaces it",
+                   device: device.address)
+        return (EndpointEvent(kind: Self.kind, action: .opened, key: key, facts: ["fd": "attached"]), fresh.fd)
     }
 
     func close() {
