@@ -66,10 +66,10 @@ echo "$s" | jq -e '.driver.stub == false and (.driver.queues | length) >= 1 and 
 list=$(virtioctl list 2>&1) || fail "virtioctl list failed: $list"
 row() { printf '%s\n' "$list" | grep -F "$1" || true; }
 [[ $(row "$blk") =~ running.*block ]] || {
-    # Seen on both device variants: an NBD request unanswered for the 8 s
-    # request timeout, the kernel dropped its connection, the plugin exited
-    # (README, the block plugin's open problem). What the plugin and the
-    # kernel said, for whoever looks next.
+    # Seen before connections were renewed in place: the kernel did not read
+    # the second connection's reply for the 8 s request timeout, dropped the
+    # connection, and the plugin exited (README, the block plugin). What the
+    # plugin and the kernel said, for whoever looks next.
     journalctl VIRTIO_DEVICE="$blk" -u 'virtiod-block-*' --no-pager -o short-precise | tail -n 10
     virtioctl status "$blk" --json | jq -c '.plugin' 2>&1 | tail -n 3
     dmesg | grep -E "nbd|virtio_blk" | tail -n 6
