@@ -30,6 +30,15 @@ public enum TextFile {
         return nil
     }
 
+    /// Write `value` to a sysfs attribute (one write, as the kernel wants it).
+    public static func writeAttribute(_ path: String, _ value: String) throws(Errno) {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw Errno(rawValue: errno) }
+        defer { close(fd) }
+        let n = value.withCString { Glibc.write(fd, $0, strlen($0)) }
+        guard n >= 0 else { throw Errno(rawValue: errno) }
+    }
+
     /// Replaces `path` with `text` so that a reader sees the old file or the
     /// new one, never half of one: written to a temporary file in the same
     /// folder, flushed, then renamed over it (as the node exporter's

@@ -46,11 +46,9 @@ public struct PCIBinding: Sendable {
     }
 
     private func write(_ path: String, _ value: String) throws {
-        let fd = open(path, O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ClaimError.binding("open \(path): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let n = value.withCString { Glibc.write(fd, $0, strlen($0)) }
-        guard n >= 0 else { throw ClaimError.binding("write '\(value.trimmingWhitespace())' to \(path): \(String(cString: strerror(errno)))") }
+        do { try TextFile.writeAttribute(path, value) } catch {
+            throw ClaimError.binding("write '\(value.trimmingWhitespace())' to \(path): \(error)")
+        }
     }
 }
 

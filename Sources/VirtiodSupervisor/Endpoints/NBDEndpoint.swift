@@ -32,6 +32,9 @@ final class NBDEndpoint: Endpoint {
     /// Most connections (and request queues) per disk.
     static let maxQueues = 4
     static let requestTimeout: UInt64 = 8
+    /// Largest request the kernel sends (max_sectors_kb): 8 of the block
+    /// plugin's 64 KiB slots, so 8 such requests fill a queue's 64.
+    static let maxRequestKiB = 512
     static let deadConnectionTimeout: UInt64 = 300
 
     /// The plugin's ends of the connections (the supervisor's copies).
@@ -199,6 +202,13 @@ final class NBDEndpoint: Endpoint {
         for s in kernelEnds { try? s.fd.close() }
         kernelEnds = []
         persist(Persisted(index: index, backend: backend, sizeBytes: size, blockSize: blockSize, flags: flags))
+        // nbd starts at 128 KiB per request: a 1 MiB read would be eight
+        // round trips. Larger requests fit the plugin's slots (64 KiB each,
+        // 64 per queue; a request bigger than the pool is refused).
+        let path = "/sys/block/nbd\(index)/queue/max_sectors_kb"
+        do { try TextFile.writeAttribute(path, String(Self.maxRequestKiB)) } catch {
+            Log.warning("nbd: \(path) not raised to \(Self.maxRequestKiB): \(error)", device: device.address)
+        }
         Log.info("disk exported as /dev/nbd\(index) (\(size) bytes, \(sockets.count) connection(s), backend \(backend)"
                  + (flags & NBDNetlink.flagReadOnly != 0 ? ", read-only" : "") + ")", device: device.address)
     }

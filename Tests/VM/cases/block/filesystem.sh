@@ -12,6 +12,9 @@ trap cleanup EXIT
 start_virtiod
 disk=$(hot_add_disk fs0 blkfs hp0 fs0)
 dev=$(claim_disk "$disk" fs0)
+# Requests up to 512 KiB (nbd starts at 128 KiB): the supervisor raised it at connect.
+msk=$(cat /sys/block/"${dev#/dev/}"/queue/max_sectors_kb)
+[ "$msk" = 512 ] || fail "max_sectors_kb of $dev is $msk, expected 512"
 echo "disk $disk exported as $dev ($(blockdev --getsize64 "$dev") bytes)"
 [ "$(blockdev --getsize64 "$dev")" -eq $((384 << 20)) ] || fail "$dev is $(blockdev --getsize64 "$dev") bytes, expected 384 MiB"
 # The plugin marked itself an I/O flusher and kept no capability.
