@@ -228,7 +228,9 @@ public final class DeviceDriver {
             return nil
         }
         do {
+            let started = monotonic()
             try dataPath?.quiesce(self)
+            let quiesced = monotonic()
             var record = HandoverRecord(
                 plugin: profile.name, pluginVersion: profile.version, address: device.info.address,
                 negotiated: negotiated, allocatorCursor: device.allocator.cursor,
@@ -239,10 +241,14 @@ public final class DeviceDriver {
                 identity: identity, stateVersion: dataPath?.stateVersion ?? 0, data: try dataPath?.saveState(),
                 reason: reason, savedAt: wallClock())
             record.scratch = scratch?.offset
+            let encoded = monotonic()
             try device.handover.save(record)
             let inFlight = queues.reduce(0) { $0 + $1.queue.inFlight }
             let summary = "\(queues.count) queue(s), \(inFlight) buffer(s) in flight, state version \(record.stateVersion)"
-            PluginLog.info("\(profile.name) \(device.info.address): hand-over record written (\(reason)): \(summary)")
+            let now = monotonic()
+            PluginLog.info("\(profile.name) \(device.info.address): hand-over record written (\(reason)): \(summary); "
+                + "in \(milliseconds(now - started)) (data path quiesced in \(milliseconds(quiesced - started)), "
+                + "state gathered in \(milliseconds(encoded - quiesced)), record saved in \(milliseconds(now - encoded)))")
             return summary
         } catch {
             PluginLog.warning("\(profile.name) \(device.info.address): no hand-over: \(error)")
@@ -309,6 +315,7 @@ public final class DeviceDriver {
             try transport.adoptQueue(q.index, size: queue.size, addresses: queue.addresses, msixVector: q.vector)
             restored.append((queue, q.name, q.maxSize, q.vector, q.index))
         }
+        let queuesRestored = monotonic()
         guard r.allocatorCursor >= 0, r.allocatorCursor <= device.info.dmaSize else {
             throw PluginError("allocator cursor \(r.allocatorCursor) outside the DMA region")
         }
@@ -323,6 +330,7 @@ public final class DeviceDriver {
             scratch = slice
         }
         if let dataPath, let data = r.data { try dataPath.resume(self, state: data, version: r.stateVersion) }
+        let stateRestored = monotonic()
         config = (try? profile.readConfig(transport, negotiated)) ?? [:]
         device.handover.markLive()
         try dataPath?.continueAfterHandover(self)
@@ -330,7 +338,9 @@ public final class DeviceDriver {
         if let timing {
             let now = monotonic()
             took = "; resumed in \(milliseconds(now - timing.resumed)) (record read in \(milliseconds(timing.recordRead - timing.resumed)), "
-                + "queues and data path restored in \(milliseconds(now - timing.recordRead)))"
+                + "queues in \(milliseconds(queuesRestored - timing.recordRead)), "
+                + "data path state in \(milliseconds(stateRestored - queuesRestored)), "
+                + "catch-up in \(milliseconds(now - stateRestored)))"
         }
         PluginLog.info("\(name): took over from \(r.plugin) \(r.pluginVersion) (\(r.reason)) without a device reset: "
             + "\(queues.count) queue(s), running as \(privileges)\(took)")
