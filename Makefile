@@ -151,7 +151,8 @@ deb: host-setup
 	v=$$(dpkg-parsechangelog -S Version) && dpkg-buildpackage -b -us -uc --no-pre-clean \
 		--buildinfo-option=-u$(DEB_OUT) --changes-option=-u$(DEB_OUT) \
 		--buildinfo-file=$(DEB_OUT)/virtiod_$${v}_amd64.buildinfo --changes-file=$(DEB_OUT)/virtiod_$${v}_amd64.changes
-	lintian --fail-on error --info $(DEB_OUT)/virtiod_*.deb $(DEB_OUT)/virtiod-dbgsym_*.deb | tee $(DEB_OUT)/lintian.txt
+	status=0; lintian --fail-on error --info $(DEB_OUT)/virtiod_*.deb $(DEB_OUT)/virtiod-dbgsym_*.deb \
+		> $(DEB_OUT)/lintian.txt 2>&1 || status=$$?; cat $(DEB_OUT)/lintian.txt; exit $$status
 
 # The VM suite installs the Debian package as users do (`apt install
 # ./virtiod_….deb` in the guest). package-upgrade.sh also gets a newer
