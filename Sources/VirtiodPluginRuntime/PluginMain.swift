@@ -58,6 +58,7 @@ public enum PluginMain {
             // Hot reload: the old plugin still drives the device. Say we are
             // ready, then take over only when told; anything else means the
             // reload was called off, and we leave without touching the device.
+            HandoverRehearsal.run(driver)
             try link.send(PluginMessage(kind: .ready))
             let wait = [link.fd] + (driver.signals.map { [$0.fd] } ?? [])
             while true {
