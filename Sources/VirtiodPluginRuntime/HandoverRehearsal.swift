@@ -3,7 +3,8 @@ import VirtioCore
 import VirtiodProtocol
 
 /// A standby successor runs the hand-over's code once on throwaway data
-/// before it is told to take over: a queue with every slot in flight is
+/// before it is told to take over (and a fresh plugin once it is up, for
+/// its first hand-over): a queue with every slot in flight is
 /// saved with `QueueStateCodec`, written as a `HandoverRecord` to a scratch
 /// hand-over area, read back and restored. Nothing of the device is
 /// touched. It pays, before the pause instead of in it, for what a fresh

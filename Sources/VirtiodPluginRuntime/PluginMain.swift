@@ -52,6 +52,8 @@ public enum PluginMain {
         switch info.mode ?? .fresh {
         case .fresh:
             try driver.bringUp()
+            // Its first hand-over (a reload) then writes the record with warm code.
+            HandoverRehearsal.run(driver)
         case .adopt:
             try driver.adopt(try handoverRecord(device))
         case .standby:
