@@ -298,7 +298,11 @@ final class NBDEndpoint: Endpoint {
         guard event.action == .open else { return (nil, nil) }
         guard sockets.indices.contains(key) else { return failed("the disk has connections 0 to \(sockets.count - 1)") }
         guard let p = persisted else { return failed("the disk is not connected") }
-        guard sockets[key].peerClosed else { return failed("the connection is still open") }
+        // Renewed already (the request crossed a reload: the successor came
+        // with the old end): the plugin gets the live one.
+        guard sockets[key].peerClosed else {
+            return (EndpointEvent(kind: Self.kind, action: .opened, key: key, facts: ["fd": "attached"]), sockets[key].fd)
+        }
         let fresh: UnixSocket
         do { fresh = try reconfigure(p, count: 1)[0] } catch { return failed("\(error)") }
         try? sockets[key].fd.close()

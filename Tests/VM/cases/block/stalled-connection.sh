@@ -4,7 +4,8 @@
 # holds the requests; once the plugin runs again it drops what it had read
 # from them, asks for fresh connections, the supervisor hands the kernel new
 # ones (RECONFIGURE) — and the reads finish with the right data, no I/O
-# error, the plugin never restarted.
+# error, the plugin never restarted; a reload afterwards hands the fresh
+# connections on.
 source /payload/cases/lib.sh
 disk=""; pid=""
 cleanup() { [ -z "$pid" ] || kill -CONT "$pid" 2>/dev/null || true; [ -z "$disk" ] || remove_disk st0 "$disk"; stop_virtiod; }
@@ -44,7 +45,10 @@ echo "connections lost: $lost, requests dropped: $(disk_counter "$disk" dropped)
 [ "$lost" -ge 1 ] || fail "no connection counted as lost: $(echo "$s" | jq -c '[.driver.queues[].counters]')"
 [ "$(echo "$s" | jq .driver.config.connections_closed)" -eq 0 ] || fail "a connection is still closed: $(echo "$s" | jq -c .driver.config)"
 journalctl -u virtiod --no-pager -o cat | grep -q "a fresh one replaces it" || fail "the supervisor logged no fresh connection"
-# And the disk goes on: a verified write and read over the fresh connections.
+# A reload passes the fresh connections to the successor (the fd store
+# holds them now), and the disk goes on: a verified write and read.
+virtioctl reload block >/dev/null || fail "reload after the renewal failed: $(virtioctl status "$disk" --json | jq -r .plugin.last_reload)"
+[ "$(virtioctl status "$disk" --json | jq .plugin.pid)" != "$stopped" ] || fail "the reload did not replace the plugin"
 head -c $((1 << 20)) /dev/urandom > /tmp/st-more
 dd if=/tmp/st-more of="$dev" bs=1M seek=2 oflag=direct conv=fsync status=none || fail "write after the stall failed"
 [ "$(dd if="$dev" bs=1M skip=2 count=1 iflag=direct status=none | sha256sum)" = "$(sha256sum < /tmp/st-more)" ] || fail "read-back after the stall differs"
