@@ -30,13 +30,13 @@ public enum TextFile {
         return nil
     }
 
-    /// Write `value` to a sysfs attribute (one write, as the kernel wants it).
+    /// Write `value` to a sysfs attribute (a short value: one write(2), as the kernel wants it).
     public static func writeAttribute(_ path: String, _ value: String) throws(Errno) {
-        let fd = open(path, O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw Errno(rawValue: errno) }
-        defer { close(fd) }
-        let n = value.withCString { Glibc.write(fd, $0, strlen($0)) }
-        guard n >= 0 else { throw Errno(rawValue: errno) }
+        do {
+            let fd = try FileDescriptor.open(path, .writeOnly, options: .closeOnExec)
+            defer { try? fd.close() }
+            _ = try fd.writeAll(Array(value.utf8))
+        } catch { throw error as? Errno ?? .ioError }
     }
 
     /// Replaces `path` with `text` so that a reader sees the old file or the

@@ -69,7 +69,8 @@ public final class DMARegion: @unchecked Sendable {
         self.unmapOnDeinit = false
     }
 
-    /// A zeroed anonymous shared mapping, for tests and benchmarks.
+    /// A zeroed anonymous shared mapping, for tests, benchmarks and scratch
+    /// work no device sees (the plugins' hand-over rehearsal).
     public init(anonymousSize size: Int, deviceBase: UInt64 = 0x1_0000_0000) {
         let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0)
         guard let p, p != MAP_FAILED else { fatalError("mmap of \(size) bytes failed: errno \(errno)") }

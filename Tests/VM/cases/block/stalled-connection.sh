@@ -16,11 +16,11 @@ dev=$(claim_disk "$disk" st0)
 [ "$(virtioctl status "$disk" --json | jq -r '.endpoints[0].details.connections')" = 2 ] || fail "expected 2 NBD connections"
 head -c $((8 << 20)) /dev/urandom > /tmp/st-data
 dd if=/tmp/st-data of="$dev" bs=1M oflag=direct conv=fsync status=none || fail "writing the pattern failed"
-want=$(sha256sum < /tmp/st-data | cut -d' ' -f1)
 pid=$(virtioctl status "$disk" --json | jq .plugin.pid)
 lines=$(dmesg_lines)
 kill -STOP "$pid"
 # One reader per CPU: each hardware queue (connection) gets a request.
+rm -f /tmp/st-read0 /tmp/st-read1
 for cpu in 0 1; do
     (taskset -c $cpu dd if="$dev" bs=1M count=4 skip=$((cpu * 4)) iflag=direct status=none | sha256sum | cut -d' ' -f1 > /tmp/st-read$cpu) &
 done
