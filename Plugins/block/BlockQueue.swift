@@ -459,10 +459,13 @@ final class BlockQueue {
     /// nothing, if anything does not fit.
     static func restore(_ r: Record, connection: UnixSocket, _ ctx: any BlockContext) throws -> BlockQueue {
         let what = "queue \(r.position)"
-        guard r.pool.bufferSize == BlockSlot.size, r.pool.length >= BlockSlot.size, r.pool.length % BlockSlot.size == 0 else {
+        let area = DMASlice(offset: r.pool.offset, length: r.pool.length)
+        guard r.pool.bufferSize == BlockSlot.size,
+              let layout = DMABufferPool(area: area, bufferSize: BlockSlot.size, segmentSize: ctx.region.segmentSize),
+              layout.count > 0 else {
             throw PluginError("\(what): the record's slot pool is not one of this plugin's")
         }
-        let count = r.pool.length / BlockSlot.size
+        let count = layout.count
         var held: [Int: Int] = [:]
         for (id, p) in r.requests {
             let parts = p.parts(partBytes: ctx.partBytes, limits: ctx.limits).count
@@ -518,9 +521,9 @@ final class BlockQueue {
         for (id, p) in r.requests where outByRequest[id, default: 0] != p.outstanding {
             throw PluginError("\(what): request \(id) has \(outByRequest[id, default: 0]) part(s) in flight, the record says \(p.outstanding)")
         }
-        let area = DMASlice(offset: r.pool.offset, length: r.pool.length)
         try ctx.claimRestoredArea(area, "the \(what) slot pool")
-        guard let pool = DMABufferPool(area: area, bufferSize: BlockSlot.size, inUse: Array(held.keys) + Array(replying)) else {
+        guard let pool = DMABufferPool(area: area, bufferSize: BlockSlot.size, segmentSize: ctx.region.segmentSize,
+                                       inUse: Array(held.keys) + Array(replying)) else {
             throw PluginError("\(what): the slot pool does not fit")
         }
         let q = BlockQueue(position: r.position, connection: connection, pool: pool)

@@ -26,6 +26,8 @@
 #include <sys/epoll.h>
 #include <termios.h>
 #include <stdlib.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include "CVirtioShim.h"
 
 int cvirtio_memfd_create(const char *name, unsigned int flags) { return memfd_create(name, flags); }
@@ -52,6 +54,12 @@ int cvirtio_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int low) {
 int cvirtio_eventfd(unsigned int initval, int flags) { return eventfd(initval, flags); }
 unsigned int cvirtio_MFD_CLOEXEC(void) { return MFD_CLOEXEC; }
 unsigned int cvirtio_MFD_ALLOW_SEALING(void) { return MFD_ALLOW_SEALING; }
+unsigned int cvirtio_MFD_HUGETLB(void) { return MFD_HUGETLB; }
+int cvirtio_is_hugetlbfs(int fd) {
+    struct statfs st;
+    if (fstatfs(fd, &st) != 0) return -1;
+    return st.f_type == HUGETLBFS_MAGIC ? 1 : 0;
+}
 int cvirtio_EFD_CLOEXEC(void) { return EFD_CLOEXEC; }
 int cvirtio_EFD_NONBLOCK(void) { return EFD_NONBLOCK; }
 

@@ -22,6 +22,10 @@ public final class AttachedDevice {
     public let intx: EventFD?
     /// Kernel-facing endpoints the supervisor made (and keeps), by kind.
     public let endpoints: [String: AttachedEndpoint]
+    /// Whether the device reaches DMA memory at guest-physical addresses
+    /// (vfio no-IOMMU mode). Data paths need not know: the region and its
+    /// allocator place everything so that it works either way.
+    public var physicalDMA: Bool { !region.addressMap.isLinear }
 
     /// Takes ownership of `fds` (by the names `info.fds` lists).
     init(info: AttachInfo, fds: [String: FileDescriptor], deviceType: DeviceType) throws {
@@ -51,8 +55,15 @@ public final class AttachedDevice {
         do {
             self.info = info
             memory = try SharedMemory(mapping: dma, size: info.dmaSize, ownsFD: true)
-            region = memory.region(deviceBase: info.iovaBase)
-            allocator = DMAAllocator(regionSize: info.dmaSize)
+            if let size = info.dmaSegmentSize, let bases = info.dmaSegments {
+                guard let map = DMAAddressMap(segmentSize: size, bases: bases), map.coveredSize >= info.dmaSize else {
+                    throw PluginError("attach: the DMA memory's segments (\(bases.count) of \(size) bytes) do not cover its \(info.dmaSize) bytes")
+                }
+                region = DMARegion(base: memory.base, size: memory.size, addressMap: map, owner: memory)
+            } else {
+                region = memory.region(deviceBase: info.iovaBase)
+            }
+            allocator = DMAAllocator(regionSize: info.dmaSize, segmentSize: region.segmentSize)
             stateMemory = try SharedMemory(mapping: state, size: info.stateSize, ownsFD: true)
             handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
             vectors = vectorFDs.map { EventFD(fd: $0) }

@@ -47,7 +47,7 @@ public final class DeviceDriver {
 
     func bringUp() throws {
         offered = transport.readDeviceFeatures()
-        negotiated = try DeviceInitializer(transport: transport).run(features: profile.fullRequest) { negotiated in
+        negotiated = try DeviceInitializer(transport: transport).run(features: profile.fullRequest(physicalDMA: device.physicalDMA)) { negotiated in
             let layout: RingLayout = negotiated & TransportFeatures.ringPacked.rawValue != 0 ? .packed : .split
             let base = QueueOptions(negotiated: negotiated)
             let plan = try profile.queuePlan?(negotiated, device)
@@ -96,7 +96,7 @@ public final class DeviceDriver {
                                    msixVector: q.vector == noMSIXVector ? nil : Int(q.vector),
                                    interrupts: q.vector == noMSIXVector ? intxInterrupts : interrupts[Int(q.vector)],
                                    counters: dataPath?.counters(queue: i),
-                                   ringOffsets: Self.offsets(q.queue.addresses, base: device.info.iovaBase))
+                                   ringOffsets: Self.offsets(q.queue))
             },
             msixVectors: device.info.vectors,
             interruptMode: device.intx != nil ? "intx" : device.info.vectors > 0 ? "msix" : "none",
@@ -288,7 +288,8 @@ public final class DeviceDriver {
         guard r.plugin == profile.name, r.address == device.info.address else {
             throw PluginError("hand-over record is for \(r.plugin) on \(r.address), not \(name)")
         }
-        let known = profile.fullRequest.required | profile.fullRequest.wanted
+        let request = profile.fullRequest(physicalDMA: device.physicalDMA)
+        let known = request.required | request.wanted
         guard r.negotiated & ~known == 0 else {
             throw PluginError("the device runs with features this plugin does not know: "
                 + featureNames(r.negotiated & ~known, deviceType: profile.deviceType).joined(separator: " "))
@@ -323,7 +324,7 @@ public final class DeviceDriver {
         negotiated = r.negotiated
         queues = restored
         identity = r.identity
-        device.allocator = DMAAllocator(regionSize: device.info.dmaSize, start: r.allocatorCursor)
+        device.allocator = DMAAllocator(regionSize: device.info.dmaSize, segmentSize: device.region.segmentSize, start: r.allocatorCursor)
         if let page = r.scratch {
             let slice = DMASlice(offset: page, length: Self.scratchSize)
             try claimRestoredArea(slice, "the request scratch page")
@@ -363,8 +364,11 @@ public final class DeviceDriver {
         restoredAreas.append(area)
     }
 
-    static func offsets(_ a: QueueAddresses, base: UInt64) -> [String: Int] {
-        ["descriptors": Int(a.descriptors - base), "driver": Int(a.driverArea - base), "device": Int(a.deviceArea - base)]
+    /// Where a queue's parts lie in the DMA memory (offsets, whatever the
+    /// device addresses are).
+    static func offsets(_ q: Virtqueue) -> [String: Int] {
+        let at = q.memory.area.offset, g = q.geometry
+        return ["descriptors": at + g.descriptorsOffset, "driver": at + g.driverAreaOffset, "device": at + g.deviceAreaOffset]
     }
 
     /// Re-read the device config (after a config interrupt or for a report).

@@ -50,12 +50,16 @@ public struct PluginProfile: Sendable {
 
     /// The feature request including the transport bits every virtiod plugin needs:
     /// VERSION_1 (modern device) and ACCESS_PLATFORM (DMA goes through the IOMMU),
-    /// and the ring features the core implements.
-    public var fullRequest: FeatureRequest {
+    /// and the ring features the core implements. With `physicalDMA` (vfio's
+    /// no-IOMMU mode: descriptors carry guest-physical addresses) ACCESS_PLATFORM
+    /// is accepted when offered but not required (virtio 1.2 §6.1).
+    public func fullRequest(physicalDMA: Bool) -> FeatureRequest {
         let t = TransportFeatures.self
+        let platform = t.accessPlatform.rawValue
         return FeatureRequest(
-            required: features.required | t.version1.rawValue | t.accessPlatform.rawValue,
-            wanted: features.wanted | t.eventIndex.rawValue | t.indirectDescriptors.rawValue | t.ringPacked.rawValue,
+            required: features.required | t.version1.rawValue | (physicalDMA ? 0 : platform),
+            wanted: features.wanted | t.eventIndex.rawValue | t.indirectDescriptors.rawValue | t.ringPacked.rawValue
+                | (physicalDMA ? platform : 0),
             dependencies: features.dependencies)
     }
 }

@@ -30,7 +30,7 @@ extension DeviceDriver {
         try claimRestoredArea(area, "the \(what) buffer pool")
         let inFlight = queues[position].queue.state.chains.filter(\.inFlight)
         guard placement.bufferSize > 0,
-              let pool = DMABufferPool(area: area, bufferSize: placement.bufferSize, inUse: inFlight.map { Int(clamping: $0.token) } + held)
+              let pool = DMABufferPool(area: area, bufferSize: placement.bufferSize, segmentSize: device.region.segmentSize, inUse: inFlight.map { Int(clamping: $0.token) } + held)
         else {
             throw PluginError("the \(what) buffer pool in the record does not fit the queue's buffers in flight")
         }

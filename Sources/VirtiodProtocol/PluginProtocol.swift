@@ -168,6 +168,12 @@ public struct AttachInfo: Codable, Sendable {
     /// Size of the DMA memfd, and the device address (IOVA) of its first byte.
     public var dmaSize: Int
     public var iovaBase: UInt64
+    /// vfio no-IOMMU mode: the DMA memfd is hugepages the device reaches at
+    /// guest-physical addresses, `dmaSegments[i]` for bytes
+    /// `i * dmaSegmentSize ..< (i + 1) * dmaSegmentSize`; `iovaBase` is
+    /// unused. nil: one IOMMU mapping at `iovaBase`.
+    public var dmaSegmentSize: Int?
+    public var dmaSegments: [UInt64]?
     /// Size of the state memfd (the hand-over area).
     public var stateSize: Int
     public var options: [String: String]

@@ -59,13 +59,13 @@ import VirtiodProtocol
 
     @Test func poolTakenOverKeepsTheDevicesBuffers() throws {
         let area = DMASlice(offset: 0, length: 8 * 512)
-        var pool = try #require(DMABufferPool(area: area, bufferSize: 512, inUse: [1, 5, 6]))
+        var pool = try #require(DMABufferPool(area: area, bufferSize: 512, segmentSize: nil, inUse: [1, 5, 6]))
         #expect(pool.freeCount == 5)
         var free: Set<Int> = []
         while let i = pool.take() { free.insert(i) }
         #expect(free == [0, 2, 3, 4, 7])
-        #expect(DMABufferPool(area: area, bufferSize: 512, inUse: [8]) == nil)
-        #expect(DMABufferPool(area: area, bufferSize: 512, inUse: [2, 2]) == nil)
+        #expect(DMABufferPool(area: area, bufferSize: 512, segmentSize: nil, inUse: [8]) == nil)
+        #expect(DMABufferPool(area: area, bufferSize: 512, segmentSize: nil, inUse: [2, 2]) == nil)
     }
 }
 

@@ -83,7 +83,7 @@ func fuzzBlockRecord(_ data: UnsafeRawBufferPointer) {
         outbox.append(o)
     }
     let sizes = [BlockSlot.size, BlockSlot.size - 1, 4096]
-    var pool = PoolPlacement(DMABufferPool(area: poolArea, bufferSize: BlockSlot.size))
+    var pool = PoolPlacement(DMABufferPool(area: poolArea, bufferSize: BlockSlot.size, segmentSize: nil)!)
     pool.offset += b.small() * 64
     pool.length = BlockSlot.size * Int(b.byte() % 10)
     pool.bufferSize = sizes[Int(b.byte()) % sizes.count]

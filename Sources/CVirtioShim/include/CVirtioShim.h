@@ -21,6 +21,9 @@ int cvirtio_spawn_addclosefrom(posix_spawn_file_actions_t *actions, int low);
 int cvirtio_eventfd(unsigned int initval, int flags);
 unsigned int cvirtio_MFD_CLOEXEC(void);
 unsigned int cvirtio_MFD_ALLOW_SEALING(void);
+unsigned int cvirtio_MFD_HUGETLB(void);
+// Whether fd's file lives on hugetlbfs (fstatfs f_type == HUGETLBFS_MAGIC): 1, 0, or -1 (errno).
+int cvirtio_is_hugetlbfs(int fd);
 // Seal a memfd's size (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL): no process
 // holding it — a plugin — can truncate it under a mapping (SIGBUS for the
 // others) or grow it. cvirtio_memfd_seals returns the seals (F_GET_SEALS).

@@ -55,16 +55,32 @@ public final class DMARegion: @unchecked Sendable {
     // with acquire ordering, and checks them before use.
     public let base: UnsafeMutableRawPointer
     public let size: Int
-    /// Device address (IOVA) of offset 0.
-    public let deviceBase: UInt64
+    /// How offsets become device addresses (one IOVA run, or hugepages at
+    /// guest-physical addresses).
+    public let addressMap: DMAAddressMap
     private let owner: AnyObject?
     private let unmapOnDeinit: Bool
 
-    /// Wrap memory someone else mapped and keeps alive (`owner`).
-    public init(base: UnsafeMutableRawPointer, size: Int, deviceBase: UInt64, owner: AnyObject?) {
+    /// Device address of offset 0.
+    public var deviceBase: UInt64 { addressMap.segmentBases[0] }
+
+    /// Bytes the device reaches as one address range from a segment's start;
+    /// nil when the whole region is one range.
+    public var segmentSize: Int? { addressMap.segmentSize }
+
+    /// Wrap memory someone else mapped and keeps alive (`owner`), reached by
+    /// the device as one run at `deviceBase`.
+    public convenience init(base: UnsafeMutableRawPointer, size: Int, deviceBase: UInt64, owner: AnyObject?) {
+        self.init(base: base, size: size, addressMap: .linear(deviceBase), owner: owner)
+    }
+
+    /// Wrap memory someone else mapped and keeps alive (`owner`); the map
+    /// must cover all `size` bytes.
+    public init(base: UnsafeMutableRawPointer, size: Int, addressMap: DMAAddressMap, owner: AnyObject?) {
+        precondition(addressMap.coveredSize >= size, "address map covers \(addressMap.coveredSize) of \(size) bytes")
         self.base = base
         self.size = size
-        self.deviceBase = deviceBase
+        self.addressMap = addressMap
         self.owner = owner
         self.unmapOnDeinit = false
     }
@@ -76,7 +92,7 @@ public final class DMARegion: @unchecked Sendable {
         guard let p, p != MAP_FAILED else { fatalError("mmap of \(size) bytes failed: errno \(errno)") }
         self.base = p
         self.size = size
-        self.deviceBase = deviceBase
+        self.addressMap = .linear(deviceBase)
         self.owner = nil
         self.unmapOnDeinit = true
     }
@@ -93,8 +109,15 @@ public final class DMARegion: @unchecked Sendable {
         return base + slice.offset
     }
 
+    /// Device address of a slice the driver made, which the device reaches
+    /// as one range from there: it must not cross a segment (allocators
+    /// place pieces so; a slice that does is a bug and traps).
     @inline(__always)
-    public func deviceAddress(_ slice: DMASlice) -> UInt64 { deviceBase + UInt64(slice.offset) }
+    public func deviceAddress(_ slice: DMASlice) -> UInt64 {
+        precondition(addressMap.isContiguous(offset: slice.offset, length: slice.length),
+                     "DMA slice \(slice) crosses a \(addressMap.segmentSize ?? 0)-byte segment")
+        return addressMap.address(slice.offset)
+    }
 
     // Byte access inside a driver-made slice, so data paths need no raw
     // pointers of their own: every access is checked against the slice
@@ -157,6 +180,6 @@ public final class DMARegion: @unchecked Sendable {
     /// (a descriptor) into a slice; nil if any byte falls outside the region.
     @inline(__always)
     public func slice(deviceAddress: UInt64, length: UInt32) -> DMASlice? {
-        DMASlice(deviceAddress: deviceAddress, length: length, regionDeviceBase: deviceBase, regionSize: size)
+        addressMap.slice(deviceAddress: deviceAddress, length: length, regionSize: size)
     }
 }

@@ -18,17 +18,15 @@ public struct RingMemory: @unchecked Sendable {
     public unowned(unsafe) let region: DMARegion
     public let area: DMASlice
     @usableFromInline let base: UnsafeMutableRawPointer
-    /// The region's device base and size, copied so translation needs no
-    /// call through `region`.
-    let regionDeviceBase: UInt64
-    let regionSize: Int
 
+    /// `area` must be one range for the device too (inside one segment of
+    /// a segmented region): queue parts and indirect tables are.
     public init(region: DMARegion, area: DMASlice) {
+        precondition(region.addressMap.isContiguous(offset: area.offset, length: area.length),
+                     "ring area \(area) crosses a segment of its region")
         self.region = region
         self.area = area
         self.base = region.pointer(area)
-        self.regionDeviceBase = region.deviceBase
-        self.regionSize = region.size
     }
 
     /// A view of another part of the same region (e.g. an indirect table).
@@ -38,12 +36,12 @@ public struct RingMemory: @unchecked Sendable {
     /// region; nil if any byte falls outside it (same rule as `DMARegion.slice`).
     @inline(__always)
     public func translate(deviceAddress: UInt64, length: UInt32) -> DMASlice? {
-        DMASlice(deviceAddress: deviceAddress, length: length, regionDeviceBase: regionDeviceBase, regionSize: regionSize)
+        region.addressMap.slice(deviceAddress: deviceAddress, length: length, regionSize: region.size)
     }
 
-    /// Device address of an offset inside the area.
+    /// Device address of an offset inside the area (one range: see init).
     @inline(__always)
-    public func deviceAddress(_ offset: Int) -> UInt64 { regionDeviceBase + UInt64(area.offset + offset) }
+    public func deviceAddress(_ offset: Int) -> UInt64 { region.addressMap.address(area.offset + offset) }
 
     @inline(__always)
     func check(_ offset: Int, _ width: Int) {

@@ -52,6 +52,9 @@ public final class Virtqueue: @unchecked Sendable {
     public convenience init(layout: RingLayout, size: Int, region: DMARegion, allocator: inout DMAAllocator,
                             options: QueueOptions = .init()) throws {
         let g = QueueGeometry(layout: layout, size: size, indirectCapacity: options.indirectCapacity)
+        if let segment = region.segmentSize, g.totalLength > segment {
+            throw DMAAllocationError.largerThanSegment(requested: g.totalLength, segment: segment)
+        }
         let area = try allocator.allocate(g.totalLength, alignment: 4096)
         self.init(layout: layout, size: size, region: region, area: area, options: options)
     }

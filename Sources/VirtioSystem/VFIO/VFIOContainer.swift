@@ -9,8 +9,16 @@ public final class VFIOContainer: @unchecked Sendable {
     // SAFETY: the fd is owned and closed in deinit; no raw memory is held.
     public let fd: FileDescriptor
     public private(set) var mappings: [(iova: UInt64, size: UInt64)] = []
+    /// vfio's no-IOMMU model (Documentation/driver-api/vfio.rst, "VFIO
+    /// no-IOMMU"): the device reaches guest-physical addresses, nothing is
+    /// mapped or pinned through the container.
+    public let noIOMMU: Bool
 
-    public init() throws {
+    /// The model this container uses: type1v2, or no-IOMMU.
+    private var model: Int32 { noIOMMU ? VFIO_NOIOMMU_IOMMU : VFIO_TYPE1v2_IOMMU }
+
+    public init(noIOMMU: Bool = false) throws {
+        self.noIOMMU = noIOMMU
         do { fd = try FileDescriptor.open("/dev/vfio/vfio", .readWrite, options: .closeOnExec) } catch let e as Errno {
             throw SystemCallError("open /dev/vfio/vfio", e)
         }
@@ -19,26 +27,30 @@ public final class VFIOContainer: @unchecked Sendable {
             try? fd.close()
             throw SystemCallError("VFIO API version \(version), expected \(VFIO_API_VERSION)", .notSupported)
         }
-        guard try vfioIoctl(fd, .checkExtension, value: VFIO_TYPE1v2_IOMMU) > 0 else {
+        guard try vfioIoctl(fd, .checkExtension, value: model) > 0 else {
             try? fd.close()
-            throw SystemCallError("VFIO type1v2 IOMMU not supported", .notSupported)
+            throw SystemCallError(noIOMMU ? "VFIO no-IOMMU mode not available (vfio's enable_unsafe_noiommu_mode is off)"
+                                          : "VFIO type1v2 IOMMU not supported", .notSupported)
         }
     }
 
     /// A container opened by an earlier virtiod (from systemd's fd store):
     /// its group and IOMMU mappings are still in place.
-    public init(adopting fd: FileDescriptor, mappings: [(iova: UInt64, size: UInt64)]) {
+    public init(adopting fd: FileDescriptor, mappings: [(iova: UInt64, size: UInt64)], noIOMMU: Bool = false) {
         self.fd = fd
         self.mappings = mappings
+        self.noIOMMU = noIOMMU
     }
 
     /// Choose the IOMMU model; call after the first group joined.
     public func setIOMMU() throws {
-        _ = try vfioIoctl(fd, .setIOMMU, value: VFIO_TYPE1v2_IOMMU)
+        _ = try vfioIoctl(fd, .setIOMMU, value: model)
     }
 
     /// Let the device reach `size` bytes at `vaddr` (pinned) at device address `iova`.
+    /// Not in no-IOMMU mode (there is nothing to map through).
     public func mapDMA(vaddr: UnsafeMutableRawPointer, iova: UInt64, size: Int) throws {
+        guard !noIOMMU else { throw SystemCallError("VFIO_IOMMU_MAP_DMA in no-IOMMU mode", .notSupported) }
         var map = vfio_iommu_type1_dma_map()
         map.argsz = UInt32(MemoryLayout<vfio_iommu_type1_dma_map>.size)
         map.flags = UInt32(VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE)
@@ -50,6 +62,7 @@ public final class VFIOContainer: @unchecked Sendable {
     }
 
     public func unmapDMA(iova: UInt64, size: Int) throws {
+        guard !noIOMMU else { return }
         var unmap = vfio_iommu_type1_dma_unmap()
         unmap.argsz = UInt32(MemoryLayout<vfio_iommu_type1_dma_unmap>.size)
         unmap.iova = iova
@@ -68,10 +81,21 @@ public final class VFIOGroup: @unchecked Sendable {
     public let fd: FileDescriptor
     public let number: Int
 
-    public init(number: Int) throws {
+    /// Whether this is a no-IOMMU group (/dev/vfio/noiommu-N).
+    public let noIOMMU: Bool
+
+    /// The group file's path: /dev/vfio/N, or /dev/vfio/noiommu-N for the
+    /// groups vfio-pci makes for devices without an IOMMU in no-IOMMU mode.
+    public static func path(number: Int, noIOMMU: Bool) -> String {
+        noIOMMU ? "/dev/vfio/noiommu-\(number)" : "/dev/vfio/\(number)"
+    }
+
+    public init(number: Int, noIOMMU: Bool = false) throws {
         self.number = number
-        do { fd = try FileDescriptor.open("/dev/vfio/\(number)", .readWrite, options: .closeOnExec) } catch let e as Errno {
-            throw SystemCallError("open /dev/vfio/\(number)", e)
+        self.noIOMMU = noIOMMU
+        let path = Self.path(number: number, noIOMMU: noIOMMU)
+        do { fd = try FileDescriptor.open(FilePath(path), .readWrite, options: .closeOnExec) } catch let e as Errno {
+            throw SystemCallError("open \(path)", e)
         }
         var status = vfio_group_status()
         status.argsz = UInt32(MemoryLayout<vfio_group_status>.size)
@@ -83,9 +107,10 @@ public final class VFIOGroup: @unchecked Sendable {
     }
 
     /// A group fd kept open across a restart of virtiod (fd store).
-    public init(adopting fd: FileDescriptor, number: Int) {
+    public init(adopting fd: FileDescriptor, number: Int, noIOMMU: Bool = false) {
         self.fd = fd
         self.number = number
+        self.noIOMMU = noIOMMU
     }
 
     public func attach(to container: VFIOContainer) throws {

@@ -10,10 +10,15 @@ public struct ClaimChecks: Sendable {
     public var sysfs = "/sys"
     public init() {}
 
-    /// VFIO hands out whole IOMMU groups; taking one member would take the others.
-    public func groupPeers(_ f: VirtioFunction) -> String? {
+    /// VFIO hands out whole IOMMU groups; taking one member would take the
+    /// others. A function in no group (no IOMMU) is only taken with
+    /// `noIOMMU` (the `[Service]` setting), through vfio's no-IOMMU mode.
+    public func groupPeers(_ f: VirtioFunction, noIOMMU: Bool = false) -> String? {
         guard f.iommuGroup != nil else {
-            return "\(f.address) is in no IOMMU group: VFIO needs an IOMMU (boot with intel_iommu=on or amd_iommu=on)"
+            if noIOMMU { return nil }
+            return "\(f.address) is in no IOMMU group: VFIO needs an IOMMU (boot with intel_iommu=on or amd_iommu=on), "
+                + "or set UnsafeNoIOMMU=yes in the [Service] section of /etc/virtiod/virtiod.conf to drive it through "
+                + "vfio's no-IOMMU mode (no DMA isolation, taints the kernel; see virtiod.conf(5))"
         }
         guard f.iommuGroupPeers.isEmpty else {
             return "IOMMU group \(f.iommuGroup!) of \(f.address) also holds \(f.iommuGroupPeers.joined(separator: ", ")); "
@@ -23,8 +28,15 @@ public struct ClaimChecks: Sendable {
     }
 
     /// ACCESS_PLATFORM (virtio 1.2 §6.1 bit 33): without it the device DMAs
-    /// to physical addresses, bypassing the IOMMU that VFIO programs.
-    public func accessPlatform(offered: UInt64, address: String) -> String? {
+    /// to physical addresses, bypassing the IOMMU that VFIO programs. In
+    /// no-IOMMU mode (`physicalDMA`) that is what virtiod gives it, and only
+    /// VERSION_1 is needed.
+    public func accessPlatform(offered: UInt64, address: String, physicalDMA: Bool = false) -> String? {
+        if physicalDMA {
+            guard offered & TransportFeatures.version1.rawValue == 0 else { return nil }
+            return "\(address) does not offer VERSION_1: virtiod drives modern and transitional devices (virtio 1.x), "
+                + "not legacy-only ones (virtio 0.9.5); start it without disable-modern=on"
+        }
         let bit = TransportFeatures.accessPlatform.rawValue
         if offered & bit != 0, offered & TransportFeatures.version1.rawValue != 0 { return nil }
         let missing = [offered & bit == 0 ? "ACCESS_PLATFORM" : nil,

@@ -24,6 +24,11 @@ public final class ClaimedDevice {
     public let vfio: VFIODevice
     public let transport: VirtioPCITransport
     public let memory: SharedMemory
+    /// How the device reaches `memory`: one IOMMU mapping at `iovaBase`, or
+    /// (no-IOMMU mode) hugepages at their guest-physical addresses.
+    public let addressMap: DMAAddressMap
+    /// Claimed through vfio's no-IOMMU mode.
+    public var noIOMMU: Bool { container.noIOMMU }
     /// The hand-over area (virtiod's own memfd, not DMA-mapped): where a
     /// plugin that stops without a reset leaves its record for the next.
     public let stateMemory: SharedMemory
@@ -42,29 +47,49 @@ public final class ClaimedDevice {
     /// Open the device through VFIO (already bound to vfio-pci), check it is
     /// a device virtiod can drive safely, reset it and set up DMA (of the size
     /// `dmaSize` computes from the device) and MSI-X.
-    init(address: String, type: DeviceType, iommuGroup: Int, checks: ClaimChecks,
+    /// `noIOMMU`: the group is a no-IOMMU group (/dev/vfio/noiommu-N) and
+    /// DMA memory is hugepages at guest-physical addresses.
+    init(address: String, type: DeviceType, iommuGroup: Int, noIOMMU: Bool = false, checks: ClaimChecks,
          dmaSize: (VirtioPCITransport, _ offered: UInt64) -> Int) throws {
         self.address = address
         self.type = type
-        container = try VFIOContainer()
-        group = try Self.openGroup(iommuGroup)
+        container = try VFIOContainer(noIOMMU: noIOMMU)
+        group = try Self.openGroup(iommuGroup, noIOMMU: noIOMMU)
         try group.attach(to: container)
         try container.setIOMMU()
         vfio = VFIODevice(fd: try group.device(address: address))
         do {
-            transport = try VirtioPCITransport(vfio: vfio, deviceType: type)
+            do { transport = try VirtioPCITransport(vfio: vfio, deviceType: type) } catch PCICapabilityError.missing(let what) {
+                throw ClaimError.refused("\(address) has no virtio \(what) capability: a legacy-only device (virtio 0.9.5). "
+                    + "virtiod drives modern and transitional devices (virtio 1.x); start it without disable-modern=on")
+            }
             offeredFeatures = transport.readDeviceFeatures()
-            if let refusal = checks.accessPlatform(offered: offeredFeatures, address: address) {
+            if let refusal = checks.accessPlatform(offered: offeredFeatures, address: address, physicalDMA: noIOMMU) {
                 throw ClaimError.refused(refusal)
             }
             // The device may hold state from an earlier driver: reset before DMA is possible.
             try transport.reset()
-            // Whole pages: the IOMMU maps pages.
-            let size = (max(dmaSize(transport, offeredFeatures), 1 << 16) + 4095) & ~4095
-            memory = try SharedMemory(name: "virtiod-dma-\(address)", size: size)
+            let wanted = max(dmaSize(transport, offeredFeatures), 1 << 16)
+            if noIOMMU {
+                // Hugepages, each its own physical range: room for pieces
+                // that move on to the next page rather than cross one.
+                guard let page = Hugepages.defaultSize() else { throw ClaimError.setup("no-IOMMU mode needs hugepages; this kernel has none") }
+                let size = (wanted + wanted / 4 + 2 * page + page - 1) / page * page
+                do { memory = try SharedMemory.hugepages(name: "virtiod-dma-\(address)", size: size) } catch {
+                    throw ClaimError.setup("DMA memory for no-IOMMU mode: \(error)")
+                }
+                guard let map = DMAAddressMap(segmentSize: page, bases: try memory.physicalPages(pageSize: page)) else {
+                    throw ClaimError.setup("the hugepages' physical addresses do not make an address map")
+                }
+                addressMap = map
+            } else {
+                // Whole pages: the IOMMU maps pages.
+                memory = try SharedMemory(name: "virtiod-dma-\(address)", size: (wanted + 4095) & ~4095)
+                addressMap = .linear(Self.iovaBase)
+            }
             stateMemory = try SharedMemory(name: "virtiod-state-\(address)", size: Self.stateSize)
             handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
-            try container.mapDMA(vaddr: memory.base, iova: Self.iovaBase, size: size)
+            if !noIOMMU { try container.mapDMA(vaddr: memory.base, iova: Self.iovaBase, size: memory.size) }
             try vfio.enableBusMaster()
             let table = try vfio.msixVectorCount()
             // Every vector of the table (up to `maxVectors`). Not sized by
@@ -189,16 +214,29 @@ public final class ClaimedDevice {
         for m in [memory, stateMemory] {
             do { try m.sealSize() } catch { Log.warning("\(error): its size stays unsealed", device: address) }
         }
+        // Hugepage DMA memory means the device was claimed in no-IOMMU mode:
+        // the same pages are still where the device has been told they are.
+        let noIOMMU = memory.isHugepages
+        var addressMap = DMAAddressMap.linear(Self.iovaBase)
+        if noIOMMU {
+            guard let page = Hugepages.defaultSize(),
+                  let map = DMAAddressMap(segmentSize: page, bases: try memory.physicalPages(pageSize: page)) else {
+                throw ClaimError.setup("the stored hugepage DMA memory of \(address) gives no address map")
+            }
+            addressMap = map
+        }
         // Nothing throws from here on.
         self.address = address
         self.type = type
         self.vfio = vfio
         self.transport = transport
         self.memory = memory
+        self.addressMap = addressMap
         self.stateMemory = stateMemory
         restoredMemfds = [dma, state]
-        container = VFIOContainer(adopting: containerFD, mappings: [(Self.iovaBase, UInt64(memory.size))])
-        group = VFIOGroup(adopting: fds[groupKey]!, number: number)
+        container = VFIOContainer(adopting: containerFD, mappings: noIOMMU ? [] : [(Self.iovaBase, UInt64(memory.size))],
+                                  noIOMMU: noIOMMU)
+        group = VFIOGroup(adopting: fds[groupKey]!, number: number, noIOMMU: noIOMMU)
         offeredFeatures = transport.readDeviceFeatures()
         handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
         vectors = indexed("msix.").map { EventFD(fd: $0) }
@@ -210,13 +248,15 @@ public final class ClaimedDevice {
     /// do not own them, so `close()` does.
     private var restoredMemfds: [FileDescriptor] = []
 
-    /// Open /dev/vfio/N, waiting up to 5 s for the node to appear after the bind.
-    static func openGroup(_ number: Int) throws -> VFIOGroup {
+    /// Open /dev/vfio/N (or noiommu-N), waiting up to 5 s for the node to appear after the bind.
+    static func openGroup(_ number: Int, noIOMMU: Bool) throws -> VFIOGroup {
         var attempts = 0
         while true {
-            do { return try VFIOGroup(number: number) } catch let e as SystemCallError where e.errno == .noSuchFileOrDirectory {
+            do { return try VFIOGroup(number: number, noIOMMU: noIOMMU) } catch let e as SystemCallError where e.errno == .noSuchFileOrDirectory {
                 attempts += 1
-                guard attempts < 250 else { throw ClaimError.setup("/dev/vfio/\(number) did not appear within 5 s of binding vfio-pci") }
+                guard attempts < 250 else {
+                    throw ClaimError.setup("\(VFIOGroup.path(number: number, noIOMMU: noIOMMU)) did not appear within 5 s of binding vfio-pci")
+                }
                 usleep(20_000)
             }
         }

@@ -36,6 +36,33 @@ public struct PCIBinding: Sendable {
         }
     }
 
+    /// The IOMMU group of `address` (its iommu_group link), which vfio-pci
+    /// makes for a device without an IOMMU when it binds it in no-IOMMU mode.
+    public func iommuGroup(_ address: String) throws -> Int {
+        let link = devicePath(address) + "/iommu_group"
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: link),
+              let n = target.split(separator: "/").last.flatMap({ Int($0) }) else {
+            throw ClaimError.binding("\(address) has no IOMMU group after vfio-pci bound it (\(link))")
+        }
+        return n
+    }
+
+    /// vfio's module parameter enable_unsafe_noiommu_mode (CONFIG_VFIO_NOIOMMU).
+    var noIOMMUParameter: String { "\(sysfs)/module/vfio/parameters/enable_unsafe_noiommu_mode" }
+
+    /// Turn vfio's no-IOMMU mode on (before binding a device without an
+    /// IOMMU, so vfio-pci makes it a no-IOMMU group); true if it was off.
+    /// It stays on: it only concerns devices without an IOMMU, and others
+    /// may be using it.
+    public func enableNoIOMMUMode() throws -> Bool {
+        guard let now = TextFile.read(noIOMMUParameter) else {
+            throw ClaimError.refused("this kernel's VFIO has no no-IOMMU mode (\(noIOMMUParameter) is missing: CONFIG_VFIO_NOIOMMU)")
+        }
+        if now.trimmingWhitespace() == "Y" { return false }
+        try write(noIOMMUParameter, "1")
+        return true
+    }
+
     /// Give `address` back: unbind vfio-pci, clear driver_override, re-probe
     /// so the kernel's own driver (virtio-pci) takes it again.
     public func giveBack(_ address: String) throws {

@@ -59,19 +59,61 @@ public struct DeviceIdentity: Sendable, Hashable {
     }
 }
 
-/// The claim policy: the rules of all configuration files, in order.
+/// Machine-wide settings: the `[Service]` section.
+///
+///     [Service]
+///     UnsafeNoIOMMU=yes        # drive devices in no IOMMU group through vfio's
+///                              # no-IOMMU mode (no DMA isolation; taints the kernel)
+public struct ServiceSettings: Sendable, Hashable {
+    /// Devices in no IOMMU group are claimed through vfio-pci's no-IOMMU
+    /// mode: DMA memory is hugepages at guest-physical addresses.
+    public var unsafeNoIOMMU = false
+    /// "file:line" where it was last set.
+    public var unsafeNoIOMMUOrigin: String?
+    public init() {}
+}
+
+/// The claim policy: the rules of all configuration files, in order, and
+/// the `[Service]` settings (the last one read wins).
 /// With no rules (the default configuration) nothing is claimed.
 public struct ClaimPolicy: Sendable, Hashable {
     public var rules: [DeviceRule] = []
+    public var service = ServiceSettings()
 
-    public init(rules: [DeviceRule] = []) { self.rules = rules }
+    public init(rules: [DeviceRule] = [], service: ServiceSettings = ServiceSettings()) {
+        self.rules = rules
+        self.service = service
+    }
 
     /// Parse one file's text; errors name the file and line.
     public static func parse(_ text: String, file: String) throws(ConfigError) -> [DeviceRule] {
+        var service = ServiceSettings()
+        return try parse(text, file: file, service: &service)
+    }
+
+    /// Parse one file's text: its `[Device]` rules, and its `[Service]`
+    /// settings applied to `service`.
+    public static func parse(_ text: String, file: String, service: inout ServiceSettings) throws(ConfigError) -> [DeviceRule] {
         var rules: [DeviceRule] = []
         for section in try INIFile.parse(text, file: file) {
+            if section.name == "Service" {
+                for a in section.assignments {
+                    switch a.key {
+                    case "UnsafeNoIOMMU":
+                        guard let b = INIFile.boolean(a.value) else {
+                            throw ConfigError(file: file, line: a.line, reason: "\(a.key)= needs yes or no, got '\(a.shown)'")
+                        }
+                        service.unsafeNoIOMMU = b
+                        service.unsafeNoIOMMUOrigin = "\(file):\(a.line)"
+                    default:
+                        throw ConfigError(file: file, line: a.line, reason: "unknown key '\(Log.quoted(a.key, limit: 40))' in [Service]")
+                    }
+                }
+                continue
+            }
             guard section.name == "Device" else {
-                throw ConfigError(file: file, line: section.line, reason: "unknown section [\(Log.quoted(section.name, limit: 40))] (expected [Device])")
+                throw ConfigError(file: file, line: section.line,
+                                  reason: "unknown section [\(Log.quoted(section.name, limit: 40))] (expected [Device] or [Service])")
             }
             var rule = DeviceRule(origin: "\(file):\(section.line)")
             for a in section.assignments {
@@ -154,9 +196,10 @@ public struct ClaimPolicy: Sendable, Hashable {
             files += names.filter { $0.hasSuffix(".conf") }.sorted().map { dropInDirectory + "/" + $0 }
         }
         var rules: [DeviceRule] = []
-        for f in files { rules += try parse(try INIFile.read(f), file: f) }
+        var service = ServiceSettings()
+        for f in files { rules += try parse(try INIFile.read(f), file: f, service: &service) }
         try checkInterfaceNames(rules)
-        return ClaimPolicy(rules: rules)
+        return ClaimPolicy(rules: rules, service: service)
     }
 
     /// Two rules naming the same interface would have two NICs share one TAP

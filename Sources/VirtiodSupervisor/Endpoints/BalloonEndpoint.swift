@@ -93,6 +93,15 @@ final class BalloonEndpoint: Endpoint {
     }
 
     static var storeWithPolling: Bool { false }
+
+    /// The pages given to the host are pinned through the device's VFIO
+    /// container; a no-IOMMU container pins nothing, and a page the kernel
+    /// moved after its frame number was told would be another page when the
+    /// host discards it.
+    static var unavailableWithoutIOMMU: String? {
+        "a balloon needs its pages pinned, which only an IOMMU container does (in no-IOMMU mode a page the kernel "
+            + "moved after its frame number was told would be discarded by the host as someone else's)"
+    }
     var fds: [FileDescriptor] { pressure.map { [$0] } ?? [] }
     var stateFD: FileDescriptor? { memory.fd }
     var chunks: Int { memory.size / Self.chunkSize }

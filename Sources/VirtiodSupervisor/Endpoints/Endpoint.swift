@@ -27,6 +27,9 @@ protocol Endpoint: AnyObject {
     /// `state` (the `stateFD` stored, if it has one).
     static func restore(for device: ClaimedDevice, fds: [FileDescriptor], state: FileDescriptor?) throws -> Self
 
+    /// Why the kind cannot serve a device claimed in vfio's no-IOMMU mode,
+    /// or nil if it can (default nil).
+    static var unavailableWithoutIOMMU: String? { get }
     /// Whether systemd may drop a stored fd of this kind when it reports a
     /// hang-up (default true; false for terminals, whose masters hang up
     /// whenever nobody has them open).
@@ -66,6 +69,7 @@ protocol Endpoint: AnyObject {
 }
 
 extension Endpoint {
+    static var unavailableWithoutIOMMU: String? { nil }
     static var storeWithPolling: Bool { true }
     func interfaceAppeared(_ name: String) {}
     var name: String? { nil }

@@ -171,7 +171,13 @@ public final class Supervisor {
         guard access(manifest.exec, X_OK) == 0 else {
             throw .refused("plugin \(manifest.name): \(manifest.exec) (from \(manifest.path)) is not an executable file")
         }
-        if let why = checks.groupPeers(f) { throw .refused(why) }
+        if let why = checks.groupPeers(f, noIOMMU: policy.service.unsafeNoIOMMU) { throw .refused(why) }
+        // In no IOMMU group, with UnsafeNoIOMMU=yes: vfio's no-IOMMU mode.
+        let noIOMMU = f.iommuGroup == nil
+        let kinds = manifest.endpoints.compactMap(EndpointKinds.named)
+        if noIOMMU, let kind = kinds.first(where: { $0.unavailableWithoutIOMMU != nil }) {
+            throw .refused("\(f.address) has no IOMMU and the \(kind.kind) endpoint cannot work without one: \(kind.unavailableWithoutIOMMU!)")
+        }
         if !force {
             if let why = checks.mountedFilesystems(f) { throw .refused(why) }
             if let why = checks.defaultRoute(f) { throw .refused(why) }
@@ -181,15 +187,23 @@ public final class Supervisor {
         // driver negotiated (virtio_balloon, for one, drops the bit).
         d.state = .claiming
         Log.info("claiming for the \(manifest.name) plugin\(force ? " (forced)" : "")", device: f.address)
+        var group = f.iommuGroup
         do {
+            if noIOMMU {
+                if try binding.enableNoIOMMUMode() {
+                    Log.warning("vfio no-IOMMU mode enabled (UnsafeNoIOMMU=yes, \(policy.service.unsafeNoIOMMUOrigin ?? "?")): "
+                                + "claimed devices reach all of memory and the kernel is tainted", device: f.address)
+                }
+            }
             try binding.bindToVFIO(f.address)
+            if noIOMMU { group = try binding.iommuGroup(f.address) }
         } catch {
             try? binding.giveBack(f.address)
             throw error as? ClaimError ?? .binding("\(error)")
         }
-        let kinds = manifest.endpoints.compactMap(EndpointKinds.named)
         do {
-            d.claimed = try ClaimedDevice(address: f.address, type: type, iommuGroup: f.iommuGroup!, checks: checks) { transport, offered in
+            d.claimed = try ClaimedDevice(address: f.address, type: type, iommuGroup: group!, noIOMMU: noIOMMU,
+                                          checks: checks) { transport, offered in
                 manifest.dmaSize(queues: kinds.map { $0.plannedQueues(transport, offered: offered) }.max() ?? 1)
             }
         } catch {
@@ -218,10 +232,14 @@ public final class Supervisor {
     /// What a plugin for `d` is attached with: the info and the fds it names.
     func attachment(_ d: ManagedDevice, _ c: ClaimedDevice, plugin: PluginManifest, mode: AttachMode) -> (AttachInfo, [FileDescriptor]) {
         let named = c.pluginFDs
-        let info = AttachInfo(address: d.address, type: d.function.type ?? "unknown", typeID: d.function.typeID ?? 0,
+        var info = AttachInfo(address: d.address, type: d.function.type ?? "unknown", typeID: d.function.typeID ?? 0,
                               plugin: plugin.name, dmaSize: c.memory.size, iovaBase: ClaimedDevice.iovaBase,
                               stateSize: c.stateMemory.size, options: d.rule?.options ?? [:], mode: mode,
                               fds: named.map(\.name), endpoints: c.endpoints.map(\.info))
+        if let segment = c.addressMap.segmentSize {
+            info.dmaSegmentSize = segment
+            info.dmaSegments = c.addressMap.segmentBases
+        }
         return (info, named.map(\.fd))
     }
 
