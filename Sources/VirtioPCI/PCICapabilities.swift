@@ -41,6 +41,9 @@ public struct VirtioPCICapabilities: Sendable, Hashable, Codable {
     public var device: VirtioStructureLocation?
     /// Offset of the PCI configuration access capability, if present.
     public var pciConfigAccess: Int?
+
+    /// The BARs the virtio structures lie in (what a driver must map).
+    public var bars: Set<Int> { Set([common.bar, notify.bar, isr.bar] + (device.map { [$0.bar] } ?? [])) }
     /// Vectors in the MSI-X table, 0 without MSI-X.
     public var msixTableSize: Int
 

@@ -2,17 +2,18 @@ import Glibc
 import VirtioCore
 import VirtioSystem
 
-/// The virtio PCI modern transport over a VFIO device (virtio 1.2 §4.1):
-/// the common configuration, notification, ISR and device configuration
-/// structures in the BARs the capabilities name.
+/// The virtio PCI modern transport over a PCI function lent to userspace
+/// (virtio 1.2 §4.1): the common configuration, notification, ISR and device
+/// configuration structures in the BARs the capabilities name.
 ///
-/// Any process holding a VFIO device fd can build one: the supervisor does,
-/// to check features before it hands a device out, and so does the plugin
-/// that drives it.
+/// Any process holding the function's fds (a VFIO device fd, or
+/// uio_pci_generic's sysfs files) can build one: the supervisor does, to
+/// check features before it hands a device out, and so does the plugin that
+/// drives it.
 public final class VirtioPCITransport: Transport {
     public let deviceType: DeviceType
     public let capabilities: VirtioPCICapabilities
-    public let vfio: VFIODevice
+    public let function: any PCIFunction
     private var bars: [Int: MMIORegion] = [:]
     private let common: Window
     private let notifyWindow: Window
@@ -28,16 +29,19 @@ public final class VirtioPCITransport: Transport {
         let length: Int
     }
 
-    public init(vfio: VFIODevice, deviceType: DeviceType) throws {
-        self.vfio = vfio
+    public convenience init(vfio: VFIODevice, deviceType: DeviceType) throws {
+        try self.init(function: vfio, deviceType: deviceType)
+    }
+
+    public init(function: any PCIFunction, deviceType: DeviceType) throws {
+        self.function = function
         self.deviceType = deviceType
-        let config = try vfio.readPCIConfig()
+        let config = try function.readPCIConfig()
         capabilities = try VirtioPCICapabilities.parse(config: config)
         var bars: [Int: MMIORegion] = [:]
         func window(_ l: VirtioStructureLocation, _ what: String) throws -> Window {
             if bars[l.bar] == nil {
-                let info = try vfio.region(UInt32(l.bar))
-                bars[l.bar] = try MMIORegion(device: vfio, info: info)
+                bars[l.bar] = try function.barRegion(l.bar)
             }
             let region = bars[l.bar]!
             guard l.offset + l.length <= region.size else {

@@ -18,8 +18,8 @@ public final class AttachedDevice {
     let stateMemory: SharedMemory
     /// eventfd per MSI-X vector (vector 0 = configuration changes).
     public let vectors: [EventFD]
-    /// INTx eventfd when the device has no MSI-X.
-    public let intx: EventFD?
+    /// The INTx line when the device has no MSI-X.
+    public let intx: INTxLine?
     /// Kernel-facing endpoints the supervisor made (and keeps), by kind.
     public let endpoints: [String: AttachedEndpoint]
     /// Whether the device reaches DMA memory at guest-physical addresses
@@ -40,9 +40,22 @@ public final class AttachedDevice {
             owned.append(fd)
             return fd
         }
-        let vfio = try take(FDName.vfioDevice), dma = try take(FDName.dma), state = try take(FDName.state)
+        // vfio-pci lends one device fd; uio_pci_generic the sysfs files.
+        let uio = info.fds.contains(FDName.pciConfig)
+        let vfio = uio ? nil : try take(FDName.vfioDevice)
+        let pciConfig = uio ? try take(FDName.pciConfig) : nil
+        var barFDs: [Int: FileDescriptor] = [:]
+        for name in info.fds where name.hasPrefix(FDName.bar(0).dropLast()) {
+            guard let n = Int(name.dropFirst(FDName.bar(0).count - 1)) else { continue }
+            barFDs[n] = try take(name)
+        }
+        let dma = try take(FDName.dma), state = try take(FDName.state)
         let vectorFDs = try (0..<info.vectors).map { try take(FDName.msix($0)) }
         let intxFD = info.intx ? try take(FDName.intx) : nil
+        if uio && intxFD == nil {
+            closeAll()
+            throw PluginError("attach: a uio_pci_generic device came without its interrupt fd")
+        }
         var endpoints: [String: AttachedEndpoint] = [:]
         for e in info.endpoints {
             endpoints[e.kind] = AttachedEndpoint(kind: e.kind, fds: try e.fds.map(take), facts: e.facts)
@@ -67,9 +80,15 @@ public final class AttachedDevice {
             stateMemory = try SharedMemory(mapping: state, size: info.stateSize, ownsFD: true)
             handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
             vectors = vectorFDs.map { EventFD(fd: $0) }
-            intx = intxFD.map { EventFD(fd: $0) }
             self.endpoints = endpoints
-            transport = try VirtioPCITransport(vfio: VFIODevice(fd: vfio), deviceType: deviceType)
+            if let pciConfig, let intxFD {
+                let function = UIOFunction(config: pciConfig, bars: barFDs, interrupt: intxFD)
+                intx = .uio(function)
+                transport = try VirtioPCITransport(function: function, deviceType: deviceType)
+            } else {
+                intx = intxFD.map { .eventfd(EventFD(fd: $0)) }
+                transport = try VirtioPCITransport(vfio: VFIODevice(fd: vfio!), deviceType: deviceType)
+            }
         } catch {
             for f in owned { try? f.close() }
             throw error
@@ -104,4 +123,28 @@ public struct AttachedEndpoint: Sendable {
 public struct PluginError: Error, CustomStringConvertible {
     public let description: String
     public init(_ description: String) { self.description = description }
+}
+
+/// A device's legacy interrupt line as a plugin waits on it: VFIO signals an
+/// eventfd, uio_pci_generic makes /dev/uioN readable. Either way the line
+/// stays masked until the driver read the ISR and unmasked it through the
+/// transport's `PCIFunction`.
+public enum INTxLine {
+    case eventfd(EventFD)
+    case uio(UIOFunction)
+
+    public var fd: FileDescriptor {
+        switch self {
+        case .eventfd(let e): e.fd
+        case .uio(let u): u.interrupt
+        }
+    }
+
+    /// Take the pending notification (so the fd is quiet until the next).
+    public func consume() throws {
+        switch self {
+        case .eventfd(let e): _ = try e.consume()
+        case .uio(let u): _ = try u.consumeInterrupt()
+        }
+    }
 }

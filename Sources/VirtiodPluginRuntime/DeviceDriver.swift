@@ -181,11 +181,11 @@ public final class DeviceDriver {
                     PluginLog.info("\(profile.name) \(device.info.address): signal \(sig); exiting, device left running")
                     return
                 } else if let intx = device.intx, ready == intx.fd {
-                    _ = try? intx.consume()
+                    try? intx.consume()
                     // Reading the ISR acknowledges the device and lowers the line (§4.1.4.5).
                     let isr = transport.readInterruptStatus()
                     intxInterrupts &+= 1
-                    try? transport.vfio.unmaskINTx()
+                    try? transport.function.unmaskINTx()
                     if isr.contains(.configChange) {
                         intxConfigChanges &+= 1
                         try refreshConfig()

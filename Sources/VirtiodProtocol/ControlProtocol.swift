@@ -151,6 +151,10 @@ public struct DeviceReport: Codable, Sendable {
     /// The kernel driver bound right now (virtio-pci, vfio-pci, none).
     public var kernelDriver: String?
     public var iommuGroup: Int?
+    /// How a claimed device reaches its DMA memory: "iommu" (I/O virtual
+    /// addresses through VFIO) or "physical" (no IOMMU: hugepages at
+    /// guest-physical addresses, no DMA isolation).
+    public var dma: String?
     public var numaNode: Int?
     /// Why it is refused or failed; what virtiod did last.
     public var reason: String?

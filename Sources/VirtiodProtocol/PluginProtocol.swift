@@ -104,8 +104,13 @@ public enum FDName {
     public static let dma = "dma"
     /// The hand-over area (state memfd, not DMA-mapped).
     public static let state = "state"
-    /// The INTx eventfd of a device without MSI-X.
+    /// The INTx eventfd of a device without MSI-X (uio_pci_generic: /dev/uioN).
     public static let intx = "intx"
+    /// uio_pci_generic (no IOMMU, no VFIO no-IOMMU mode): the function's
+    /// sysfs `config` file and the `resourceN` file of each BAR it uses,
+    /// in place of the VFIO device fd.
+    public static let pciConfig = "pci-config"
+    public static func bar(_ n: Int) -> String { "pci-bar.\(n)" }
     /// The eventfd of MSI-X vector `n`.
     public static func msix(_ n: Int) -> String { "msix.\(n)" }
     /// The `index`th fd of endpoint `kind`.

@@ -112,6 +112,9 @@ struct Status: ParsableCommand {
         if let reason = d.reason { lines.append(("Reason", reason)) }
         lines.append(("Device", "\(d.deviceID), kernel driver \(d.kernelDriver ?? "none")"))
         lines.append(("IOMMU group", d.iommuGroup.map(String.init) ?? "-"))
+        if let dma = d.dma {
+            lines.append(("DMA", dma == "physical" ? "guest-physical addresses (no IOMMU: hugepages, no isolation)" : "through the IOMMU"))
+        }
         if let rule = d.rule { lines.append(("Config", rule)) }
         if !d.interfaces.isEmpty { lines.append(("Interfaces", d.interfaces.joined(separator: ", "))) }
         for (i, e) in d.endpoints.enumerated() {

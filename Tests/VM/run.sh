@@ -2,7 +2,9 @@
 # Boot the test VM with a set of virtio devices and run cases inside it.
 #
 #   run.sh [options] [CASE...]      CASE: cases/GROUP/NAME.sh paths or GROUP names (default: all)
-#     --variant NAME   device set: default | packed | mq | transitional | rootports,
+#     --variant NAME   device set: default | packed | mq | transitional | rootports
+#                      | noiommu (no vIOMMU, devices without ACCESS_PLATFORM, the
+#                      first NIC transitional, a legacy-only NIC, hugepages),
 #                      or several joined by commas (packed,mq: packed rings and
 #                      a multiqueue NIC in one boot)
 #     --backports      boot the bookworm-backports kernel (ublk)
@@ -86,8 +88,10 @@ truncate -s 64M "$run/blk0.raw"
 for d in blkfs:384M blkro:64M blkgrow:64M blkfio:256M; do truncate -s "${d#*:}" "$run/${d%%:*}.raw"; done
 mkdir -p "$run/share" && echo "hello from the host" > "$run/share/hello.txt"
 modern="disable-legacy=on,iommu_platform=on"
+nic0=""
 packed=""
 netq=""
+memory=1024
 # has_variant NAME: whether NAME is one of the comma-separated variants.
 has_variant() { case ",$variant," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
 for v in ${variant//,/ }; do
@@ -98,6 +102,9 @@ for v in ${variant//,/ }; do
         # QEMU cannot give a legacy-capable device ACCESS_PLATFORM: transitional
         # devices DMA to guest-physical addresses, which virtiod must refuse.
         transitional) modern="disable-legacy=off" ;;
+        # A VM as most clouds give: no IOMMU, devices DMA to guest-physical
+        # addresses; the first NIC transitional (modern and legacy interfaces).
+        noiommu) modern="disable-legacy=on,iommu_platform=off"; nic0="disable-legacy=off"; memory=1536 ;;
         *) die "unknown variant $v" ;;
     esac
 done
@@ -147,7 +154,7 @@ pci_device() {
         devices+=(-device "$1")
     fi
 }
-pci_device "virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:12:34:01,$modern$packed$netq"
+pci_device "virtio-net-pci,id=nic0,netdev=net0,mac=52:54:00:12:34:01,${nic0:-$modern}$packed$netq"
 pci_device "virtio-net-pci,id=nic1,netdev=net1,mac=52:54:00:12:34:02,$modern$packed$netq"
 pci_device "virtio-blk-pci,drive=blk0,serial=virtiod-blk0,$modern$packed"
 pci_device "virtio-balloon-pci,id=balloon0,deflate-on-oom=on,$modern$packed"
@@ -158,15 +165,27 @@ pci_device "virtio-9p-pci,fsdev=fs0,mount_tag=virtiod9p,$modern$packed"
 # An entropy device: no plugin of virtiod's own drives it; the out-of-tree
 # example (Examples/rng) does, in plugins/out-of-tree-rng.sh.
 pci_device "virtio-rng-pci,id=rng0,$modern$packed"
+# noiommu: a legacy-only NIC (virtio 0.9.5) on a hub of its own, which
+# virtiod refuses (noiommu/legacy.sh).
+if has_variant noiommu; then
+    devices+=(-netdev hubport,id=net9,hubid=9)
+    pci_device "virtio-net-pci,id=nic9,netdev=net9,mac=52:54:00:12:34:09,disable-modern=on"
+fi
 # Two empty PCIe root ports for devices hot-added over QMP (device_add …,bus=hp0).
 devices+=(-device pcie-root-port,id=hp0,chassis=40,slot=40 -device pcie-root-port,id=hp1,chassis=41,slot=41)
 
+iommu=(-device intel-iommu,intremap=on,caching-mode=on)
 cmdline="console=ttyS0,115200 root=LABEL=root rw intel_iommu=on loglevel=4 systemd.show_status=0"
+if has_variant noiommu; then
+    # 96 hugepages (192 MiB) for DMA memory at physical addresses.
+    iommu=()
+    cmdline="console=ttyS0,115200 root=LABEL=root rw hugepages=96 loglevel=4 systemd.show_status=0"
+fi
 # In test mode nothing else may own ttyS0: a getty would vhangup() the runner off it.
 [ $shell = 1 ] || cmdline="$cmdline virtiod.run systemd.mask=serial-getty@ttyS0.service"
 qemu=(qemu-system-x86_64 -nodefaults -no-user-config
-    -machine q35,kernel-irqchip=split -accel tcg,thread=multi,tb-size=256 -cpu max -smp "$smp" -m 1024
-    -device intel-iommu,intremap=on,caching-mode=on
+    -machine q35,kernel-irqchip=split -accel tcg,thread=multi,tb-size=256 -cpu max -smp "$smp" -m "$memory"
+    "${iommu[@]}"
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" -append "$cmdline"
     -drive "file=$image/root.img,if=none,id=root,format=raw,snapshot=on" -device ide-hd,drive=root,bus=ide.0
     -drive "file=$run/payload.img,if=none,id=payload,format=raw" -device ide-hd,drive=payload,bus=ide.1

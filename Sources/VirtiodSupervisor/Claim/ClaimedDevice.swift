@@ -19,16 +19,31 @@ public final class ClaimedDevice {
 
     public let address: String
     public let type: DeviceType
-    let container: VFIOContainer
-    let group: VFIOGroup
-    public let vfio: VFIODevice
+    /// How the device was lent to userspace.
+    enum Access {
+        /// vfio-pci: a container (IOMMU or no-IOMMU), its group, the device fd.
+        case vfio(container: VFIOContainer, group: VFIOGroup, device: VFIODevice)
+        /// uio_pci_generic (no IOMMU, and no VFIO no-IOMMU mode in the kernel).
+        case uio(UIOFunction)
+    }
+    let access: Access
+    var container: VFIOContainer? { if case .vfio(let c, _, _) = access { c } else { nil } }
+    public var vfio: VFIODevice? { if case .vfio(_, _, let d) = access { d } else { nil } }
     public let transport: VirtioPCITransport
     public let memory: SharedMemory
     /// How the device reaches `memory`: one IOMMU mapping at `iovaBase`, or
     /// (no-IOMMU mode) hugepages at their guest-physical addresses.
     public let addressMap: DMAAddressMap
-    /// Claimed through vfio's no-IOMMU mode.
-    public var noIOMMU: Bool { container.noIOMMU }
+    /// Claimed without an IOMMU (vfio's no-IOMMU mode or uio_pci_generic):
+    /// the device reaches guest-physical addresses.
+    public var noIOMMU: Bool { !addressMap.isLinear }
+    /// "vfio-pci", "vfio-pci (no-IOMMU)" or "uio_pci_generic", for status.
+    public var accessName: String {
+        switch access {
+        case .vfio(let c, _, _): c.noIOMMU ? "vfio-pci (no-IOMMU)" : "vfio-pci"
+        case .uio: "uio_pci_generic"
+        }
+    }
     /// The hand-over area (virtiod's own memfd, not DMA-mapped): where a
     /// plugin that stops without a reset leaves its record for the next.
     public let stateMemory: SharedMemory
@@ -53,11 +68,12 @@ public final class ClaimedDevice {
          dmaSize: (VirtioPCITransport, _ offered: UInt64) -> Int) throws {
         self.address = address
         self.type = type
-        container = try VFIOContainer(noIOMMU: noIOMMU)
-        group = try Self.openGroup(iommuGroup, noIOMMU: noIOMMU)
+        let container = try VFIOContainer(noIOMMU: noIOMMU)
+        let group = try Self.openGroup(iommuGroup, noIOMMU: noIOMMU)
         try group.attach(to: container)
         try container.setIOMMU()
-        vfio = VFIODevice(fd: try group.device(address: address))
+        let vfio = VFIODevice(fd: try group.device(address: address))
+        access = .vfio(container: container, group: group, device: vfio)
         do {
             do { transport = try VirtioPCITransport(vfio: vfio, deviceType: type) } catch PCICapabilityError.missing(let what) {
                 throw ClaimError.refused("\(address) has no virtio \(what) capability: a legacy-only device (virtio 0.9.5). "
@@ -71,17 +87,7 @@ public final class ClaimedDevice {
             try transport.reset()
             let wanted = max(dmaSize(transport, offeredFeatures), 1 << 16)
             if noIOMMU {
-                // Hugepages, each its own physical range: room for pieces
-                // that move on to the next page rather than cross one.
-                guard let page = Hugepages.defaultSize() else { throw ClaimError.setup("no-IOMMU mode needs hugepages; this kernel has none") }
-                let size = (wanted + wanted / 4 + 2 * page + page - 1) / page * page
-                do { memory = try SharedMemory.hugepages(name: "virtiod-dma-\(address)", size: size) } catch {
-                    throw ClaimError.setup("DMA memory for no-IOMMU mode: \(error)")
-                }
-                guard let map = DMAAddressMap(segmentSize: page, bases: try memory.physicalPages(pageSize: page)) else {
-                    throw ClaimError.setup("the hugepages' physical addresses do not make an address map")
-                }
-                addressMap = map
+                (memory, addressMap) = try Self.physicalMemory(wanted, address: address)
             } else {
                 // Whole pages: the IOMMU maps pages.
                 memory = try SharedMemory(name: "virtiod-dma-\(address)", size: (wanted + 4095) & ~4095)
@@ -125,6 +131,53 @@ public final class ClaimedDevice {
         }
     }
 
+    /// DMA memory for a device without an IOMMU: hugepages, each its own
+    /// physical range, with room for pieces that move on to the next page
+    /// rather than cross one.
+    static func physicalMemory(_ wanted: Int, address: String) throws -> (SharedMemory, DMAAddressMap) {
+        guard let page = Hugepages.defaultSize() else { throw ClaimError.setup("no-IOMMU mode needs hugepages; this kernel has none") }
+        let size = (wanted + wanted / 4 + 2 * page + page - 1) / page * page
+        let memory: SharedMemory
+        do { memory = try SharedMemory.hugepages(name: "virtiod-dma-\(address)", size: size) } catch {
+            throw ClaimError.setup("DMA memory for no-IOMMU mode: \(error)")
+        }
+        guard let map = DMAAddressMap(segmentSize: page, bases: try memory.physicalPages(pageSize: page)) else {
+            throw ClaimError.setup("the hugepages' physical addresses do not make an address map")
+        }
+        return (memory, map)
+    }
+
+    /// A device bound to uio_pci_generic (no IOMMU; the kernel has no VFIO
+    /// no-IOMMU mode): `function`'s fds are taken (closed on failure).
+    /// Interrupts: its one INTx line, through /dev/uioN.
+    init(uio function: UIOFunction, address: String, type: DeviceType, checks: ClaimChecks,
+         dmaSize: (VirtioPCITransport, _ offered: UInt64) -> Int) throws {
+        self.address = address
+        self.type = type
+        access = .uio(function)
+        do {
+            do { transport = try VirtioPCITransport(function: function, deviceType: type) } catch PCICapabilityError.missing(let what) {
+                throw ClaimError.refused("\(address) has no virtio \(what) capability: a legacy-only device (virtio 0.9.5). "
+                    + "virtiod drives modern and transitional devices (virtio 1.x); start it without disable-modern=on")
+            }
+            offeredFeatures = transport.readDeviceFeatures()
+            if let refusal = checks.accessPlatform(offered: offeredFeatures, address: address, physicalDMA: true) {
+                throw ClaimError.refused(refusal)
+            }
+            try transport.reset()
+            (memory, addressMap) = try Self.physicalMemory(max(dmaSize(transport, offeredFeatures), 1 << 16), address: address)
+            stateMemory = try SharedMemory(name: "virtiod-state-\(address)", size: Self.stateSize)
+            handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
+            try function.enableBusMaster()
+        } catch {
+            for fd in function.fds { try? fd.close() }
+            throw error
+        }
+        vectors = []
+        intx = EventFD(fd: function.interrupt)
+        request = nil
+    }
+
     // MARK: across restarts of virtiod (systemd's fd store)
 
     /// Prefix of this device's fd names in the store ("0000-00-03.0"; ':' is not allowed there).
@@ -133,8 +186,14 @@ public final class ClaimedDevice {
     /// Every fd the device needs to survive a restart of virtiod, named.
     var storeEntries: [(name: String, fd: FileDescriptor, poll: Bool)] {
         let slug = Self.storeSlug(address)
-        var e: [(String, FileDescriptor)] = [("container", container.fd), ("group.\(group.number)", group.fd),
-                                              ("device", vfio.fd), ("dma", memory.fd), ("state", stateMemory.fd)]
+        var e: [(String, FileDescriptor)]
+        switch access {
+        case .vfio(let container, let group, let vfio):
+            e = [("container", container.fd), ("group.\(group.number)", group.fd), ("device", vfio.fd)]
+        case .uio(let f):
+            e = [("pci-config", f.config)] + f.bars.keys.sorted().map { ("pci-bar.\($0)", f.bars[$0]!) }
+        }
+        e += [("dma", memory.fd), ("state", stateMemory.fd)]
         e += vectors.enumerated().map { ("msix.\($0)", $1.fd) }
         if let intx { e.append(("intx", intx.fd)) }
         if let request { e.append(("req", request.fd)) }
@@ -189,14 +248,26 @@ public final class ClaimedDevice {
             guard let fd = fds[key] else { throw ClaimError.setup("fd store holds no \(key) fd for \(address)") }
             return fd
         }
-        guard let groupKey = fds.keys.first(where: { $0.hasPrefix("group.") }), let number = Int(groupKey.dropFirst(6)) else {
-            throw ClaimError.setup("fd store holds no VFIO group fd for \(address)")
+        // uio_pci_generic: its sysfs files instead of VFIO's fds.
+        let uio: UIOFunction?
+        var groupKey = "", number = 0
+        if let config = fds["pci-config"] {
+            var bars: [Int: FileDescriptor] = [:]
+            for (key, fd) in fds where key.hasPrefix("pci-bar.") {
+                if let n = Int(key.dropFirst(8)) { bars[n] = fd }
+            }
+            uio = UIOFunction(config: config, bars: bars, interrupt: try need("intx"))
+        } else {
+            uio = nil
+            guard let key = fds.keys.first(where: { $0.hasPrefix("group.") }), let n = Int(key.dropFirst(6)) else {
+                throw ClaimError.setup("fd store holds no VFIO group fd for \(address)")
+            }
+            (groupKey, number) = (key, n)
         }
         func size(_ fd: FileDescriptor) -> Int {
             var st = stat()
             return fstat(fd.rawValue, &st) == 0 ? Int(st.st_size) : 0
         }
-        let containerFD = try need("container"), deviceFD = try need("device")
         let dma = try need("dma"), state = try need("state")
         /// "msix.0", "msix.1", … in index order.
         func indexed(_ prefix: String) -> [FileDescriptor] {
@@ -207,8 +278,9 @@ public final class ClaimedDevice {
             return found.sorted { $0.0 < $1.0 }.map(\.1)
         }
         // These own no fd (the memfds are mapped without taking them).
-        let vfio = VFIODevice(fd: deviceFD)
-        let transport = try VirtioPCITransport(vfio: vfio, deviceType: type)
+        let function: any PCIFunction = try uio ?? VFIODevice(fd: need("device"))
+        let containerFD = uio == nil ? try need("container") : nil
+        let transport = try VirtioPCITransport(function: function, deviceType: type)
         let memory = try SharedMemory(mapping: dma, size: size(dma), ownsFD: false)
         let stateMemory = try SharedMemory(mapping: state, size: size(state), ownsFD: false)
         for m in [memory, stateMemory] {
@@ -228,15 +300,19 @@ public final class ClaimedDevice {
         // Nothing throws from here on.
         self.address = address
         self.type = type
-        self.vfio = vfio
         self.transport = transport
         self.memory = memory
         self.addressMap = addressMap
         self.stateMemory = stateMemory
         restoredMemfds = [dma, state]
-        container = VFIOContainer(adopting: containerFD, mappings: noIOMMU ? [] : [(Self.iovaBase, UInt64(memory.size))],
-                                  noIOMMU: noIOMMU)
-        group = VFIOGroup(adopting: fds[groupKey]!, number: number, noIOMMU: noIOMMU)
+        if let uio {
+            access = .uio(uio)
+        } else {
+            access = .vfio(container: VFIOContainer(adopting: containerFD!, mappings: noIOMMU ? [] : [(Self.iovaBase, UInt64(memory.size))],
+                                                    noIOMMU: noIOMMU),
+                           group: VFIOGroup(adopting: fds[groupKey]!, number: number, noIOMMU: noIOMMU),
+                           device: function as! VFIODevice)
+        }
         offeredFeatures = transport.readDeviceFeatures()
         handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
         vectors = indexed("msix.").map { EventFD(fd: $0) }
@@ -275,16 +351,24 @@ public final class ClaimedDevice {
         guard !closed else { return }
         closed = true
         try? transport.reset()
-        if !vectors.isEmpty { try? vfio.disableMSIX() }
-        if let intx { try? vfio.disableINTx(); intx.close() }
-        try? container.unmapDMA(iova: Self.iovaBase, size: memory.size)
+        switch access {
+        case .vfio(let container, _, let vfio):
+            if !vectors.isEmpty { try? vfio.disableMSIX() }
+            if let intx { try? vfio.disableINTx(); intx.close() }
+            try? container.unmapDMA(iova: Self.iovaBase, size: memory.size)
+        case .uio(let f):
+            try? f.disableBusMaster()
+        }
         for v in vectors { v.close() }
         request?.close()
         for e in endpoints { e.close() }
         endpoints = []
         for m in restoredMemfds { try? m.close() }
         restoredMemfds = []
-        try? vfio.fd.close()
+        switch access {
+        case .vfio(_, _, let vfio): try? vfio.fd.close()
+        case .uio(let f): for fd in f.fds { try? fd.close() } // the interrupt fd is `intx`'s, closed above
+        }
     }
 
     /// Set when virtiod exits for a restart: the device keeps running (its
@@ -297,7 +381,12 @@ public final class ClaimedDevice {
 extension ClaimedDevice {
     /// Every fd its plugin gets, named as `AttachInfo.fds` lists them.
     var pluginFDs: [(name: String, fd: FileDescriptor)] {
-        var e: [(String, FileDescriptor)] = [(FDName.vfioDevice, vfio.fd), (FDName.dma, memory.fd), (FDName.state, stateMemory.fd)]
+        var e: [(String, FileDescriptor)]
+        switch access {
+        case .vfio(_, _, let vfio): e = [(FDName.vfioDevice, vfio.fd)]
+        case .uio(let f): e = [(FDName.pciConfig, f.config)] + f.bars.keys.sorted().map { (FDName.bar($0), f.bars[$0]!) }
+        }
+        e += [(FDName.dma, memory.fd), (FDName.state, stateMemory.fd)]
         e += vectors.enumerated().map { (FDName.msix($0), $1.fd) }
         if let intx { e.append((FDName.intx, intx.fd)) }
         for endpoint in endpoints {

@@ -1,5 +1,7 @@
 import FoundationEssentials
 import Glibc
+import SystemPackage
+import VirtioPCI
 import VirtioSystem
 
 /// Moves a PCI function between kernel drivers through sysfs
@@ -22,19 +24,73 @@ public struct PCIBinding: Sendable {
     /// driver, re-probe. The module is loaded before virtiod starts (the
     /// unit wants modprobe@vfio_pci.service; virtiod itself may not load
     /// modules).
-    public func bindToVFIO(_ address: String) throws {
-        if currentDriver(address) == "vfio-pci" { return }
-        guard FileManager.default.fileExists(atPath: "\(sysfs)/bus/pci/drivers/vfio-pci") else {
-            throw ClaimError.binding("the vfio-pci driver is not loaded (modprobe vfio-pci, or start virtiod through its unit, "
+    public func bindToVFIO(_ address: String) throws { try bind(address, to: "vfio-pci") }
+
+    /// The driver that lends a device without an IOMMU when the kernel has
+    /// no VFIO no-IOMMU mode.
+    public static let uioDriver = "uio_pci_generic"
+
+    /// Bind `address` to `driver` (vfio-pci, uio_pci_generic).
+    public func bind(_ address: String, to driver: String) throws {
+        if currentDriver(address) == driver { return }
+        guard FileManager.default.fileExists(atPath: "\(sysfs)/bus/pci/drivers/\(driver)") else {
+            throw ClaimError.binding("the \(driver) driver is not loaded (modprobe \(driver), or start virtiod through its unit, "
                                      + "which loads it)")
         }
-        try write(devicePath(address) + "/driver_override", "vfio-pci")
+        try write(devicePath(address) + "/driver_override", driver)
         if currentDriver(address) != nil { try write(devicePath(address) + "/driver/unbind", address) }
         try write("\(sysfs)/bus/pci/drivers_probe", address)
-        guard currentDriver(address) == "vfio-pci" else {
-            throw ClaimError.binding("vfio-pci did not bind \(address) (driver now: \(currentDriver(address) ?? "none"))")
+        guard currentDriver(address) == driver else {
+            throw ClaimError.binding("\(driver) did not bind \(address) (driver now: \(currentDriver(address) ?? "none"))")
         }
     }
+
+    /// Open what uio_pci_generic lends of `address`: /dev/uioN (waiting up
+    /// to 5 s for udev to make it), sysfs `config`, and the `resourceN` of
+    /// every BAR its virtio capabilities name.
+    public func openUIO(_ address: String, dev: String = "/dev") throws -> UIOFunction {
+        let uioDir = devicePath(address) + "/uio"
+        guard let name = (try? FileManager.default.contentsOfDirectory(atPath: uioDir))?.first(where: { $0.hasPrefix("uio") }) else {
+            throw ClaimError.binding("uio_pci_generic bound \(address) but made no uio device (\(uioDir))")
+        }
+        func open(_ path: String, _ options: FileDescriptor.OpenOptions = []) throws -> FileDescriptor {
+            do { return try FileDescriptor.open(FilePath(path), .readWrite, options: options.union(.closeOnExec)) } catch {
+                throw ClaimError.binding("open \(path): \(error)")
+            }
+        }
+        var attempts = 0
+        while !FileManager.default.fileExists(atPath: "\(dev)/\(name)") {
+            attempts += 1
+            guard attempts < 250 else { throw ClaimError.binding("\(dev)/\(name) did not appear within 5 s of binding uio_pci_generic") }
+            usleep(20_000)
+        }
+        var opened: [FileDescriptor] = []
+        do {
+            let interrupt = try open("\(dev)/\(name)", .nonBlocking)
+            opened.append(interrupt)
+            let config = try open(devicePath(address) + "/config")
+            opened.append(config)
+            let probe = UIOFunction(config: config, bars: [:], interrupt: interrupt)
+            let caps: VirtioPCICapabilities
+            do { caps = try VirtioPCICapabilities.parse(config: probe.readPCIConfig()) } catch PCICapabilityError.missing(let what) {
+                throw ClaimError.refused("\(address) has no virtio \(what) capability: a legacy-only device (virtio 0.9.5). "
+                    + "virtiod drives modern and transitional devices (virtio 1.x); start it without disable-modern=on")
+            }
+            var bars: [Int: FileDescriptor] = [:]
+            for bar in caps.bars.sorted() {
+                bars[bar] = try open(devicePath(address) + "/resource\(bar)")
+                opened.append(bars[bar]!)
+            }
+            return UIOFunction(config: config, bars: bars, interrupt: interrupt)
+        } catch {
+            for fd in opened { try? fd.close() }
+            throw error
+        }
+    }
+
+    /// Whether the kernel's VFIO has a no-IOMMU mode (CONFIG_VFIO_NOIOMMU;
+    /// Debian's kernels do not).
+    public var hasVFIONoIOMMUMode: Bool { FileManager.default.fileExists(atPath: noIOMMUParameter) }
 
     /// The IOMMU group of `address` (its iommu_group link), which vfio-pci
     /// makes for a device without an IOMMU when it binds it in no-IOMMU mode.
@@ -67,7 +123,9 @@ public struct PCIBinding: Sendable {
     /// so the kernel's own driver (virtio-pci) takes it again.
     public func giveBack(_ address: String) throws {
         guard FileManager.default.fileExists(atPath: devicePath(address)) else { return }
-        if currentDriver(address) == "vfio-pci" { try write(devicePath(address) + "/driver/unbind", address) }
+        if let d = currentDriver(address), d == "vfio-pci" || d == Self.uioDriver {
+            try write(devicePath(address) + "/driver/unbind", address)
+        }
         try write(devicePath(address) + "/driver_override", "\n")
         try write("\(sysfs)/bus/pci/drivers_probe", address)
     }

@@ -9,6 +9,8 @@ public struct VirtioFunction: Codable, Sendable, Hashable {
         case kernel
         /// vfio-pci: ready for (or held by) a userspace driver such as virtiod.
         case vfio
+        /// uio_pci_generic: held by a userspace driver on a machine without an IOMMU.
+        case uio
         /// No driver bound.
         case none
         /// Some other driver.
@@ -56,6 +58,7 @@ public struct VirtioFunction: Codable, Sendable, Hashable {
         case nil: owner = .none
         case "virtio-pci": owner = .kernel
         case "vfio-pci": owner = .vfio
+        case "uio_pci_generic": owner = .uio
         default: owner = .other
         }
         self.iommuGroup = iommuGroup

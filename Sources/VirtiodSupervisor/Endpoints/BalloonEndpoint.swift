@@ -62,6 +62,7 @@ final class BalloonEndpoint: Endpoint {
 
     /// Room for all of the guest's memory (sparse: nothing is allocated until asked).
     static func create(for device: ClaimedDevice, rule: DeviceRule?) throws -> BalloonEndpoint {
+        guard let container = device.container, !device.noIOMMU else { throw ClaimError.refused(unavailableWithoutIOMMU!) }
         guard let total = MemInfo.read()?["MemTotal"], total > 0 else { throw ClaimError.setup("balloon: no MemTotal in /proc/meminfo") }
         let size = (Int(total) + chunkSize - 1) / chunkSize * chunkSize
         let memory = try SharedMemory(name: "virtiod-balloon", size: size)
@@ -71,12 +72,13 @@ final class BalloonEndpoint: Endpoint {
             Log.warning("balloon: no memory-pressure trigger (deflate on pressure only by the low-memory check): \(error)",
                         device: device.address)
         }
-        return BalloonEndpoint(address: device.address, memory: memory, container: device.container,
+        return BalloonEndpoint(address: device.address, memory: memory, container: container,
                                pressure: trigger, pressureProblem: problem, held: [])
     }
 
     static func restore(for device: ClaimedDevice, fds: [FileDescriptor], state: FileDescriptor?) throws -> BalloonEndpoint {
         guard let state else { throw ClaimError.setup("no balloon memory in the fd store") }
+        guard let container = device.container, !device.noIOMMU else { throw ClaimError.setup(unavailableWithoutIOMMU!) }
         guard fds.count <= 1 else { throw ClaimError.setup("expected at most one \(kind) fd in the fd store, found \(fds.count)") }
         var st = stat()
         guard fstat(state.rawValue, &st) == 0, st.st_size > 0, Int(st.st_size) % chunkSize == 0 else {
@@ -88,7 +90,7 @@ final class BalloonEndpoint: Endpoint {
             // A chunk is allocated whole or not at all (allocate/release work on whole chunks).
             held.formUnion(r.lowerBound / chunkSize..<(r.upperBound + chunkSize - 1) / chunkSize)
         }
-        return BalloonEndpoint(address: device.address, memory: memory, container: device.container,
+        return BalloonEndpoint(address: device.address, memory: memory, container: container,
                                pressure: fds.first, pressureProblem: fds.isEmpty ? "not made at claim time" : nil, held: held)
     }
 

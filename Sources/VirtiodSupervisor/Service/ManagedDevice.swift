@@ -41,6 +41,7 @@ final class ManagedDevice {
             iommuGroup: function.iommuGroup, numaNode: function.numaNode, reason: reason, rule: rule?.origin,
             interfaces: interfaces, plugin: plugin?.processReport(now: monotonic()), driver: plugin?.report)
         r.endpoints = endpoints.map(\.report)
+        r.dma = claimed.map { $0.noIOMMU ? "physical" : "iommu" }
         return r
     }
 }

@@ -2,6 +2,7 @@ import FoundationEssentials
 import Glibc
 import SystemPackage
 import VirtioCore
+import VirtioPCI
 import VirtioSystem
 import VirtiodProtocol
 
@@ -188,23 +189,39 @@ public final class Supervisor {
         d.state = .claiming
         Log.info("claiming for the \(manifest.name) plugin\(force ? " (forced)" : "")", device: f.address)
         var group = f.iommuGroup
+        // Without an IOMMU: vfio's no-IOMMU mode where the kernel has it
+        // (CONFIG_VFIO_NOIOMMU), uio_pci_generic where it does not (Debian's kernels).
+        let uio = noIOMMU && !binding.hasVFIONoIOMMUMode
+        var function: UIOFunction?
         do {
-            if noIOMMU {
+            if noIOMMU && !uio {
                 if try binding.enableNoIOMMUMode() {
                     Log.warning("vfio no-IOMMU mode enabled (UnsafeNoIOMMU=yes, \(policy.service.unsafeNoIOMMUOrigin ?? "?")): "
                                 + "claimed devices reach all of memory and the kernel is tainted", device: f.address)
                 }
             }
-            try binding.bindToVFIO(f.address)
-            if noIOMMU { group = try binding.iommuGroup(f.address) }
+            if uio {
+                Log.warning("no IOMMU (UnsafeNoIOMMU=yes, \(policy.service.unsafeNoIOMMUOrigin ?? "?")) and no VFIO no-IOMMU mode in "
+                            + "this kernel: lending the device through uio_pci_generic; it reaches all of memory", device: f.address)
+                try binding.bind(f.address, to: PCIBinding.uioDriver)
+                function = try binding.openUIO(f.address)
+            } else {
+                try binding.bindToVFIO(f.address)
+                if noIOMMU { group = try binding.iommuGroup(f.address) }
+            }
         } catch {
             try? binding.giveBack(f.address)
             throw error as? ClaimError ?? .binding("\(error)")
         }
         do {
-            d.claimed = try ClaimedDevice(address: f.address, type: type, iommuGroup: group!, noIOMMU: noIOMMU,
-                                          checks: checks) { transport, offered in
+            let size = { (transport: VirtioPCITransport, offered: UInt64) in
                 manifest.dmaSize(queues: kinds.map { $0.plannedQueues(transport, offered: offered) }.max() ?? 1)
+            }
+            if let function {
+                d.claimed = try ClaimedDevice(uio: function, address: f.address, type: type, checks: checks, dmaSize: size)
+            } else {
+                d.claimed = try ClaimedDevice(address: f.address, type: type, iommuGroup: group!, noIOMMU: noIOMMU,
+                                              checks: checks, dmaSize: size)
             }
         } catch {
             try? binding.giveBack(f.address)

@@ -77,6 +77,8 @@ wait_state() {
 start_virtiod() {
     rm -f /etc/virtiod/virtiod.conf.d/*.conf
     if [ -n "${1:-}" ]; then printf '%s\n' "$1" > /etc/virtiod/virtiod.conf.d/50-test.conf; fi
+    # A VM without an IOMMU: every case runs with the machine-wide opt-in.
+    if has_variant noiommu; then printf '[Service]\nUnsafeNoIOMMU=yes\n' > /etc/virtiod/virtiod.conf.d/10-noiommu.conf; fi
     systemctl start virtiod || { journalctl -u virtiod --no-pager | tail -n 20; fail "systemctl start virtiod failed"; }
 }
 

@@ -2,32 +2,43 @@ import Atomics
 import Glibc
 import SystemPackage
 
-/// Device registers in one VFIO region (a BAR): mapped into this process when
-/// the kernel allows it, otherwise reached with pread/pwrite on the device fd.
+/// Device registers in one BAR: mapped into this process when the kernel
+/// allows it, otherwise reached with pread/pwrite — a VFIO region of the
+/// device fd, or a sysfs resourceN file (uio_pci_generic).
 /// Each access is one load or store of exactly the field's width, as device
 /// registers require (virtio 1.2 §4.1.3.1).
 public final class MMIORegion: @unchecked Sendable {
     // SAFETY: `base` (when non-nil) is a MAP_SHARED mapping of `size` bytes of
-    // the device fd, unmapped in deinit only. Every access checks
+    // `fd` at `fileOffset`, unmapped in deinit only. Every access checks
     // offset + width <= size and natural alignment first, and goes through a
     // relaxed atomic of the field's width, which the compiler emits as a
     // single load/store of that width (no tearing, no merging, no elision).
-    public let info: VFIORegionInfo
+    /// The BAR's number.
+    public let index: Int
     public let size: Int
     private let base: UnsafeMutableRawPointer?
-    private let device: VFIODevice
+    /// Where the BAR lies in `fd`, for pread/pwrite when it is not mapped.
+    private let fd: FileDescriptor
+    private let fileOffset: Int64
 
-    public init(device: VFIODevice, info: VFIORegionInfo) throws {
-        self.device = device
-        self.info = info
-        self.size = Int(info.size)
-        if info.mappable {
-            let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, device.fd.rawValue, off_t(info.offset))
-            guard let p, p != MAP_FAILED else { throw SystemCallError("mmap BAR \(info.index)") }
+    /// BAR `index`: `size` bytes of `fd` from `fileOffset`, mapped if `mappable`.
+    public init(fd: FileDescriptor, fileOffset: UInt64, size: Int, index: Int, mappable: Bool) throws {
+        self.fd = fd
+        self.fileOffset = Int64(fileOffset)
+        self.index = index
+        self.size = size
+        if mappable {
+            let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd.rawValue, off_t(fileOffset))
+            guard let p, p != MAP_FAILED else { throw SystemCallError("mmap BAR \(index)") }
             base = p
         } else {
             base = nil
         }
+    }
+
+    /// A VFIO region of the device fd.
+    public convenience init(device: VFIODevice, info: VFIORegionInfo) throws {
+        try self.init(fd: device.fd, fileOffset: info.offset, size: Int(info.size), index: Int(info.index), mappable: info.mappable)
     }
 
     deinit { if let base { munmap(base, size) } }
@@ -42,7 +53,7 @@ public final class MMIORegion: @unchecked Sendable {
     @inline(__always)
     private func check<T>(_ offset: Int, _: T.Type) {
         precondition(offset >= 0 && offset + MemoryLayout<T>.size <= size && offset % MemoryLayout<T>.size == 0,
-                     "register access \(offset)+\(MemoryLayout<T>.size) outside BAR \(info.index) of \(size) bytes")
+                     "register access \(offset)+\(MemoryLayout<T>.size) outside BAR \(index) of \(size) bytes")
     }
 
     public func load8(_ offset: Int) -> UInt8 { load(offset, UInt8.self) }
@@ -69,7 +80,7 @@ public final class MMIORegion: @unchecked Sendable {
         // A failed read returns all ones, as a PCI read of a missing device does.
         var v = T.zero
         let ok = withUnsafeMutableBytes(of: &v) { buf in
-            (try? device.read(region: info, offset: offset, into: buf)) != nil
+            pread(fd.rawValue, buf.baseAddress, buf.count, off_t(fileOffset) + off_t(offset)) == buf.count
         }
         if !ok { failedAccesses &+= 1 }
         return ok ? T(littleEndian: v) : T.max
@@ -85,7 +96,9 @@ public final class MMIORegion: @unchecked Sendable {
             return
         }
         var le = value.littleEndian
-        let ok = withUnsafeBytes(of: &le) { buf in (try? device.write(region: info, offset: offset, from: buf)) != nil }
+        let ok = withUnsafeBytes(of: &le) { buf in
+            pwrite(fd.rawValue, buf.baseAddress, buf.count, off_t(fileOffset) + off_t(offset)) == buf.count
+        }
         if !ok { failedAccesses &+= 1 }
     }
 
