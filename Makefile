@@ -159,11 +159,12 @@ deb: host-setup
 # version of it: the same build repacked with a higher version number.
 VM_STAGE := .build-vm-debs
 # The whole suite on the default devices, then the device-facing cases again
-# on packed rings with a multiqueue NIC, in one boot (VM_VARIANTS= to skip;
-# VM_VARIANTS="packed mq" runs them as two boots).
-VM_VARIANTS ?= packed,mq
-VM_VARIANT_CASES := net/traffic.sh net/offload-file.sh net/control.sh supervisor/claim-all.sh reload/net-traffic.sh \
-	block/filesystem.sh block/mq.sh
+# in one second boot: packed rings, a multiqueue NIC and no IOMMU (devices
+# without ACCESS_PLATFORM, lent through uio_pci_generic, DMA in hugepages at
+# physical addresses). noiommu/net.sh and noiommu/reload.sh run the net
+# traffic, offload and reload cases there (VM_VARIANTS= to skip).
+VM_VARIANTS ?= packed,mq,noiommu
+VM_VARIANT_CASES := noiommu net/control.sh supervisor/claim-all.sh block/filesystem.sh block/mq.sh
 # Out-of-tree plugins the cases install in the guest, built the documented
 # way (their own package, `make install PREFIX=/usr/local`), staged per example.
 VM_EXTRA := .build-vm-extra

@@ -120,6 +120,9 @@ public final class DeviceDriver {
     /// Serve until stop, until the supervisor hangs up, or until SIGTERM
     /// (the last two leave a hand-over record and the device running).
     func serve() throws {
+        // A line a predecessor left masked (it stopped between the
+        // interrupt and the unmask) would stay quiet for good: unmask once.
+        if device.intx != nil { try? transport.function.unmaskINTx() }
         while true {
             let fds = [link.fd] + (signals.map { [$0.fd] } ?? []) + device.vectors.map(\.fd)
                 + (device.intx.map { [$0.fd] } ?? []) + (dataPath?.pollFDs ?? [])

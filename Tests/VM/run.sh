@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Boot the test VM with a set of virtio devices and run cases inside it.
 #
-#   run.sh [options] [CASE...]      CASE: cases/GROUP/NAME.sh paths or GROUP names (default: all)
+#   run.sh [options] [CASE...]      CASE: cases/GROUP/NAME.sh paths or GROUP names (default: all
+#                                   but noiommu/, which needs --variant noiommu)
 #     --variant NAME   device set: default | packed | mq | transitional | rootports
 #                      | noiommu (no vIOMMU, devices without ACCESS_PLATFORM, the
 #                      first NIC transitional, a legacy-only NIC, hugepages),
@@ -59,7 +60,8 @@ payload="$run/payload"
 mkdir -p "$payload/cases"
 cp "$VM_DIR/run-in-guest" "$payload/"
 cp -r "$VM_DIR/cases/." "$payload/cases/"
-if [ ${#cases[@]} -eq 0 ]; then cases=($(cd "$VM_DIR/cases" && ls -d */ | tr -d /)); fi
+# Default: every group but noiommu/, whose cases need --variant noiommu.
+if [ ${#cases[@]} -eq 0 ]; then cases=($(cd "$VM_DIR/cases" && ls -d */ | tr -d / | grep -v '^noiommu$')); fi
 : > "$payload/cases.list"
 for c in "${cases[@]}"; do
     c=${c#"$VM_DIR/cases/"}; c=${c#cases/}

@@ -6,8 +6,8 @@ import SystemPackage
 /// (`config`, `resourceN`; Documentation/PCI/sysfs-pci.rst), the INTx line
 /// through /dev/uioN. There is no IOMMU behind it and no MSI-X: the device
 /// reaches guest-physical addresses and interrupts on its one legacy line,
-/// which the kernel masks when it fires (INTx disable bit) until told
-/// otherwise.
+/// which the kernel masks when it fires (the command register's Interrupt
+/// Disable bit) until the driver clears the bit again.
 ///
 /// The fds are opened by the supervisor (root) and lent to plugins; reading
 /// all of configuration space needs CAP_SYS_ADMIN at open time, which the
@@ -17,7 +17,7 @@ public struct UIOFunction: PCIFunction {
     public let config: FileDescriptor
     /// sysfs `resourceN` of each BAR the driver uses, by BAR number.
     public let bars: [Int: FileDescriptor]
-    /// /dev/uioN: reads return the interrupt count, a write of 1 unmasks.
+    /// /dev/uioN: readable when the line fired; a read returns the count.
     public let interrupt: FileDescriptor
 
     public init(config: FileDescriptor, bars: [Int: FileDescriptor], interrupt: FileDescriptor) {
@@ -43,10 +43,21 @@ public struct UIOFunction: PCIFunction {
         return try MMIORegion(fd: fd, fileOffset: 0, size: Int(st.st_size), index: index, mappable: true)
     }
 
+    /// uio_pci_generic has no irqcontrol: its handler masks the line with
+    /// the command register's Interrupt Disable bit (PCI 3.0 §6.2.2, bit
+    /// 10), and the driver clears that bit again through `config`.
     public func unmaskINTx() throws {
-        var one: Int32 = 1
-        let n = try withUnsafeBytes(of: &one) { try interrupt.write($0) }
-        guard n == 4 else { throw SystemCallError("uio unmask: short write", .ioError) }
+        try updateCommand { $0 & ~0x400 }
+    }
+
+    /// Read-modify-write the command register (config offset 4).
+    private func updateCommand(_ change: (UInt16) -> UInt16) throws {
+        var command: UInt16 = 0
+        let r = try withUnsafeMutableBytes(of: &command) { try config.read(fromAbsoluteOffset: 4, into: $0) }
+        guard r == 2 else { throw SystemCallError("PCI command register: short read", .ioError) }
+        var le = change(UInt16(littleEndian: command)).littleEndian
+        let n = try withUnsafeBytes(of: &le) { try config.write(toAbsoluteOffset: 4, $0) }
+        guard n == 2 else { throw SystemCallError("PCI command register: short write", .ioError) }
     }
 
     /// Interrupts so far (the 4-byte count a read of /dev/uioN returns).
@@ -61,18 +72,11 @@ public struct UIOFunction: PCIFunction {
     /// §6.2.2): uio_pci_generic enables the device but not bus mastering.
     /// The INTx disable bit is the kernel's to manage, and is kept.
     public func enableBusMaster() throws {
-        var command: UInt16 = 0
-        _ = try withUnsafeMutableBytes(of: &command) { try config.read(fromAbsoluteOffset: 4, into: $0) }
-        var le = (UInt16(littleEndian: command) | 0x6).littleEndian
-        let n = try withUnsafeBytes(of: &le) { try config.write(toAbsoluteOffset: 4, $0) }
-        guard n == 2 else { throw SystemCallError("PCI command register: short write", .ioError) }
+        try updateCommand { $0 | 0x6 }
     }
 
     /// Clear Bus Master (the device may DMA no more), before it is given back.
     public func disableBusMaster() throws {
-        var command: UInt16 = 0
-        _ = try withUnsafeMutableBytes(of: &command) { try config.read(fromAbsoluteOffset: 4, into: $0) }
-        var le = (UInt16(littleEndian: command) & ~0x4).littleEndian
-        _ = try withUnsafeBytes(of: &le) { try config.write(toAbsoluteOffset: 4, $0) }
+        try updateCommand { $0 & ~0x4 }
     }
 }

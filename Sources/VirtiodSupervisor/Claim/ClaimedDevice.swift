@@ -367,7 +367,7 @@ public final class ClaimedDevice {
         restoredMemfds = []
         switch access {
         case .vfio(_, _, let vfio): try? vfio.fd.close()
-        case .uio(let f): for fd in f.fds { try? fd.close() } // the interrupt fd is `intx`'s, closed above
+        case .uio(let f): for fd in f.fds { try? fd.close() } // with /dev/uioN, which `intx` wraps
         }
     }
 

@@ -88,9 +88,21 @@ public struct PCIBinding: Sendable {
         }
     }
 
-    /// Whether the kernel's VFIO has a no-IOMMU mode (CONFIG_VFIO_NOIOMMU;
-    /// Debian's kernels do not).
-    public var hasVFIONoIOMMUMode: Bool { FileManager.default.fileExists(atPath: noIOMMUParameter) }
+    /// Whether VFIO's no-IOMMU mode is usable: the kernel has it
+    /// (CONFIG_VFIO_NOIOMMU; Debian's kernels do not) and this process may
+    /// open its groups (CAP_SYS_RAWIO, which virtiod.service leaves out
+    /// unless a drop-in adds it). Otherwise uio_pci_generic lends the device.
+    public var hasVFIONoIOMMUMode: Bool {
+        FileManager.default.fileExists(atPath: noIOMMUParameter) && Self.hasEffectiveCapability(17) // CAP_SYS_RAWIO
+    }
+
+    /// Whether capability `bit` is in this process's effective set (CapEff in /proc/self/status).
+    static func hasEffectiveCapability(_ bit: Int) -> Bool {
+        guard let status = TextFile.read("/proc/self/status"),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+              let mask = UInt64(String(line.dropFirst(7)).trimmingWhitespace(), radix: 16) else { return false }
+        return mask & (1 << UInt64(bit)) != 0
+    }
 
     /// The IOMMU group of `address` (its iommu_group link), which vfio-pci
     /// makes for a device without an IOMMU when it binds it in no-IOMMU mode.

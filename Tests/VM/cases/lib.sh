@@ -144,9 +144,19 @@ start_nic_with_twin() {
     ping -c 2 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "no ping through vtnet0 at start"
 }
 
-# The address of the NIC virtiod holds (type net, bound to vfio-pci).
+# The address of the NIC virtiod holds (type net, bound to vfio-pci, or to
+# uio_pci_generic on a VM without an IOMMU).
 claimed_nic() {
-    virtioctl list --json | jq -r '.[] | select(.type == "net" and .kernel_driver == "vfio-pci") | .address'
+    virtioctl list --json | jq -r '.[] | select(.type == "net" and (.kernel_driver == "vfio-pci" or .kernel_driver == "uio_pci_generic")) | .address'
+}
+
+# The PCI address of the kernel-driven NIC with MAC $1 (empty if none).
+nic_function() {
+    local nic f
+    nic=$(iface_with_mac "$1")
+    [ -n "$nic" ] || return 0
+    for f in $(virtio_functions 1041); do [ -e "/sys/bus/pci/devices/$f/virtio"*/net/"$nic" ] && echo "$f"; done
+    return 0
 }
 
 # Start a one-shot iperf3 server in netns "twin" on port $1 and wait until it listens.

@@ -5,11 +5,8 @@
 source /payload/cases/lib.sh
 has_variant noiommu || fail "noiommu/legacy.sh needs --variant noiommu"
 trap stop_virtiod EXIT
-nic=$(iface_with_mac 52:54:00:12:34:09)
-[ -n "$nic" ] || fail "no interface with the legacy NIC's MAC 52:54:00:12:34:09"
-legacy=""
-for f in $(virtio_functions 1041); do [ -e "/sys/bus/pci/devices/$f/virtio"*/net/"$nic" ] && legacy=$f; done
-[ -n "$legacy" ] || fail "no PCI function for $nic"
+legacy=$(nic_function 52:54:00:12:34:09)
+[ -n "$legacy" ] || fail "no kernel-driven NIC with the legacy NIC's MAC 52:54:00:12:34:09"
 start_virtiod "[Device]
 Address=$legacy
 Claim=yes"

@@ -8,7 +8,7 @@
 source /payload/cases/lib.sh
 trap stop_virtiod EXIT
 nic=$(iface_with_mac 52:54:00:12:34:01)
-for f in $(virtio_functions 1041); do [ -e "/sys/bus/pci/devices/$f/virtio"*/net/"$nic" ] && net=$f; done
+net=$(nic_function 52:54:00:12:34:01); twin=$(nic_function 52:54:00:12:34:02)
 blk=$(virtio_functions 1042); bal=$(virtio_functions 1045); con=$(virtio_functions 1043); nine=$(virtio_functions 1049)
 [ -n "${net:-}" ] || fail "no PCI function for $nic"
 # No balloon target left over from an earlier case.
@@ -46,7 +46,6 @@ for f in $net $blk $bal_run $con $nine; do wait_state "$f" running 90; done
 for f in $net $blk $bal_run $con $nine; do
     [ "$(driver_of "$f")" = $lent ] || fail "$f is bound to $(driver_of "$f"), not $lent"
 done
-twin=$(virtio_functions 1041 | grep -v "$net")
 [ "$(driver_of "$twin")" = virtio-pci ] || fail "the twin NIC $twin was taken"
 [ "$(iface_with_mac 52:54:00:12:34:01)" = vtnet0 ] || fail "the NIC's MAC is on '$(iface_with_mac 52:54:00:12:34:01)', not on virtiod's vtnet0"
 [ ! -e "/sys/class/net/$nic" ] || fail "the kernel still has $nic for the claimed NIC"
