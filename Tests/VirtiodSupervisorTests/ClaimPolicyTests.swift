@@ -33,7 +33,17 @@ import VirtiodSupervisor
         #expect(rules[0].heartbeatTimeout == 6 && rules[1].heartbeatTimeout == nil)
     }
 
+    @Test func serviceSectionSetsTheMachineWideNoIOMMUOptIn() throws {
+        var service = ServiceSettings()
+        let rules = try ClaimPolicy.parse("[Service]\nUnsafeNoIOMMU=yes\n[Device]\nType=net\nClaim=yes", file: "f", service: &service)
+        #expect(rules.count == 1 && service.unsafeNoIOMMU && service.unsafeNoIOMMUOrigin == "f:2")
+        _ = try ClaimPolicy.parse("[Service]\nUnsafeNoIOMMU=no", file: "g", service: &service)
+        #expect(!service.unsafeNoIOMMU, "the last file read wins")
+    }
+
     @Test(arguments: [
+        ("[Service]\nUnsafeNoIOMMU=perhaps", 2, "UnsafeNoIOMMU= needs yes or no"),
+        ("[Service]\nColour=blue", 2, "unknown key 'Colour' in [Service]"),
         ("[Device\nType=net", 1, "malformed section header"),
         ("[Device]\nType net", 2, "expected Key=Value"),
         ("Type=net", 1, "outside any section"),

@@ -58,6 +58,14 @@ import VirtiodProtocol
         #expect(checks.accessPlatform(offered: (1 << 32) | (1 << 33), address: "a") == nil)
         let why = try #require(checks.accessPlatform(offered: 1 << 32, address: "0000:00:09.0"))
         #expect(why.contains("ACCESS_PLATFORM") && why.contains("iommu_platform=on"))
+        // No IOMMU: refused unless the machine opted in, and the refusal names the setting.
+        let alone = VirtioFunction(address: "0000:00:03.0", vendor: "0x1af4", device: "0x1041", subsystemDevice: nil,
+                                   driver: "virtio-pci", iommuGroup: nil, iommuGroupMembers: [], numaNode: nil)!
+        #expect(checks.groupPeers(alone)?.contains("UnsafeNoIOMMU=yes") == true)
+        #expect(checks.groupPeers(alone, noIOMMU: true) == nil)
+        // Physical DMA: ACCESS_PLATFORM is not needed, VERSION_1 still is.
+        #expect(checks.accessPlatform(offered: 1 << 32, address: "a", physicalDMA: true) == nil)
+        #expect(checks.accessPlatform(offered: 1 << 5, address: "a", physicalDMA: true)?.contains("VERSION_1") == true)
     }
 
     @Test func mountsAndDefaultRoutesAreFoundInProcAndSys() throws {

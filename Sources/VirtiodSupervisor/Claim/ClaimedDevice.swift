@@ -193,11 +193,13 @@ public final class ClaimedDevice {
         case .uio(let f):
             e = [("pci-config", f.config)] + f.bars.keys.sorted().map { ("pci-bar.\($0)", f.bars[$0]!) }
         }
+        // sysfs files poll as EPOLLERR|EPOLLPRI always (kernfs: that is how
+        // sysfs_notify works), which systemd would take for a dead fd and drop.
+        var unpolled = Set(e.map(\.0).filter { $0.hasPrefix("pci-") })
         e += [("dma", memory.fd), ("state", stateMemory.fd)]
         e += vectors.enumerated().map { ("msix.\($0)", $1.fd) }
         if let intx { e.append(("intx", intx.fd)) }
         if let request { e.append(("req", request.fd)) }
-        var unpolled: Set<String> = []
         for endpoint in endpoints {
             let kind = Swift.type(of: endpoint).kind
             let names = endpoint.fds.enumerated().map { ("\(Self.endpointPrefix)\(FDName.endpoint(kind, $0))", $1) }
