@@ -192,8 +192,11 @@ tcp_reset_counters() { tcp_nstat "$1" -saz TcpEstabResets TcpExtTCPAbortOnData T
 # but the last 2 of them, run command $1 after 3 s; then check 0 TCP resets
 # and 0 lost pings and print the longest gap between replies. $2 names the
 # event. Give events that take seconds (a restart) the default window.
+# With $4 = "until-done", $3 is only the longest window: the traffic ends 4 s
+# after the event did (ping and iperf3 interrupted; a ping still in flight
+# then is not counted: only pings older than the last 0.5 s of replies are).
 under_traffic() {
-    local what=$2 seconds=${3:-12}
+    local what=$2 seconds=${3:-12} early=${4:-}
     [ "$seconds" -ge 6 ] || fail "under_traffic: a window of $seconds s leaves no time after the event at 3 s"
     local pings=$(( (seconds - 2) * 100 ))
     twin_iperf_server 5301
@@ -211,12 +214,25 @@ under_traffic() {
     echo "event $(date +%s.%N)" >> /tmp/traffic-times
     eval "$1" || { kill $iperf $pinger $dump 2>/dev/null; fail "$what failed"; }
     echo "event-done $(date +%s.%N)" >> /tmp/traffic-times
+    local ended=""
+    if [ "$early" = until-done ]; then
+        sleep 4
+        ended=$(date +%s.%N)
+        kill -INT $pinger $iperf 2>/dev/null || true
+    fi
     wait $pinger || true
     wait $iperf || true
     echo "iperf-end $(date +%s.%N)" >> /tmp/traffic-times
     sleep 1
     kill $dump 2>/dev/null || true
     read -r sent got < <(ping_counts /tmp/traffic-ping)
+    if [ -n "$ended" ]; then
+        # Sequence numbers: every ping up to 50 before the last answered one must have its reply.
+        read -r sent got < <(awk -F'icmp_seq=' '/bytes from/ { split($2, a, " "); seen[a[1] + 0] = 1; if (a[1] + 0 > last) last = a[1] + 0 }
+            END { n = last - 50; g = 0; for (i = 1; i <= n; i++) if (i in seen) g++; print n, g }' /tmp/traffic-ping)
+        # ...and pings went on from 3 s before the event to 4 s after it.
+        pings=$(awk -v t="$(awk '$1 == "start" { print $2 }' /tmp/traffic-times)" -v e="$ended" 'BEGIN { printf "%d", (e - t - 1.5) * 100 }')
+    fi
     local gap resets
     gap=$(longest_reply_gap /tmp/traffic-ping)
     # Resets of the stream under test: RST segments of its connections (port
@@ -227,6 +243,8 @@ under_traffic() {
     local t0 cutoff
     t0=$(awk '$1 == "start" { print $2 }' /tmp/traffic-times)
     cutoff=$(awk -v t="$t0" -v s="$seconds" 'BEGIN { printf "%.6f", t + s - 2 }')
+    # Interrupted: the stream's own teardown starts at the interrupt.
+    [ -z "$ended" ] || cutoff=$(awk -v e="$ended" 'BEGIN { printf "%.6f", e - 0.5 }')
     grep '\.5301[ :]' /tmp/traffic-rst | awk -v c="$cutoff" '$1 < c' > /tmp/traffic-rst-during || true
     resets=$(wc -l < /tmp/traffic-rst-during)
     local teardown=$(( $(grep -c '\.5301[ :]' /tmp/traffic-rst || true) - resets ))
@@ -241,8 +259,14 @@ under_traffic() {
     [ "${sent:-0}" -ge $(( pings * 9 / 10 )) ] || fail "$what: ping sent only ${sent:-0} packets: $(tail -n 3 /tmp/traffic-ping)"
     [ "$got" = "$sent" ] || fail "$what: $((sent - got)) of $sent pings lost (longest gap $gap ms)"
     [ "$resets" = 0 ] || fail "$what: $resets TCP resets of the stream: $(head -n 3 /tmp/traffic-rst-during | tr '\n' ';') (times: $(tr '\n' ' ' < /tmp/traffic-times))"
-    jq -e '.error == null and .end.sum_received.bytes > 1000000' /tmp/traffic-iperf.json >/dev/null \
-        || fail "$what: the TCP stream broke: $(jq -r '.error // "too few bytes"' /tmp/traffic-iperf.json 2>/dev/null || tail -n 2 /tmp/traffic-iperf.json)"
+    if [ -n "$ended" ]; then
+        # Interrupted on purpose: iperf3 says so, and its intervals count what went through.
+        jq -e '(.error == null or (.error | test("interrupt"))) and ([.intervals[].sum.bytes] | add) > 1000000' /tmp/traffic-iperf.json >/dev/null \
+            || fail "$what: the TCP stream broke: $(jq -r '.error // "too few bytes"' /tmp/traffic-iperf.json 2>/dev/null || tail -n 2 /tmp/traffic-iperf.json)"
+    else
+        jq -e '.error == null and .end.sum_received.bytes > 1000000' /tmp/traffic-iperf.json >/dev/null \
+            || fail "$what: the TCP stream broke: $(jq -r '.error // "too few bytes"' /tmp/traffic-iperf.json 2>/dev/null || tail -n 2 /tmp/traffic-iperf.json)"
+    fi
 }
 
 # Device-side used index of queue $2 of the QEMU device with id $1, read
