@@ -45,6 +45,16 @@ public struct ClaimChecks: Sendable {
             + "corrupt memory. Start the device with iommu_platform=on (QEMU) or use a modern device"
     }
 
+    /// A device without the virtio PCI capabilities (virtio 1.2 §4.1.4) —
+    /// `missing` names the first one not found — is legacy-only (virtio
+    /// 0.9.5: registers in an I/O BAR, split rings only). virtiod does not
+    /// drive those: every device QEMU and clouds offer today is modern or
+    /// transitional, and transitional ones work.
+    public func legacyOnly(_ address: String, missing: String) -> String {
+        "\(address) has no virtio \(missing) capability: a legacy-only device (virtio 0.9.5). "
+            + "virtiod drives modern and transitional devices (virtio 1.x); start it without disable-modern=on"
+    }
+
     /// Filesystems mounted (or swap) on the function's disks.
     public func mountedFilesystems(_ f: VirtioFunction) -> String? {
         guard !f.blockDevices.isEmpty else { return nil }

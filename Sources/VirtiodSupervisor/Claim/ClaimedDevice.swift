@@ -75,16 +75,8 @@ public final class ClaimedDevice {
         let vfio = VFIODevice(fd: try group.device(address: address))
         access = .vfio(container: container, group: group, device: vfio)
         do {
-            do { transport = try VirtioPCITransport(vfio: vfio, deviceType: type) } catch PCICapabilityError.missing(let what) {
-                throw ClaimError.refused("\(address) has no virtio \(what) capability: a legacy-only device (virtio 0.9.5). "
-                    + "virtiod drives modern and transitional devices (virtio 1.x); start it without disable-modern=on")
-            }
-            offeredFeatures = transport.readDeviceFeatures()
-            if let refusal = checks.accessPlatform(offered: offeredFeatures, address: address, physicalDMA: noIOMMU) {
-                throw ClaimError.refused(refusal)
-            }
-            // The device may hold state from an earlier driver: reset before DMA is possible.
-            try transport.reset()
+            (transport, offeredFeatures) = try Self.checkedTransport(vfio, address: address, type: type, checks: checks,
+                                                                     physicalDMA: noIOMMU)
             let wanted = max(dmaSize(transport, offeredFeatures), 1 << 16)
             if noIOMMU {
                 (memory, addressMap) = try Self.physicalMemory(wanted, address: address)
@@ -131,6 +123,25 @@ public final class ClaimedDevice {
         }
     }
 
+    /// The transport of a device just lent, and the features it offers,
+    /// once it passed the checks that need the device itself (a modern
+    /// interface; ACCESS_PLATFORM unless `physicalDMA`) — before bus
+    /// mastering is on, so a refused device never did DMA. Then the device
+    /// is reset: it may hold state from an earlier driver.
+    static func checkedTransport(_ function: any PCIFunction, address: String, type: DeviceType, checks: ClaimChecks,
+                                 physicalDMA: Bool) throws -> (VirtioPCITransport, UInt64) {
+        let transport: VirtioPCITransport
+        do { transport = try VirtioPCITransport(function: function, deviceType: type) } catch PCICapabilityError.missing(let what) {
+            throw ClaimError.refused(checks.legacyOnly(address, missing: what))
+        }
+        let offered = transport.readDeviceFeatures()
+        if let refusal = checks.accessPlatform(offered: offered, address: address, physicalDMA: physicalDMA) {
+            throw ClaimError.refused(refusal)
+        }
+        try transport.reset()
+        return (transport, offered)
+    }
+
     /// DMA memory for a device without an IOMMU: hugepages, each its own
     /// physical range, with room for pieces that move on to the next page
     /// rather than cross one.
@@ -156,15 +167,8 @@ public final class ClaimedDevice {
         self.type = type
         access = .uio(function)
         do {
-            do { transport = try VirtioPCITransport(function: function, deviceType: type) } catch PCICapabilityError.missing(let what) {
-                throw ClaimError.refused("\(address) has no virtio \(what) capability: a legacy-only device (virtio 0.9.5). "
-                    + "virtiod drives modern and transitional devices (virtio 1.x); start it without disable-modern=on")
-            }
-            offeredFeatures = transport.readDeviceFeatures()
-            if let refusal = checks.accessPlatform(offered: offeredFeatures, address: address, physicalDMA: true) {
-                throw ClaimError.refused(refusal)
-            }
-            try transport.reset()
+            (transport, offeredFeatures) = try Self.checkedTransport(function, address: address, type: type, checks: checks,
+                                                                     physicalDMA: true)
             (memory, addressMap) = try Self.physicalMemory(max(dmaSize(transport, offeredFeatures), 1 << 16), address: address)
             stateMemory = try SharedMemory(name: "virtiod-state-\(address)", size: Self.stateSize)
             handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
@@ -280,7 +284,8 @@ public final class ClaimedDevice {
             return found.sorted { $0.0 < $1.0 }.map(\.1)
         }
         // These own no fd (the memfds are mapped without taking them).
-        let function: any PCIFunction = try uio ?? VFIODevice(fd: need("device"))
+        let vfioDevice = uio == nil ? VFIODevice(fd: try need("device")) : nil
+        let function: any PCIFunction = uio ?? vfioDevice!
         let containerFD = uio == nil ? try need("container") : nil
         let transport = try VirtioPCITransport(function: function, deviceType: type)
         let memory = try SharedMemory(mapping: dma, size: size(dma), ownsFD: false)
@@ -313,7 +318,7 @@ public final class ClaimedDevice {
             access = .vfio(container: VFIOContainer(adopting: containerFD!, mappings: noIOMMU ? [] : [(Self.iovaBase, UInt64(memory.size))],
                                                     noIOMMU: noIOMMU),
                            group: VFIOGroup(adopting: fds[groupKey]!, number: number, noIOMMU: noIOMMU),
-                           device: function as! VFIODevice)
+                           device: vfioDevice!)
         }
         offeredFeatures = transport.readDeviceFeatures()
         handover = HandoverArea(region: stateMemory.region(deviceBase: 0))

@@ -73,8 +73,7 @@ public struct PCIBinding: Sendable {
             let probe = UIOFunction(config: config, bars: [:], interrupt: interrupt)
             let caps: VirtioPCICapabilities
             do { caps = try VirtioPCICapabilities.parse(config: probe.readPCIConfig()) } catch PCICapabilityError.missing(let what) {
-                throw ClaimError.refused("\(address) has no virtio \(what) capability: a legacy-only device (virtio 0.9.5). "
-                    + "virtiod drives modern and transitional devices (virtio 1.x); start it without disable-modern=on")
+                throw ClaimError.refused(ClaimChecks().legacyOnly(address, missing: what))
             }
             var bars: [Int: FileDescriptor] = [:]
             for bar in caps.bars.sorted() {
