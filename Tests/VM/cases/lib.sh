@@ -253,7 +253,7 @@ under_traffic() {
     local counters
     counters="here: $(tcp_reset_counters "")twin: $(tcp_reset_counters twin)"
     echo "$what under traffic: $got/$sent pings answered, longest gap between replies $gap ms, TCP resets $resets," \
-         "stream $(jq '.end.sum_received.bits_per_second / 1e6 | floor' /tmp/traffic-iperf.json 2>/dev/null) Mbit/s" \
+         "stream $(jq 'if .error then [.intervals[].sum.bits_per_second] | add / length else .end.sum_received.bits_per_second end | . / 1e6 | floor' /tmp/traffic-iperf.json 2>/dev/null) Mbit/s" \
          "(RSTs at iperf3's teardown: $teardown; reset counters $counters)"
     # The pings must outlast the event, or its pause was not measured.
     awk -v t="$t0" -v s="$seconds" '$1 == "event-done" { exit !($2 < t + s - 2) }' /tmp/traffic-times \
