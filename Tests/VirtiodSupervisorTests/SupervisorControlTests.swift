@@ -57,7 +57,7 @@ import VirtiodProtocol
         #expect(checks.groupPeers(function(group: ["0000:00:03.1"]))?.contains("also holds 0000:00:03.1") == true)
         #expect(checks.accessPlatform(offered: (1 << 32) | (1 << 33), address: "a") == nil)
         let why = try #require(checks.accessPlatform(offered: 1 << 32, address: "0000:00:09.0"))
-        #expect(why.contains("ACCESS_PLATFORM") && why.contains("iommu_platform=on"))
+        #expect(why.contains("ACCESS_PLATFORM") && why.contains("iommu_platform=on") && why.contains("UnsafeNoIOMMU=yes"))
         // No IOMMU: refused unless the machine opted in, and the refusal names the setting.
         let alone = VirtioFunction(address: "0000:00:03.0", vendor: "0x1af4", device: "0x1041", subsystemDevice: nil,
                                    driver: "virtio-pci", iommuGroup: nil, iommuGroupMembers: [], numaNode: nil)!

@@ -43,6 +43,8 @@ public struct ClaimChecks: Sendable {
                        offered & TransportFeatures.version1.rawValue == 0 ? "VERSION_1" : nil].compactMap { $0 }
         return "\(address) does not offer \(missing.joined(separator: " and ")): its DMA would bypass the IOMMU and "
             + "corrupt memory. Start the device with iommu_platform=on (QEMU) or use a modern device"
+            + (offered & TransportFeatures.version1.rawValue != 0
+               ? ", or set UnsafeNoIOMMU=yes in [Service] to drive it at guest-physical addresses (no DMA isolation)" : "")
     }
 
     /// A device without the virtio PCI capabilities (virtio 1.2 §4.1.4) —

@@ -34,16 +34,10 @@ public final class ClaimedDevice {
     /// How the device reaches `memory`: one IOMMU mapping at `iovaBase`, or
     /// (no-IOMMU mode) hugepages at their guest-physical addresses.
     public let addressMap: DMAAddressMap
-    /// Claimed without an IOMMU (vfio's no-IOMMU mode or uio_pci_generic):
-    /// the device reaches guest-physical addresses.
+    /// The device reaches guest-physical addresses: claimed without an
+    /// IOMMU (vfio's no-IOMMU mode or uio_pci_generic), or it bypasses the
+    /// IOMMU it sits behind (no ACCESS_PLATFORM, with UnsafeNoIOMMU=yes).
     public var noIOMMU: Bool { !addressMap.isLinear }
-    /// "vfio-pci", "vfio-pci (no-IOMMU)" or "uio_pci_generic", for status.
-    public var accessName: String {
-        switch access {
-        case .vfio(let c, _, _): c.noIOMMU ? "vfio-pci (no-IOMMU)" : "vfio-pci"
-        case .uio: "uio_pci_generic"
-        }
-    }
     /// The hand-over area (virtiod's own memfd, not DMA-mapped): where a
     /// plugin that stops without a reset leaves its record for the next.
     public let stateMemory: SharedMemory
@@ -64,8 +58,12 @@ public final class ClaimedDevice {
     /// `dmaSize` computes from the device) and MSI-X.
     /// `noIOMMU`: the group is a no-IOMMU group (/dev/vfio/noiommu-N) and
     /// DMA memory is hugepages at guest-physical addresses.
-    init(address: String, type: DeviceType, iommuGroup: Int, noIOMMU: Bool = false, checks: ClaimChecks,
-         dmaSize: (VirtioPCITransport, _ offered: UInt64) -> Int) throws {
+    /// `bypassAllowed` (UnsafeNoIOMMU=yes): a device in an IOMMU group that
+    /// does not offer ACCESS_PLATFORM — it DMAs to guest-physical addresses
+    /// past the IOMMU, as QEMU's transitional devices do — gets the same
+    /// physically addressed memory instead of a refusal.
+    init(address: String, type: DeviceType, iommuGroup: Int, noIOMMU: Bool = false, bypassAllowed: Bool = false,
+         checks: ClaimChecks, dmaSize: (VirtioPCITransport, _ offered: UInt64) -> Int) throws {
         self.address = address
         self.type = type
         let container = try VFIOContainer(noIOMMU: noIOMMU)
@@ -76,9 +74,10 @@ public final class ClaimedDevice {
         access = .vfio(container: container, group: group, device: vfio)
         do {
             (transport, offeredFeatures) = try Self.checkedTransport(vfio, address: address, type: type, checks: checks,
-                                                                     physicalDMA: noIOMMU)
+                                                                     physicalDMA: noIOMMU || bypassAllowed)
             let wanted = max(dmaSize(transport, offeredFeatures), 1 << 16)
-            if noIOMMU {
+            let physical = noIOMMU || offeredFeatures & TransportFeatures.accessPlatform.rawValue == 0
+            if physical {
                 (memory, addressMap) = try Self.physicalMemory(wanted, address: address)
             } else {
                 // Whole pages: the IOMMU maps pages.
@@ -87,7 +86,7 @@ public final class ClaimedDevice {
             }
             stateMemory = try SharedMemory(name: "virtiod-state-\(address)", size: Self.stateSize)
             handover = HandoverArea(region: stateMemory.region(deviceBase: 0))
-            if !noIOMMU { try container.mapDMA(vaddr: memory.base, iova: Self.iovaBase, size: memory.size) }
+            if !physical { try container.mapDMA(vaddr: memory.base, iova: Self.iovaBase, size: memory.size) }
             try vfio.enableBusMaster()
             let table = try vfio.msixVectorCount()
             // Every vector of the table (up to `maxVectors`). Not sized by
@@ -293,8 +292,9 @@ public final class ClaimedDevice {
         for m in [memory, stateMemory] {
             do { try m.sealSize() } catch { Log.warning("\(error): its size stays unsealed", device: address) }
         }
-        // Hugepage DMA memory means the device was claimed in no-IOMMU mode:
-        // the same pages are still where the device has been told they are.
+        // Hugepage DMA memory means the device reaches physical addresses
+        // (no IOMMU, or one it bypasses): nothing is mapped in its container,
+        // and the same pages are still where the device has been told they are.
         let noIOMMU = memory.isHugepages
         var addressMap = DMAAddressMap.linear(Self.iovaBase)
         if noIOMMU {

@@ -221,7 +221,7 @@ public final class Supervisor {
                 d.claimed = try ClaimedDevice(uio: function, address: f.address, type: type, checks: checks, dmaSize: size)
             } else {
                 d.claimed = try ClaimedDevice(address: f.address, type: type, iommuGroup: group!, noIOMMU: noIOMMU,
-                                              checks: checks, dmaSize: size)
+                                              bypassAllowed: policy.service.unsafeNoIOMMU, checks: checks, dmaSize: size)
             }
         } catch {
             try? binding.giveBack(f.address)
