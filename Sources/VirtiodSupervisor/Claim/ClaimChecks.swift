@@ -17,8 +17,8 @@ public struct ClaimChecks: Sendable {
         guard f.iommuGroup != nil else {
             if noIOMMU { return nil }
             return "\(f.address) is in no IOMMU group: VFIO needs an IOMMU (boot with intel_iommu=on or amd_iommu=on), "
-                + "or set UnsafeNoIOMMU=yes in the [Service] section of /etc/virtiod/virtiod.conf to drive it through "
-                + "vfio's no-IOMMU mode (no DMA isolation, taints the kernel; see virtiod.conf(5))"
+                + "or set UnsafeNoIOMMU=yes in the [Service] section of /etc/virtiod/virtiod.conf to drive it without one "
+                + "(DMA at guest-physical addresses in hugepages, no isolation; see virtiod.conf(5))"
         }
         guard f.iommuGroupPeers.isEmpty else {
             return "IOMMU group \(f.iommuGroup!) of \(f.address) also holds \(f.iommuGroupPeers.joined(separator: ", ")); "
