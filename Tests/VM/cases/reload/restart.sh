@@ -2,8 +2,8 @@
 # plugin's socket wait in systemd's fd store, the net plugin runs on in its
 # own unit, and the new virtiod talks to it again. With a TCP stream
 # and the twin pinging at 100 pps: 0 TCP resets, 0 lost pings; the longest
-# gap between replies is printed. Device-side, QEMU's used index of the
-# receive queue continues (a reset would start it again from 0).
+# gap between replies is printed. Device-side, QEMU's used indices of the
+# receive queues continue (a reset would start them again from 0).
 source /payload/cases/lib.sh
 t0=$(date +%s)
 start_nic_with_twin
@@ -28,14 +28,24 @@ grep -q "kept running and answers" /tmp/restart-journal || fail "no line saying 
 ! grep "reset" /tmp/restart-journal | grep -v "without a device reset\|no reset" | grep -q . \
     || fail "the journal shows a reset: $(grep reset /tmp/restart-journal | grep -v 'without a device reset\|no reset' | head -n1)"
 
-# Device side, in a quiet moment: the receive queue's used index goes on.
+# Device side, in a quiet moment: the receive queues' used indices go on
+# (every receive queue: with several queue pairs the replies may land on any).
+rxq=$(virtioctl status "$net" --json | jq -r '[.driver.queues[] | select(.name | startswith("receiveq")) | .index] | map(tostring) | join(" ")')
+[ -n "$rxq" ] || fail "no receive queues in the NIC's status"
+used_all() { local q u out=""; for q in $rxq; do u=$(device_used_idx nic0 "$q") || return 1; out="$out $u"; done; echo $out; }
 ping -c 50 -i 0.02 -q 10.77.0.2 >/dev/null
-u1=$(device_used_idx nic0 0) || fail "QMP: $u1"
+u1=($(used_all)) || fail "QMP: ${u1[*]}"
 systemctl restart virtiod
 wait_state "$net" running 30
-u2=$(device_used_idx nic0 0) || fail "QMP: $u2"
-echo "device-side receive used index across a quiet restart: $u1 → $u2"
-[ "$u1" -ge 50 ] && [ $(( (u2 - u1 + 65536) % 65536 )) -lt 200 ] || fail "used index $u1 → $u2: the device was reset"
+u2=($(used_all)) || fail "QMP: ${u2[*]}"
+echo "device-side receive used indices (queues $rxq) across a quiet restart: ${u1[*]} → ${u2[*]}"
+[ ${#u1[@]} -eq ${#u2[@]} ] && [ ${#u1[@]} -ge 1 ] || fail "receive queues ${u1[*]} → ${u2[*]}"
+sum=0
+for i in "${!u1[@]}"; do
+    sum=$((sum + u1[i]))
+    [ $(( (u2[i] - u1[i] + 65536) % 65536 )) -lt 200 ] || fail "used index of receive queue $i: ${u1[i]} → ${u2[i]}: the device was reset"
+done
+[ "$sum" -ge 50 ] || fail "used indices ${u1[*]} → ${u2[*]}: fewer than the 50 pings just answered, as after a reset"
 ping -c 2 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "no traffic after the restarts"
 
 # A stop still gives the NIC back to the kernel (the fd store is emptied).
