@@ -230,10 +230,15 @@ under_traffic() {
         # Sequence numbers: every ping up to 50 before the last answered one must have its reply.
         read -r sent got < <(awk -F'icmp_seq=' '/bytes from/ { split($2, a, " "); seen[a[1] + 0] = 1; if (a[1] + 0 > last) last = a[1] + 0 }
             END { n = last - 50; g = 0; for (i = 1; i <= n; i++) if (i in seen) g++; print n, g }' /tmp/traffic-ping)
-        # ...and pings went on from 3 s before the event to 4 s after it
-        # (ping -i 0.01 under TCG manages 88–100 a second: 80 % of the
-        # nominal rate, given as 90 % of `pings` below).
-        pings=$(awk -v t="$(awk '$1 == "start" { print $2 }' /tmp/traffic-times)" -v e="$ended" 'BEGIN { printf "%d", (e - t - 1.5) * 100 * 8 / 9 }')
+        # ...and they went on past the event: a reply after it ended (ping
+        # -i 0.01 under TCG manages 69–100 a second, so no rate is checked
+        # beyond 3 s worth: 300 pings, given as 90 % of `pings` below).
+        local done_at last_reply
+        done_at=$(awk '$1 == "event-done" { print $2 }' /tmp/traffic-times)
+        last_reply=$(awk -F'[][]' '/bytes from/ { t = $2 } END { print (t == "" ? 0 : t) }' /tmp/traffic-ping)
+        awk -v l="$last_reply" -v d="$done_at" 'BEGIN { exit !(l > d) }' \
+            || fail "$what: no ping answered after the event ended (last reply $last_reply, event done $done_at)"
+        pings=334
     fi
     local gap resets
     gap=$(longest_reply_gap /tmp/traffic-ping)
