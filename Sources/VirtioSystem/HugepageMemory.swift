@@ -24,9 +24,9 @@ public enum Hugepages {
 
 extension SharedMemory {
     /// A new memfd of `size` bytes of hugepages (a multiple of the default
-    /// hugepage size), every page allocated now (MADV_POPULATE_WRITE: too
-    /// few free hugepages is an error here, not a SIGBUS later), its size
-    /// sealed like every DMA memfd.
+    /// hugepage size), sealed like every DMA memfd, every page allocated now
+    /// (`allocate`: too few free hugepages is an error here, not a SIGBUS
+    /// later).
     public static func hugepages(name: String, size: Int) throws -> SharedMemory {
         guard let page = Hugepages.defaultSize() else {
             throw SystemCallError("no hugepages: this kernel reports no Hugepagesize", .notSupported)
@@ -34,23 +34,11 @@ extension SharedMemory {
         guard size > 0, size % page == 0 else {
             throw SystemCallError("hugepage memory of \(size) bytes is not whole \(page)-byte pages", .invalidArgument)
         }
-        let fd = cvirtio_memfd_create(name, cvirtio_MFD_CLOEXEC() | cvirtio_MFD_ALLOW_SEALING() | cvirtio_MFD_HUGETLB())
-        guard fd >= 0 else { throw SystemCallError("memfd_create(MFD_HUGETLB)") }
-        let memory: SharedMemory
-        do {
-            guard ftruncate(fd, off_t(size)) == 0 else { throw SystemCallError("ftruncate of a hugepage memfd") }
-            guard cvirtio_memfd_seal_size(fd) == 0 else { throw SystemCallError("F_ADD_SEALS") }
-            memory = try SharedMemory(mapping: FileDescriptor(rawValue: fd), size: size, ownsFD: true)
-        } catch {
-            close(fd)
-            throw error
-        }
-        let populateWrite: Int32 = 23 // MADV_POPULATE_WRITE (linux/mman.h)
-        guard madvise(memory.base, size, populateWrite) == 0 else {
-            let e = Errno(rawValue: errno)
+        let memory = try SharedMemory(name: name, size: size, hugepages: true)
+        do { try memory.allocate(offset: 0, length: size) } catch let e as SystemCallError {
             let (free, total) = Hugepages.counts()
             throw SystemCallError("allocating \(size / page) hugepages of \(page >> 10) KiB (\(free) of \(total) free; "
-                                  + "reserve more with vm.nr_hugepages or the hugepages= boot parameter)", e)
+                                  + "reserve more with vm.nr_hugepages or the hugepages= boot parameter)", e.errno)
         }
         return memory
     }
@@ -59,16 +47,15 @@ extension SharedMemory {
     public var isHugepages: Bool { cvirtio_is_hugetlbfs(fd.rawValue) == 1 }
 
     /// The guest-physical address of each `pageSize` page of the memory, in
-    /// order (pagemap; CAP_SYS_ADMIN). The pages are mapped here first
-    /// (MADV_POPULATE_READ: nothing is allocated or written), so this also
-    /// works on a memfd taken back from systemd's fd store.
+    /// order (pagemap; CAP_SYS_ADMIN). The pages are mapped here while
+    /// pagemap is read (`withPagesMapped`: nothing is allocated or
+    /// written), so this also works on a memfd taken back from systemd's
+    /// fd store.
     public func physicalPages(pageSize: Int) throws -> [UInt64] {
         guard pageSize >= PageMap.pageSize, size % pageSize == 0 else {
             throw SystemCallError("memory of \(size) bytes is not whole \(pageSize)-byte pages", .invalidArgument)
         }
-        let populateRead: Int32 = 22 // MADV_POPULATE_READ (linux/mman.h)
-        guard madvise(base, size, populateRead) == 0 else { throw SystemCallError("madvise(POPULATE_READ)") }
-        let frames = try PageMap.frames(of: self, 0..<size)
+        let frames = try withPagesMapped(0..<size) { try PageMap.frames(of: self, 0..<size) }
         let step = pageSize / PageMap.pageSize
         var addresses: [UInt64] = []
         for start in stride(from: 0, to: size, by: pageSize) {

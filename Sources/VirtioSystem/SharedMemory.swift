@@ -27,8 +27,9 @@ public final class SharedMemory: @unchecked Sendable {
     /// A new anonymous memory file of `size` bytes (zeroed), its size sealed:
     /// whoever else gets the fd can write the memory but never shrink or
     /// grow it (a shrunk memfd would SIGBUS every process mapping it).
-    public convenience init(name: String, size: Int) throws {
-        let fd = cvirtio_memfd_create(name, cvirtio_MFD_CLOEXEC() | cvirtio_MFD_ALLOW_SEALING())
+    /// `hugepages`: of hugetlbfs pages (MFD_HUGETLB; `size` whole pages).
+    public convenience init(name: String, size: Int, hugepages: Bool = false) throws {
+        let fd = cvirtio_memfd_create(name, cvirtio_MFD_CLOEXEC() | cvirtio_MFD_ALLOW_SEALING() | (hugepages ? cvirtio_MFD_HUGETLB() : 0))
         guard fd >= 0 else { throw SystemCallError("memfd_create") }
         guard ftruncate(fd, off_t(size)) == 0 else {
             let e = Errno(rawValue: Glibc.errno)

@@ -45,9 +45,8 @@ public final class AttachedDevice {
         let vfio = uio ? nil : try take(FDName.vfioDevice)
         let pciConfig = uio ? try take(FDName.pciConfig) : nil
         var barFDs: [Int: FileDescriptor] = [:]
-        for name in info.fds where name.hasPrefix(FDName.bar(0).dropLast()) {
-            guard let n = Int(name.dropFirst(FDName.bar(0).count - 1)) else { continue }
-            barFDs[n] = try take(name)
+        for name in info.fds {
+            if let n = FDName.barIndex(name) { barFDs[n] = try take(name) }
         }
         let dma = try take(FDName.dma), state = try take(FDName.state)
         let vectorFDs = try (0..<info.vectors).map { try take(FDName.msix($0)) }

@@ -330,7 +330,7 @@ public final class DeviceDriver {
         device.allocator = DMAAllocator(regionSize: device.info.dmaSize, segmentSize: device.region.segmentSize, start: r.allocatorCursor)
         if let page = r.scratch {
             let slice = DMASlice(offset: page, length: Self.scratchSize)
-            try claimRestoredArea(slice, "the request scratch page")
+            try claimRestoredArea(slice, "the request scratch page", oneDeviceRange: true)
             scratch = slice
         }
         if let dataPath, let data = r.data { try dataPath.resume(self, state: data, version: r.stateVersion) }
@@ -358,11 +358,17 @@ public final class DeviceDriver {
     /// Accept an area named by a hand-over record (shared memory, so not
     /// trusted): it must lie in the allocated part of the region and share
     /// no byte with any ring or area accepted before.
-    public func claimRestoredArea(_ area: DMASlice, _ what: String) throws {
+    /// `oneDeviceRange`: the device sees the area as one address range (a
+    /// single buffer), so it must not cross a hugepage of physically
+    /// addressed memory; pools check their own layout instead.
+    public func claimRestoredArea(_ area: DMASlice, _ what: String, oneDeviceRange: Bool = false) throws {
         let rings = queues.map { $0.queue.memory.area }
         guard area.offset >= 0, area.length > 0, let end = area.end, end <= device.allocator.cursor,
               !(rings + restoredAreas).contains(where: { $0.overlaps(area) }) else {
             throw PluginError("\(what) in the hand-over record (\(area)) overlaps other DMA memory or lies outside the allocated part")
+        }
+        guard !oneDeviceRange || device.region.addressMap.isContiguous(offset: area.offset, length: area.length) else {
+            throw PluginError("\(what) in the hand-over record (\(area)) crosses a hugepage of the DMA memory")
         }
         restoredAreas.append(area)
     }

@@ -110,7 +110,12 @@ public enum FDName {
     /// sysfs `config` file and the `resourceN` file of each BAR it uses,
     /// in place of the VFIO device fd.
     public static let pciConfig = "pci-config"
-    public static func bar(_ n: Int) -> String { "pci-bar.\(n)" }
+    public static func bar(_ n: Int) -> String { "\(barPrefix)\(n)" }
+    /// N of a `pci-bar.N` name, nil for any other name.
+    public static func barIndex(_ name: String) -> Int? {
+        name.hasPrefix(barPrefix) ? Int(name.dropFirst(barPrefix.count)) : nil
+    }
+    static let barPrefix = "pci-bar."
     /// The eventfd of MSI-X vector `n`.
     public static func msix(_ n: Int) -> String { "msix.\(n)" }
     /// The `index`th fd of endpoint `kind`.

@@ -109,4 +109,16 @@ import VirtioSoftDevice
             #expect(sent.isEmpty)
         }
     }
+
+    @Test func aRecordedQueueAreaAcrossAHugepageIsRefusedNotTrapped() throws {
+        let r = Self.region()
+        var a = DMAAllocator(regionSize: r.size, segmentSize: r.segmentSize)
+        let queue = try Virtqueue(layout: .split, size: 64, region: r, allocator: &a)
+        var state = queue.state
+        #expect(throws: Never.self) { _ = try Virtqueue(restoring: state, region: r) }
+        // The same area moved to straddle the end of the first hugepage (a lying hand-over record).
+        state.area = DMASlice(offset: Self.segment - 64, length: state.area.length)
+        #expect(state.area.length > 64)
+        #expect(throws: QueueStateError.self) { _ = try Virtqueue(restoring: state, region: r) }
+    }
 }

@@ -66,6 +66,9 @@ public final class Virtqueue: @unchecked Sendable {
         guard state.area.offset + state.area.length <= region.size else {
             throw .inconsistent("queue area \(state.area) outside region of \(region.size) bytes")
         }
+        guard region.addressMap.isContiguous(offset: state.area.offset, length: state.area.length) else {
+            throw .inconsistent("queue area \(state.area) crosses a \(region.segmentSize ?? 0)-byte hugepage of the region")
+        }
         self.layout = state.layout
         self.geometry = QueueGeometry(layout: state.layout, size: state.size, indirectCapacity: state.options.indirectCapacity)
         self.memory = RingMemory(region: region, area: state.area)

@@ -29,11 +29,12 @@ public struct UIOFunction: PCIFunction {
     /// Every fd, closed by whoever owns them.
     public var fds: [FileDescriptor] { [config, interrupt] + bars.keys.sorted().map { bars[$0]! } }
 
-    public func readPCIConfig() throws -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: 256)
-        let n = try bytes.withUnsafeMutableBytes { try config.read(fromAbsoluteOffset: 0, into: $0) }
-        guard n >= 64 else { throw SystemCallError("PCI config: \(n) bytes read", .ioError) }
-        return Array(bytes.prefix(n))
+    public func readConfig(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        try config.read(fromAbsoluteOffset: Int64(offset), into: buffer)
+    }
+
+    public func writeConfig(at offset: Int, from buffer: UnsafeRawBufferPointer) throws -> Int {
+        try config.write(toAbsoluteOffset: Int64(offset), buffer)
     }
 
     public func barRegion(_ index: Int) throws -> MMIORegion {
@@ -50,33 +51,11 @@ public struct UIOFunction: PCIFunction {
         try updateCommand { $0 & ~0x400 }
     }
 
-    /// Read-modify-write the command register (config offset 4).
-    private func updateCommand(_ change: (UInt16) -> UInt16) throws {
-        var command: UInt16 = 0
-        let r = try withUnsafeMutableBytes(of: &command) { try config.read(fromAbsoluteOffset: 4, into: $0) }
-        guard r == 2 else { throw SystemCallError("PCI command register: short read", .ioError) }
-        var le = change(UInt16(littleEndian: command)).littleEndian
-        let n = try withUnsafeBytes(of: &le) { try config.write(toAbsoluteOffset: 4, $0) }
-        guard n == 2 else { throw SystemCallError("PCI command register: short write", .ioError) }
-    }
-
     /// Interrupts so far (the 4-byte count a read of /dev/uioN returns).
     public func consumeInterrupt() throws -> UInt32 {
         var count: UInt32 = 0
         let n = try withUnsafeMutableBytes(of: &count) { try interrupt.read(into: $0) }
         guard n == 4 else { throw SystemCallError("uio read: \(n) bytes", .ioError) }
         return count
-    }
-
-    /// Set Memory Space and Bus Master in the command register (PCI 3.0
-    /// §6.2.2): uio_pci_generic enables the device but not bus mastering.
-    /// The INTx disable bit is the kernel's to manage, and is kept.
-    public func enableBusMaster() throws {
-        try updateCommand { $0 | 0x6 }
-    }
-
-    /// Clear Bus Master (the device may DMA no more), before it is given back.
-    public func disableBusMaster() throws {
-        try updateCommand { $0 & ~0x4 }
     }
 }

@@ -114,24 +114,6 @@ public struct VFIODevice: Sendable {
         guard n == buffer.count else { throw SystemCallError("pwrite region \(region.index)+\(offset)") }
     }
 
-    /// The device's PCI configuration space (the first 256 bytes).
-    public func readPCIConfig() throws -> [UInt8] {
-        let region = try region(Self.configRegionIndex)
-        var bytes = [UInt8](repeating: 0, count: Int(min(region.size, 256)))
-        try bytes.withUnsafeMutableBytes { try read(region: region, offset: 0, into: $0) }
-        return bytes
-    }
-
-    /// Set Memory Space and Bus Master in the PCI command register, so BARs
-    /// decode and the device may DMA (PCI 3.0 §6.2.2).
-    public func enableBusMaster() throws {
-        let region = try region(Self.configRegionIndex)
-        var command: UInt16 = 0
-        try withUnsafeMutableBytes(of: &command) { try read(region: region, offset: 4, into: $0) }
-        command = UInt16(littleEndian: command) | 0x6
-        var le = command.littleEndian
-        try withUnsafeBytes(of: &le) { try write(region: region, offset: 4, from: $0) }
-    }
 }
 
 extension VFIODevice {

@@ -151,10 +151,17 @@ public final class ClaimedDevice {
         do { memory = try SharedMemory.hugepages(name: "virtiod-dma-\(address)", size: size) } catch {
             throw ClaimError.setup("DMA memory for no-IOMMU mode: \(error)")
         }
-        guard let map = DMAAddressMap(segmentSize: page, bases: try memory.physicalPages(pageSize: page)) else {
-            throw ClaimError.setup("the hugepages' physical addresses do not make an address map")
+        return (memory, try physicalAddressMap(memory, address: address))
+    }
+
+    /// Where the device finds each hugepage of `memory` (new, or taken back
+    /// from the fd store: the same pages, so the same addresses).
+    static func physicalAddressMap(_ memory: SharedMemory, address: String) throws -> DMAAddressMap {
+        guard let page = Hugepages.defaultSize(),
+              let map = DMAAddressMap(segmentSize: page, bases: try memory.physicalPages(pageSize: page)) else {
+            throw ClaimError.setup("the hugepage DMA memory of \(address) gives no address map")
         }
-        return (memory, map)
+        return map
     }
 
     /// A device bound to uio_pci_generic (no IOMMU; the kernel has no VFIO
@@ -194,11 +201,12 @@ public final class ClaimedDevice {
         case .vfio(let container, let group, let vfio):
             e = [("container", container.fd), ("group.\(group.number)", group.fd), ("device", vfio.fd)]
         case .uio(let f):
-            e = [("pci-config", f.config)] + f.bars.keys.sorted().map { ("pci-bar.\($0)", f.bars[$0]!) }
+            e = f.namedFDs
         }
         // sysfs files poll as EPOLLERR|EPOLLPRI always (kernfs: that is how
         // sysfs_notify works), which systemd would take for a dead fd and drop.
-        var unpolled = Set(e.map(\.0).filter { $0.hasPrefix("pci-") })
+        var unpolled = Set(e.map(\.0))
+        if case .vfio = access { unpolled = [] }
         e += [("dma", memory.fd), ("state", stateMemory.fd)]
         e += vectors.enumerated().map { ("msix.\($0)", $1.fd) }
         if let intx { e.append(("intx", intx.fd)) }
@@ -256,11 +264,9 @@ public final class ClaimedDevice {
         // uio_pci_generic: its sysfs files instead of VFIO's fds.
         let uio: UIOFunction?
         var groupKey = "", number = 0
-        if let config = fds["pci-config"] {
+        if let config = fds[FDName.pciConfig] {
             var bars: [Int: FileDescriptor] = [:]
-            for (key, fd) in fds where key.hasPrefix("pci-bar.") {
-                if let n = Int(key.dropFirst(8)) { bars[n] = fd }
-            }
+            for (key, fd) in fds { if let n = FDName.barIndex(key) { bars[n] = fd } }
             uio = UIOFunction(config: config, bars: bars, interrupt: try need("intx"))
         } else {
             uio = nil
@@ -296,14 +302,7 @@ public final class ClaimedDevice {
         // (no IOMMU, or one it bypasses): nothing is mapped in its container,
         // and the same pages are still where the device has been told they are.
         let noIOMMU = memory.isHugepages
-        var addressMap = DMAAddressMap.linear(Self.iovaBase)
-        if noIOMMU {
-            guard let page = Hugepages.defaultSize(),
-                  let map = DMAAddressMap(segmentSize: page, bases: try memory.physicalPages(pageSize: page)) else {
-                throw ClaimError.setup("the stored hugepage DMA memory of \(address) gives no address map")
-            }
-            addressMap = map
-        }
+        let addressMap = noIOMMU ? try Self.physicalAddressMap(memory, address: address) : .linear(Self.iovaBase)
         // Nothing throws from here on.
         self.address = address
         self.type = type
@@ -391,7 +390,7 @@ extension ClaimedDevice {
         var e: [(String, FileDescriptor)]
         switch access {
         case .vfio(_, _, let vfio): e = [(FDName.vfioDevice, vfio.fd)]
-        case .uio(let f): e = [(FDName.pciConfig, f.config)] + f.bars.keys.sorted().map { (FDName.bar($0), f.bars[$0]!) }
+        case .uio(let f): e = f.namedFDs
         }
         e += [(FDName.dma, memory.fd), (FDName.state, stateMemory.fd)]
         e += vectors.enumerated().map { (FDName.msix($0), $1.fd) }
@@ -400,5 +399,13 @@ extension ClaimedDevice {
             e += endpoint.fds.enumerated().map { (FDName.endpoint(Swift.type(of: endpoint).kind, $0), $1) }
         }
         return e
+    }
+}
+
+extension UIOFunction {
+    /// Its sysfs fds by the names plugins and the fd store know them
+    /// (`pci-config`, `pci-bar.N`); /dev/uioN travels as `intx`.
+    var namedFDs: [(String, FileDescriptor)] {
+        [(FDName.pciConfig, config)] + bars.keys.sorted().map { (FDName.bar($0), bars[$0]!) }
     }
 }

@@ -5,6 +5,10 @@ VARIANT=$(cat /payload/variant 2>/dev/null || echo default)
 # has_variant NAME: whether this run's device set includes variant NAME
 # (run.sh --variant takes several, comma-separated).
 has_variant() { case ",$VARIANT," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+# The kernel driver that lends claimed devices to virtiod: uio_pci_generic on
+# the VM without an IOMMU (Debian's kernels have no VFIO no-IOMMU mode).
+LENT_DRIVER=vfio-pci
+has_variant noiommu && LENT_DRIVER=uio_pci_generic
 
 # (The reason is kept in FAIL_REASON for EXIT traps that print more and then repeat it last.)
 fail() { FAIL_REASON="$*"; echo "$*"; exit 1; }
@@ -144,10 +148,9 @@ start_nic_with_twin() {
     ping -c 2 -i 0.2 -W 3 10.77.0.2 >/dev/null || fail "no ping through vtnet0 at start"
 }
 
-# The address of the NIC virtiod holds (type net, bound to vfio-pci, or to
-# uio_pci_generic on a VM without an IOMMU).
+# The address of the NIC virtiod holds (type net, bound to $LENT_DRIVER).
 claimed_nic() {
-    virtioctl list --json | jq -r '.[] | select(.type == "net" and (.kernel_driver == "vfio-pci" or .kernel_driver == "uio_pci_generic")) | .address'
+    virtioctl list --json | jq -r --arg d "$LENT_DRIVER" '.[] | select(.type == "net" and .kernel_driver == $d) | .address'
 }
 
 # The PCI address of the kernel-driven NIC with MAC $1 (empty if none).

@@ -19,8 +19,7 @@ restart() {
 under_traffic restart "systemctl restart virtiod" 16
 [ "$(systemctl show -P MainPID virtiod)" != "$main0" ] || fail "virtiod was not restarted"
 [ "$(virtioctl status "$net" --json | jq .plugin.pid)" = "$plugin0" ] || fail "the plugin was replaced: it should have kept running"
-lent=vfio-pci; has_variant noiommu && lent=uio_pci_generic
-[ "$(driver_of "$net")" = $lent ] || fail "the NIC went back to $(driver_of "$net")"
+[ "$(driver_of "$net")" = "$LENT_DRIVER" ] || fail "the NIC went back to $(driver_of "$net")"
 ip -o addr show dev vtnet0 | grep -q 10.77.0.1/24 || fail "vtnet0 lost its address"
 journalctl -u virtiod --since "@$t0" --no-pager -o cat > /tmp/restart-journal
 grep -q "taken back after a restart of virtiod.*no reset" /tmp/restart-journal || fail "no fd-store take-back in the journal"

@@ -36,15 +36,15 @@ Claim=yes"
 # Without an IOMMU (--variant noiommu) the balloon is refused: nothing
 # could pin the pages it tells the host about. Devices are then lent through
 # uio_pci_generic (Debian's kernels have no VFIO no-IOMMU mode).
-lent=vfio-pci; bal_run=$bal
+bal_run=$bal
 if has_variant noiommu; then
-    lent=uio_pci_generic; bal_run=""
+    bal_run=""
     wait_state "$bal" refused 60
     virtioctl status "$bal" --json | jq -r .reason | grep -q "pinned" || fail "balloon refusal: $(virtioctl status "$bal" --json | jq -r .reason)"
 fi
 for f in $net $blk $bal_run $con $nine; do wait_state "$f" running 90; done
 for f in $net $blk $bal_run $con $nine; do
-    [ "$(driver_of "$f")" = $lent ] || fail "$f is bound to $(driver_of "$f"), not $lent"
+    [ "$(driver_of "$f")" = "$LENT_DRIVER" ] || fail "$f is bound to $(driver_of "$f"), not $LENT_DRIVER"
 done
 [ "$(driver_of "$twin")" = virtio-pci ] || fail "the twin NIC $twin was taken"
 [ "$(iface_with_mac 52:54:00:12:34:01)" = vtnet0 ] || fail "the NIC's MAC is on '$(iface_with_mac 52:54:00:12:34:01)', not on virtiod's vtnet0"
