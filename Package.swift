@@ -52,7 +52,7 @@ let package = Package(
         // Thin typed wrappers over the syscalls the project needs (memfd, mmap, spawn).
         .target(
             name: "VirtioSystem",
-            dependencies: ["CVirtioShim", "VirtioCore", .product(name: "SystemPackage", package: "swift-system"),
+            dependencies: ["CVirtioShim", "CUring", "VirtioCore", .product(name: "SystemPackage", package: "swift-system"),
                            .product(name: "Atomics", package: "swift-atomics")],
             swiftSettings: strict),
         // The virtio vocabulary, the Transport abstraction, DMA memory and the
@@ -61,6 +61,9 @@ let package = Package(
             name: "VirtioCore",
             dependencies: [.product(name: "Atomics", package: "swift-atomics")],
             swiftSettings: strict),
+        // io_uring through liburing (needs liburing-dev), behind an opaque
+        // handle: liburing's header clashes with swift-system's (ublk's commands).
+        .target(name: "CUring", linkerSettings: [.linkedLibrary("uring")]),
         // libsystemd (sd-device, sd-daemon, sd-journal); needs libsystemd-dev.
         .systemLibrary(name: "CSystemd", pkgConfig: "libsystemd", providers: [.apt(["libsystemd-dev"])]),
         // The supervisor's logic: discovery, claim policy, VFIO, plugins, control socket.

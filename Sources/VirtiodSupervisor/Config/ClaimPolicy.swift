@@ -30,6 +30,9 @@ public struct DeviceRule: Sendable, Hashable {
     /// The plugin to drive it with (a manifest name); nil: the one whose DeviceType= lists the type.
     public var plugin: String?
     public var interfaceName: String?
+    /// The endpoint kind to export the device with where its plugin offers
+    /// a choice (`Endpoint=nbd` for a disk whose manifest says `ublk|nbd`).
+    public var endpoint: String?
     /// Where `InterfaceName=` was given.
     public var interfaceNameOrigin: ConfigLocation?
     /// Seconds a plugin may stay silent before it is killed and restarted.
@@ -150,6 +153,11 @@ public struct ClaimPolicy: Sendable, Hashable {
                     }
                     rule.interfaceName = a.value
                     rule.interfaceNameOrigin = ConfigLocation(file: file, line: a.line)
+                case "Endpoint":
+                    guard EndpointKinds.names.contains(a.value) else {
+                        throw ConfigError(file: file, line: a.line, reason: "Endpoint= needs one of \(EndpointKinds.names.joined(separator: ", ")), got '\(a.shown)'")
+                    }
+                    rule.endpoint = a.value
                 case "HeartbeatSec":
                     guard let v = Double(a.value), v >= Self.heartbeatRange.lowerBound, v <= Self.heartbeatRange.upperBound else {
                         throw ConfigError(file: file, line: a.line, reason: "HeartbeatSec= needs seconds from "

@@ -27,6 +27,14 @@ protocol Endpoint: AnyObject {
     /// `state` (the `stateFD` stored, if it has one).
     static func restore(for device: ClaimedDevice, fds: [FileDescriptor], state: FileDescriptor?) throws -> Self
 
+    /// Whether this machine can make the kind (its kernel module is there);
+    /// a manifest naming alternatives (`Endpoints=ublk|nbd`) gets the first
+    /// available one (default true).
+    static var available: Bool { get }
+    /// Whether an fd `request` returns stays the endpoint's (default true)
+    /// or is the plugin's alone: closed here once sent (ublk's server side,
+    /// which the kernel lets only one process hold open).
+    static var requestedFDsStay: Bool { get }
     /// Why the kind cannot serve a device claimed in vfio's no-IOMMU mode,
     /// or nil if it can (default nil).
     static var unavailableWithoutIOMMU: String? { get }
@@ -69,6 +77,8 @@ protocol Endpoint: AnyObject {
 }
 
 extension Endpoint {
+    static var available: Bool { true }
+    static var requestedFDsStay: Bool { true }
     static var unavailableWithoutIOMMU: String? { nil }
     static var storeWithPolling: Bool { true }
     func interfaceAppeared(_ name: String) {}
@@ -93,8 +103,28 @@ extension Endpoint {
 
 /// Every endpoint kind virtiod can make.
 enum EndpointKinds {
-    static var all: [any Endpoint.Type] { [TAPEndpoint.self, NBDEndpoint.self, RandomEndpoint.self, PTYEndpoint.self, BalloonEndpoint.self] }
+    static var all: [any Endpoint.Type] {
+        [TAPEndpoint.self, NBDEndpoint.self, UblkEndpoint.self, RandomEndpoint.self, PTYEndpoint.self, BalloonEndpoint.self]
+    }
 
     static func named(_ kind: String) -> (any Endpoint.Type)? { all.first { $0.kind == kind } }
     static var names: [String] { all.map { $0.kind } }
+
+    /// The kind a manifest entry stands for: itself, or for alternatives
+    /// (`ublk|nbd`) the one the device's `Endpoint=` names, else the first
+    /// this machine can make, else the last.
+    static func choose(_ entry: String, preferred: String?) throws(ClaimError) -> any Endpoint.Type {
+        let alternatives = entry.split(separator: "|").map(String.init)
+        let kinds = alternatives.compactMap(named)
+        guard kinds.count == alternatives.count, let last = kinds.last else {
+            throw .setup("the manifest names an endpoint this virtiod does not make (\(entry))")
+        }
+        if let preferred, kinds.count > 1 {
+            guard let kind = kinds.first(where: { $0.kind == preferred }) else {
+                throw .refused("Endpoint=\(preferred) is not one the plugin offers (\(alternatives.joined(separator: ", ")))")
+            }
+            return kind
+        }
+        return kinds.first(where: { $0.available }) ?? last
+    }
 }

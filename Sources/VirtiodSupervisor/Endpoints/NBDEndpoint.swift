@@ -42,7 +42,7 @@ final class NBDEndpoint: Endpoint {
     /// The kernel's ends, until CONNECT or RECONFIGURE hands them over.
     private var kernelEnds: [UnixSocket]
     /// What a restart of virtiod needs to find the device again (`Persisted`).
-    private let stateMemory: SharedMemory
+    private let state: EndpointState
     private(set) var persisted: Persisted?
     /// How many connections the disk has (fixed at creation).
     let connections: Int
@@ -65,19 +65,17 @@ final class NBDEndpoint: Endpoint {
         }
     }
 
-    private init(sockets: [UnixSocket], kernelEnds: [UnixSocket], stateMemory: SharedMemory, persisted: Persisted?) {
+    private init(sockets: [UnixSocket], kernelEnds: [UnixSocket], state: EndpointState, persisted: Persisted?) {
         used = persisted != nil
         connections = sockets.count
         self.sockets = sockets
         self.kernelEnds = kernelEnds
-        self.stateMemory = stateMemory
+        self.state = state
         self.persisted = persisted
     }
 
     static func plannedQueues(_ transport: VirtioPCITransport, offered: UInt64) -> Int {
-        guard offered & BlockFeatures.multiqueue.rawValue != 0, transport.configSize >= 36,
-              let n = try? transport.readConfig(UInt16.self, at: 34) else { return 1 }
-        return max(1, min(maxQueues, Int(n)))
+        BlockDisk.plannedQueues(transport, offered: offered, limit: maxQueues)
     }
 
     static func pairs(_ count: Int) throws -> (ours: [UnixSocket], kernel: [UnixSocket]) {
@@ -101,8 +99,7 @@ final class NBDEndpoint: Endpoint {
         _ = try NBDNetlink()
         let (ours, kernel) = try pairs(plannedQueues(device.transport, offered: device.offeredFeatures))
         do {
-            return NBDEndpoint(sockets: ours, kernelEnds: kernel, stateMemory: try SharedMemory(name: "virtiod-nbd", size: 4096),
-                               persisted: nil)
+            return NBDEndpoint(sockets: ours, kernelEnds: kernel, state: try EndpointState(name: "virtiod-nbd"), persisted: nil)
         } catch {
             for s in ours + kernel { try? s.fd.close() }
             throw error
@@ -111,19 +108,19 @@ final class NBDEndpoint: Endpoint {
 
     static func restore(for device: ClaimedDevice, fds: [FileDescriptor], state: FileDescriptor?) throws -> NBDEndpoint {
         guard let state else { throw ClaimError.setup("no nbd state in the fd store") }
-        let memory = try SharedMemory(mapping: state, size: 4096, ownsFD: true)
-        guard let p = Self.load(memory) else {
+        let memory = try EndpointState(adopting: state)
+        guard let p = memory.load(Persisted.self) else {
             throw ClaimError.setup("the nbd device was not connected yet when virtiod stopped")
         }
         // The index must still be this disk's (a DISCONNECT elsewhere could have freed it).
         guard TextFile.read("/sys/block/nbd\(p.index)/backend") == p.backend else {
             throw ClaimError.setup("/dev/nbd\(p.index) is no longer \(p.backend)")
         }
-        return NBDEndpoint(sockets: fds.map(UnixSocket.init), kernelEnds: [], stateMemory: memory, persisted: p)
+        return NBDEndpoint(sockets: fds.map(UnixSocket.init), kernelEnds: [], state: memory, persisted: p)
     }
 
     var fds: [FileDescriptor] { sockets.map(\.fd) }
-    var stateFD: FileDescriptor? { stateMemory.fd }
+    var stateFD: FileDescriptor? { state.fd }
     var facts: [String: String] { ["connections": String(sockets.count)] }
     var name: String? { persisted.map { "nbd\($0.index)" } }
     var summary: String { persisted.map { "/dev/nbd\($0.index)" } ?? "nbd (connects at the plugin's first report)" }
@@ -146,20 +143,12 @@ final class NBDEndpoint: Endpoint {
     /// What the device says now: size, block size, the server flags its
     /// negotiated features allow.
     private static func geometry(_ device: ClaimedDevice) throws -> (size: UInt64, blockSize: UInt64, flags: UInt64) {
-        let t = device.transport
-        let negotiated = BlockFeatures(rawValue: t.readDriverFeatures())
-        let sectors = try t.readConfig(UInt64.self, at: 0)
-        guard sectors <= UInt64.max / 512 else { throw ClaimError.setup("the disk reports \(sectors) sectors") }
-        var blockSize: UInt64 = 512
-        if negotiated.contains(.blockSize), t.configSize >= 24 {
-            let b = UInt64(try t.readConfig(UInt32.self, at: 20))
-            if b >= 512, b <= 4096, b & (b - 1) == 0 { blockSize = b }
-        }
+        let disk = try BlockDisk.read(device)
         var flags = NBDNetlink.flagHasFlags | NBDNetlink.flagCanMultiConn
-        if negotiated.contains(.readOnly) { flags |= NBDNetlink.flagReadOnly }
-        if negotiated.contains(.flush) { flags |= NBDNetlink.flagSendFlush }
-        if negotiated.contains(.discard) { flags |= NBDNetlink.flagSendTrim }
-        return (sectors * 512, blockSize, flags)
+        if disk.readOnly { flags |= NBDNetlink.flagReadOnly }
+        if disk.flush { flags |= NBDNetlink.flagSendFlush }
+        if disk.discard { flags |= NBDNetlink.flagSendTrim }
+        return (disk.sizeBytes, disk.blockSize, flags)
     }
 
     /// The plugin reported (its config and identity): connect the disk on
@@ -178,7 +167,7 @@ final class NBDEndpoint: Endpoint {
                 return
             }
             guard !kernelEnds.isEmpty else { return }
-            try connect(device, serial: config["serial"].flatMap { if case .text(let s) = $0 { s } else { nil } })
+            try connect(device, serial: BlockDisk.serial(config))
         } catch {
             Log.error("nbd: \(error)", device: device.address)
         }
@@ -186,7 +175,7 @@ final class NBDEndpoint: Endpoint {
 
     private func connect(_ device: ClaimedDevice, serial: String?) throws {
         let (size, blockSize, flags) = try Self.geometry(device)
-        let backend = "virtiod-" + Self.backendName(serial: serial, address: device.address)
+        let backend = BlockDisk.stableName(serial: serial, address: device.address)
         var a = NetlinkAttributes()
         a.u64(NBDNetlink.attrSizeBytes, size)
         a.u64(NBDNetlink.attrBlockSizeBytes, blockSize)
@@ -211,13 +200,6 @@ final class NBDEndpoint: Endpoint {
         }
         Log.info("disk exported as /dev/nbd\(index) (\(size) bytes, \(sockets.count) connection(s), backend \(backend)"
                  + (flags & NBDNetlink.flagReadOnly != 0 ? ", read-only" : "") + ")", device: device.address)
-    }
-
-    /// The serial as udev may use it in a path: [A-Za-z0-9._-], else the PCI address.
-    static func backendName(serial: String?, address: String) -> String {
-        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-        if let serial, !serial.isEmpty, serial.count <= 20, serial.allSatisfy(allowed.contains) { return serial }
-        return ClaimedDevice.storeSlug(address)
     }
 
     /// A fresh plugin comes (the last one died, or was stopped): what it
@@ -323,22 +305,9 @@ final class NBDEndpoint: Endpoint {
 
     // MARK: the record a restart of virtiod reads
 
-    /// The state memfd as a `StateArea` (word 1 once connected, the JSON after).
-    private static func area(_ m: SharedMemory) -> StateArea {
-        StateArea(region: m.region(deviceBase: 0), slice: DMASlice(offset: 0, length: m.size))
-    }
-
     private func persist(_ p: Persisted) {
         persisted = p
-        guard let json = try? JSONEncoder().encode(p) else { return }
-        do { try Self.area(stateMemory).store(Array(json), word: 1) } catch {
-            Log.warning("nbd: state for a restart of virtiod not kept: \(error)")
-        }
-    }
-
-    private static func load(_ m: SharedMemory) -> Persisted? {
-        guard let (record, word) = try? area(m).load(), word == 1 else { return nil }
-        return try? JSONDecoder().decode(Persisted.self, from: Data(record))
+        do { try state.store(p) } catch { Log.warning("nbd: state for a restart of virtiod not kept: \(error)") }
     }
 }
 

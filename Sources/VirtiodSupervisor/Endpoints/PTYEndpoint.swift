@@ -45,15 +45,15 @@ final class PTYEndpoint: Endpoint {
     let address: String
     private var masters: [Int: FileDescriptor]
     private(set) var ports: [Int: Port]
-    private let stateMemory: SharedMemory
+    private let state: EndpointState
     private let inotify: Inotify?
     private var watches: [Int32: Int] = [:]
 
-    private init(address: String, ports: [Int: Port], masters: [Int: FileDescriptor], stateMemory: SharedMemory) {
+    private init(address: String, ports: [Int: Port], masters: [Int: FileDescriptor], state: EndpointState) {
         self.address = address
         self.ports = ports
         self.masters = masters
-        self.stateMemory = stateMemory
+        self.state = state
         var watcher: Inotify?
         do { watcher = try Inotify() } catch {
             Log.warning("pty: no inotify (\(error)): a process opening a port is noticed only when data moves", device: address)
@@ -71,16 +71,15 @@ final class PTYEndpoint: Endpoint {
 
     static func create(for device: ClaimedDevice, rule: DeviceRule?) throws -> PTYEndpoint {
         let e = PTYEndpoint(address: device.address, ports: [:], masters: [:],
-                            stateMemory: try SharedMemory(name: "virtiod-pty", size: stateSize))
+                            state: try EndpointState(name: "virtiod-pty", size: stateSize))
         e.persist()
         return e
     }
 
     static func restore(for device: ClaimedDevice, fds: [FileDescriptor], state: FileDescriptor?) throws -> PTYEndpoint {
         guard let state else { throw ClaimError.setup("no pty state in the fd store") }
-        let memory = try SharedMemory(mapping: state, size: stateSize, ownsFD: true)
-        guard let (record, _) = try? area(memory).load(),
-              let saved = try? JSONDecoder().decode([Port].self, from: Data(record)) else {
+        let memory = try EndpointState(adopting: state, size: stateSize)
+        guard let saved = memory.load([Port].self) else {
             throw ClaimError.setup("the pty state in the fd store is unreadable")
         }
         guard saved.count == fds.count else {
@@ -94,12 +93,12 @@ final class PTYEndpoint: Endpoint {
             masters[p.key] = fd
             ports[p.key] = p
         }
-        return PTYEndpoint(address: device.address, ports: ports, masters: masters, stateMemory: memory)
+        return PTYEndpoint(address: device.address, ports: ports, masters: masters, state: memory)
     }
 
     private var sorted: [Port] { ports.values.sorted { $0.key < $1.key } }
     var fds: [FileDescriptor] { sorted.map { masters[$0.key]! } }
-    var stateFD: FileDescriptor? { stateMemory.fd }
+    var stateFD: FileDescriptor? { state.fd }
     var facts: [String: String] { ["ports": sorted.map { String($0.key) }.joined(separator: " "), "directory": Self.directory] }
     var summary: String {
         ports.isEmpty ? "no port yet" : sorted.map { links(of: $0).last! }.joined(separator: " ")
@@ -247,12 +246,8 @@ final class PTYEndpoint: Endpoint {
 
     // MARK: the record a restart of virtiod reads
 
-    private static func area(_ m: SharedMemory) -> StateArea {
-        StateArea(region: m.region(deviceBase: 0), slice: DMASlice(offset: 0, length: m.size))
-    }
-
     private func persist() {
-        do { try Self.area(stateMemory).store(Array(try JSONEncoder().encode(sorted)), word: 1) } catch {
+        do { try state.store(sorted) } catch {
             Log.warning("pty: port table for a restart of virtiod not kept: \(error)", device: address)
         }
     }

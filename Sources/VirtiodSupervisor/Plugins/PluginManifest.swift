@@ -8,7 +8,8 @@ import VirtioCore
 ///     Description=virtio-net driver on a TAP interface
 ///     Exec=/usr/libexec/virtiod/virtiod-net
 ///     DeviceType=net                # type names or numbers (virtio 1.2 §5), space-separated
-///     Endpoints=tap                 # kernel-facing endpoints the supervisor makes (space-separated)
+///     Endpoints=tap                 # kernel-facing endpoints the supervisor makes (space-separated;
+///                                   # `ublk|nbd`: the first this machine has, or the device's Endpoint=)
 ///     DMAMemory=1M                  # DMA memory per device …
 ///     DMAMemoryPerQueue=8M          # … plus this per endpoint queue (a TAP queue, …)
 ///     MemoryMax=128M                # the plugin unit's limits
@@ -25,7 +26,8 @@ public struct PluginManifest: Sendable, Hashable {
     public var exec: String
     /// virtio device type numbers this plugin drives.
     public var deviceTypes: [UInt32]
-    /// Endpoint kinds, in the order the plugin is given them.
+    /// Endpoint kinds, in the order the plugin is given them; an entry
+    /// `a|b` is one endpoint of kind a or b (`EndpointKinds.choose`).
     public var endpoints: [String] = []
     public var dmaMemory = 4 << 20
     public var dmaMemoryPerQueue = 0
@@ -106,10 +108,14 @@ public struct PluginManifest: Sendable, Hashable {
                 }
             case "Endpoints":
                 for w in words() {
-                    guard endpointKinds.contains(w) else {
-                        throw fail("unknown endpoint '\(Log.quoted(w, limit: 40))' (this virtiod makes: \(endpointKinds.joined(separator: ", ")))")
+                    let alternatives = w.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+                    for k in alternatives where !endpointKinds.contains(k) {
+                        throw fail("unknown endpoint '\(Log.quoted(k, limit: 40))' (this virtiod makes: \(endpointKinds.joined(separator: ", ")))")
                     }
-                    guard !m.endpoints.contains(w) else { throw fail("endpoint '\(Log.quoted(w, limit: 40))' named twice") }
+                    let named = m.endpoints.flatMap { $0.split(separator: "|").map(String.init) }
+                    if let k = alternatives.first(where: { named.contains($0) }) ?? (Set(alternatives).count < alternatives.count ? alternatives[0] : nil) {
+                        throw fail("endpoint '\(Log.quoted(k, limit: 40))' named twice")
+                    }
                     m.endpoints.append(w)
                 }
             case "DMAMemory", "DMAMemoryPerQueue":

@@ -175,7 +175,7 @@ public final class Supervisor {
         if let why = checks.groupPeers(f, noIOMMU: policy.service.unsafeNoIOMMU) { throw .refused(why) }
         // In no IOMMU group, with UnsafeNoIOMMU=yes: vfio's no-IOMMU mode.
         let noIOMMU = f.iommuGroup == nil
-        let kinds = manifest.endpoints.compactMap(EndpointKinds.named)
+        let kinds = try manifest.endpoints.map { entry throws(ClaimError) in try EndpointKinds.choose(entry, preferred: d.rule?.endpoint) }
         if noIOMMU, let kind = kinds.first(where: { $0.unavailableWithoutIOMMU != nil }) {
             throw .refused("\(f.address) has no IOMMU and the \(kind.kind) endpoint cannot work without one: \(kind.unavailableWithoutIOMMU!)")
         }
@@ -509,6 +509,7 @@ public final class Supervisor {
         do { try p.socket?.send(PluginMessage(kind: .endpoint, endpoint: answer).encoded(), fds: fd.map { [$0] } ?? []) } catch {
             Log.warning("endpoint answer not sent: \(error)", device: d.address, plugin: p.name)
         }
+        if !Swift.type(of: e).requestedFDsStay { try? fd?.close() }
     }
 
     /// An endpoint's own events (a process opened a console port): tell the device's running plugin.
