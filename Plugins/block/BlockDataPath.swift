@@ -12,14 +12,11 @@ import VirtiodProtocol
 final class BlockDataPath: DataPath {
     /// Slots per queue: requests of up to 64 × 64 KiB in flight per queue.
     static let slotsPerQueue = 64
-    /// Data segments a chain may have: the indirect table holds 16 descriptors (header and status take 2).
-    static let maxDataSegments = 14
 
     private(set) var connections: [UnixSocket]
     private var queues: [BlockQueue] = []
-    private var limits: BlockLimits?
-    private var partBytes = BlockSlot.dataSize
-    private var indirect = false
+    private var shape: BlockRequestShape?
+    private var limits: BlockLimits? { shape?.limits }
 
     init(device: AttachedDevice) throws {
         connections = try Self.connections(device)
@@ -41,17 +38,9 @@ final class BlockDataPath: DataPath {
         return (0..<n).map { ($0, "requestq\($0)") }
     }
 
-    private func context(_ driver: DeviceDriver) -> DriverBlockContext {
-        DriverBlockContext(driver: driver, limits: limits!, partBytes: partBytes, indirect: indirect)
-    }
+    private func context(_ driver: DeviceDriver) -> DriverBlockContext { shape!.context(driver) }
 
-    private func setUpLimits(_ driver: DeviceDriver) throws {
-        let l = try BlockLimits.read(driver.transport, negotiated: driver.negotiated)
-        limits = l
-        indirect = TransportFeatures(rawValue: driver.negotiated).contains(.indirectDescriptors)
-        // Without indirect tables a chain takes ring slots directly: keep it small.
-        partBytes = l.partBytes(slotData: BlockSlot.dataSize, maxDataSegments: indirect ? Self.maxDataSegments : 4)
-    }
+    private func setUpLimits(_ driver: DeviceDriver) throws { shape = try BlockRequestShape(driver) }
 
     func start(_ driver: DeviceDriver) throws {
         try setUpLimits(driver)
@@ -60,7 +49,7 @@ final class BlockDataPath: DataPath {
             queues.append(BlockQueue(position: position, connection: connections[position], pool: pool))
         }
         PluginLog.info("block \(driver.device.info.address): \(queues.count) request queue(s), \(limits!.capacityBytes) bytes"
-            + (limits!.readOnly ? ", read-only" : "") + ", \(partBytes / 1024) KiB per device request")
+            + (limits!.readOnly ? ", read-only" : "") + ", \(shape!.partBytes / 1024) KiB per device request")
     }
 
     var pollFDs: [FileDescriptor] { queues.filter(\.wantsInput).map(\.connection.fd) }
@@ -136,7 +125,7 @@ final class BlockDataPath: DataPath {
         if new.capacitySectors != old.capacitySectors {
             PluginLog.notice("block \(driver.device.info.address): capacity now \(new.capacityBytes) bytes (was \(old.capacityBytes))")
         }
-        limits?.capacitySectors = new.capacitySectors
+        shape?.limits.capacitySectors = new.capacitySectors
     }
 
     func counters(queue position: Int) -> [String: UInt64] {
@@ -153,7 +142,7 @@ final class BlockDataPath: DataPath {
         return ["capacity_bytes": .number(limits.capacityBytes), "read_only": .text(limits.readOnly ? "yes" : "no"),
                 "export": .text("nbd"), "connections": .number(UInt64(connections.count)),
                 "connections_closed": .number(UInt64(queues.filter(\.closed).count)),
-                "request_bytes": .number(UInt64(partBytes)), "slots_per_queue": .number(UInt64(Self.slotsPerQueue))]
+                "request_bytes": .number(UInt64(shape?.partBytes ?? 0)), "slots_per_queue": .number(UInt64(Self.slotsPerQueue))]
     }
 
     // MARK: hand-over

@@ -53,3 +53,26 @@ struct BlockLimits: Codable, Equatable {
         return stride(from: 0, to: length, by: max(1, step)).map { min(step, length - $0) }
     }
 }
+
+/// What both exports (NBD, ublk) work with once features are negotiated:
+/// the disk's limits, the bytes one device request carries, and whether
+/// chains go through indirect tables.
+struct BlockRequestShape {
+    /// Data segments a chain may have: the indirect table holds 16 descriptors (header and status take 2).
+    static let maxDataSegments = 14
+
+    var limits: BlockLimits
+    var partBytes: Int
+    var indirect: Bool
+
+    init(_ driver: DeviceDriver) throws {
+        limits = try BlockLimits.read(driver.transport, negotiated: driver.negotiated)
+        indirect = TransportFeatures(rawValue: driver.negotiated).contains(.indirectDescriptors)
+        // Without indirect tables a chain takes ring slots directly: keep it small.
+        partBytes = limits.partBytes(slotData: BlockSlot.dataSize, maxDataSegments: indirect ? Self.maxDataSegments : 4)
+    }
+
+    func context(_ driver: DeviceDriver) -> DriverBlockContext {
+        DriverBlockContext(driver: driver, limits: limits, partBytes: partBytes, indirect: indirect)
+    }
+}

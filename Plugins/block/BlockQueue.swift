@@ -226,39 +226,8 @@ final class BlockQueue {
         let type = p.deviceType
         while p.submitted < parts.count {
             let part = parts[p.submitted]
-            let slot = pool.slice(p.slots[p.submitted])
-            let region = ctx.region
-            var chain: [BufferSegment] = []
-            let at = region.deviceAddress(slot)
-            chain.append(.readable(at + UInt64(BlockSlot.headerOffset), 16))
-            switch type {
-            case .read, .write:
-                var offset = 0
-                for length in ctx.limits.segments(part.length) {
-                    chain.append(type == .read ? .writable(at + UInt64(offset), length) : .readable(at + UInt64(offset), length))
-                    offset += length
-                }
-            case .discard, .writeZeroes:
-                region.storeLE64(part.sector, slot, at: BlockSlot.segmentOffset)
-                region.storeLE32(UInt32(part.length / 512), slot, at: BlockSlot.segmentOffset + 8)
-                region.storeLE32(0, slot, at: BlockSlot.segmentOffset + 12) // no unmap for zeroing
-                chain.append(.readable(at + UInt64(BlockSlot.segmentOffset), 16))
-            case .flush, .getID:
-                break
-            }
-            chain.append(.writable(at + UInt64(BlockSlot.statusOffset), 1))
-            let needed = ctx.indirect ? 1 : chain.count
-            guard queue.freeDescriptors >= needed else { break }
-            region.storeLE32(type.rawValue, slot, at: BlockSlot.headerOffset)
-            region.storeLE32(0, slot, at: BlockSlot.headerOffset + 4)
-            region.storeLE64(type == .flush ? 0 : part.sector, slot, at: BlockSlot.headerOffset + 8)
-            // The status byte is the device's to write: an unwritten one reads as an error.
-            region.copy([0xff], into: DMASlice(offset: slot.offset + BlockSlot.statusOffset, length: 1))
-            do {
-                try queue.add(chain, token: UInt64(p.slots[p.submitted]), indirect: ctx.indirect)
-            } catch {
-                break
-            }
+            guard BlockDeviceIO.add(type, sector: part.sector, length: part.length, slot: pool.slice(p.slots[p.submitted]),
+                                    token: UInt64(p.slots[p.submitted]), ctx, to: queue) else { break }
             p.submitted += 1
             p.outstanding += 1
             added = true
@@ -303,14 +272,8 @@ final class BlockQueue {
                 PluginLog.warning("block \(ctx.address) queue \(position): slot \(slot) came back with no request waiting for it; ignored")
                 continue
             }
-            let slice = pool.slice(slot)
-            var status = ctx.region.load8(slice, at: BlockSlot.statusOffset)
-            if status > BlockStatus.unsupported { status = BlockStatus.ioError }
-            // A read the device says it filled less than asked is not trusted.
-            if p.command == .read, status == BlockStatus.ok {
-                let expected = p.parts(partBytes: ctx.partBytes, limits: ctx.limits)[part].length + 1
-                if Int(used.length) < expected { status = BlockStatus.ioError }
-            }
+            let length = p.parts(partBytes: ctx.partBytes, limits: ctx.limits)[part].length
+            let status = BlockDeviceIO.status(p.deviceType, length: length, slot: pool.slice(slot), usedLength: used.length, ctx)
             if status != BlockStatus.ok { p.status = max(p.status, status) }
             p.outstanding -= 1
             requests[id] = p

@@ -1,7 +1,8 @@
 // virtiod-block: the block device (virtio 1.2 §5.2) exported to the host as
-// /dev/nbdN over the `nbd` endpoint: one NBD connection per request queue,
-// reads, writes, flushes, discards and zeroing passed to the disk without
-// a copy here, hand-over of requests in flight across reloads.
+// /dev/ublkbN over the `ublk` endpoint where the kernel has ublk_drv, else
+// as /dev/nbdN over the `nbd` endpoint (one NBD connection per request
+// queue); reads, writes, flushes, discards and zeroing passed to the disk
+// without a copy here, requests in flight kept across reloads.
 import VirtioCore
 import VirtioSystem
 import VirtiodPluginRuntime
@@ -12,8 +13,13 @@ var profile = PluginProfile(
     name: "block", deviceType: .block, stub: false,
     features: FeatureRequest(required: 0, wanted: wanted.rawValue),
     queues: ["requestq0"], // the plan below decides
-    dataPath: { try BlockDataPath(device: $0) })
-profile.queuePlan = { try BlockDataPath.plan(negotiated: $0, device: $1) }
+    dataPath: { device -> any DataPath in
+        device.endpoints["ublk"] != nil ? try UblkDataPath(device: device) : try BlockDataPath(device: device)
+    })
+profile.queuePlan = { negotiated, device in
+    device.endpoints["ublk"] != nil ? try UblkDataPath.plan(negotiated: negotiated, device: device)
+        : try BlockDataPath.plan(negotiated: negotiated, device: device)
+}
 profile.readConfig = BlockConfig.read
 profile.identify = BlockConfig.serial
 profile.ioFlusher = true

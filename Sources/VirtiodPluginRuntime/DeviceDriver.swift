@@ -113,6 +113,10 @@ public final class DeviceDriver {
         try link.send(PluginMessage(kind: .endpoint, endpoint: event))
     }
 
+    /// Report now (the config's data-path facts changed in a way the
+    /// supervisor acts on, e.g. an endpoint is now served).
+    public func reportNow() throws { try sendStatus() }
+
     func sendStatus(reply: Bool = false) throws {
         try link.send(PluginMessage(kind: .status, status: report(), reply: reply))
     }

@@ -55,6 +55,7 @@ import VirtiodSupervisor
         ("[Device]\nClaim=yes", 1, "would match nothing"),
         ("[Device]\nType=net\nInterfaceName=a very long name", 3, "not a valid interface name"),
         ("[Device]\nType=net\nOption=novalue", 3, "Option= needs key=value"),
+        ("[Device]\nType=block\nEndpoint=iscsi", 3, "Endpoint= needs one of tap, nbd, ublk"),
         ("[Device]\nType=net\nHeartbeatSec=1", 3, "HeartbeatSec= needs seconds from 2 to 3600"),
         ("[Device]\nType=net\nHeartbeatSec=soon", 3, "HeartbeatSec= needs seconds"),
         ("[Device]\nType=net\nRestartLimitBurst=0", 3, "RestartLimitBurst= needs a number from 1"),

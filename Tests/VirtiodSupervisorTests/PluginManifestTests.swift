@@ -58,6 +58,28 @@ final class ManifestFixture: Sendable {
         #expect(!none.contains { "\($0.1)".contains("capset") })
     }
 
+    @Test func alternativesAreOneEndpoint() throws {
+        let m = try parse("[Plugin]\nExec=/x\nDeviceType=block\nEndpoints=tap|random\n")
+        #expect(m.endpoints == ["tap|random"])
+    }
+
+    /// `ublk|nbd`: the device's Endpoint= wins; else the first this machine
+    /// has (tap always is), else the last.
+    @Test func theEndpointOfAlternativesIsChosen() throws {
+        #expect(try EndpointKinds.choose("nbd", preferred: nil).kind == "nbd")
+        #expect(try EndpointKinds.choose("ublk|nbd", preferred: "nbd").kind == "nbd")
+        #expect(try EndpointKinds.choose("ublk|nbd", preferred: "ublk").kind == "ublk")
+        #expect(try EndpointKinds.choose("tap|nbd", preferred: nil).kind == "tap")
+        #expect(try EndpointKinds.choose("ublk|nbd", preferred: nil).kind == (UblkEndpoint.available ? "ublk" : "nbd"))
+        // A device rule's kind the manifest does not offer is refused, naming both.
+        do {
+            _ = try EndpointKinds.choose("ublk|nbd", preferred: "tap")
+            Issue.record("Endpoint=tap accepted for ublk|nbd")
+        } catch {
+            #expect("\(error)".contains("Endpoint=tap is not one the plugin offers (ublk, nbd)"), "\(error)")
+        }
+    }
+
     @Test func crlfFilesParse() throws {
         let m = try parse("[Plugin]\r\nExec=/x/y\r\nDeviceType=block\r\n")
         #expect(m.exec == "/x/y" && m.deviceTypes == [2])
@@ -67,6 +89,10 @@ final class ManifestFixture: Sendable {
         ("[Plugin]\nExec=relative/path\nDeviceType=net\n", 2, "absolute path"),
         ("[Plugin]\nExec=/x\nDeviceType=frobnicator\n", 3, "unknown device type"),
         ("[Plugin]\nExec=/x\nDeviceType=net\nEndpoints=nbd\n", 4, "unknown endpoint 'nbd'"),
+        ("[Plugin]\nExec=/x\nDeviceType=net\nEndpoints=tap|nbd\n", 4, "unknown endpoint 'nbd'"),
+        ("[Plugin]\nExec=/x\nDeviceType=net\nEndpoints=tap|\n", 4, "unknown endpoint ''"),
+        ("[Plugin]\nExec=/x\nDeviceType=net\nEndpoints=random tap|random\n", 4, "endpoint 'random' named twice"),
+        ("[Plugin]\nExec=/x\nDeviceType=net\nEndpoints=tap|tap\n", 4, "endpoint 'tap' named twice"),
         ("[Plugin]\nExec=/x\nDeviceType=net\nColour=blue\n", 4, "unknown key 'Colour'"),
         ("[Plugin]\nDeviceType=net\n", 1, "no Exec="),
         ("[Plugin]\nExec=/x\n", 1, "no DeviceType="),

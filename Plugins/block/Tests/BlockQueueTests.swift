@@ -41,7 +41,7 @@ final class SoftBlockContext: BlockContext {
         allocator = alloc
         limits = try BlockLimits.read(device, negotiated: negotiated)
         self.indirect = TransportFeatures(rawValue: negotiated).contains(.indirectDescriptors)
-        partBytes = limits.partBytes(slotData: BlockSlot.dataSize, maxDataSegments: self.indirect ? BlockDataPath.maxDataSegments : 4)
+        partBytes = limits.partBytes(slotData: BlockSlot.dataSize, maxDataSegments: self.indirect ? BlockRequestShape.maxDataSegments : 4)
     }
 
     func queue(_ position: Int) -> Virtqueue { queues[position] }

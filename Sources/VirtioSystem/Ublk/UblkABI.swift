@@ -69,6 +69,8 @@ public enum UblkABI {
         public var address: UInt64 = 0
         public var data0: UInt64 = 0
 
+        public init(deviceID: UInt32) { self.deviceID = deviceID }
+
         public var bytes: [UInt8] {
             var w = ByteWriter()
             w.u32(deviceID); w.u16(queueID); w.u16(length); w.u64(address); w.u64(data0); w.zeros(8)
