@@ -165,6 +165,10 @@ VM_STAGE := .build-vm-debs
 # traffic, offload and reload cases there (VM_VARIANTS= to skip).
 VM_VARIANTS ?= packed,mq,noiommu
 VM_VARIANT_CASES := noiommu net/control.sh supervisor/claim-all.sh block/filesystem.sh block/mq.sh
+# A third boot on the bookworm-backports kernel, which has ublk_drv: the
+# block cases again, the disk exported as /dev/ublkbN (VM_KERNELS= to skip).
+VM_KERNELS ?= backports
+VM_KERNEL_CASES := harness/kernel-flavour.sh block/filesystem.sh block/fio-verify-reload.sh block/readonly-resize.sh block/mq.sh
 # Out-of-tree plugins the cases install in the guest, built the documented
 # way (their own package, `make install PREFIX=/usr/local`), staged per example.
 VM_EXTRA := .build-vm-extra
@@ -192,6 +196,10 @@ test-vm: vm-stage
 	for v in $(VM_VARIANTS); do \
 		echo "== variant $$v: $(VM_VARIANT_CASES)"; \
 		$(VM_ENV) Tests/VM/run.sh --variant $$v $(VM_VARIANT_CASES) || exit 1; \
+	done
+	for k in $(VM_KERNELS); do \
+		echo "== kernel $$k: $(VM_KERNEL_CASES)"; \
+		$(VM_ENV) Tests/VM/run.sh --$$k $(VM_KERNEL_CASES) || exit 1; \
 	done
 
 demo: host-setup deb

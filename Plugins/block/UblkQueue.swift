@@ -4,6 +4,20 @@ import VirtioCore
 import VirtioSystem
 import VirtiodPluginRuntime
 
+/// What a queue needs of its side of a ublk hardware queue
+/// (`UblkServerQueue`; a fake in tests).
+protocol UblkServing: AnyObject {
+    var depth: Int { get }
+    var completions: EventFD { get }
+    func fetch(tag: Int, buffer: UInt64) throws
+    func commit(tag: Int, result: Int32, buffer: UInt64) throws
+    func submit() throws
+    func nextCompletion() -> (tag: Int, result: Int32)?
+    func descriptor(_ tag: Int) -> UblkABI.IODescriptor
+}
+
+extension UblkServerQueue: UblkServing {}
+
 /// One request queue of the disk serving ublk hardware queue `position`
 /// (virtio 1.2 §5.2.6; Documentation/block/ublk.rst). Tag t's request
 /// lives in slot t: the kernel copies a write's data into the slot's data
@@ -15,7 +29,7 @@ import VirtiodPluginRuntime
 final class UblkQueue {
     let position: Int
     let pool: DMABufferPool
-    private(set) var server: UblkServerQueue?
+    private(set) var server: (any UblkServing)?
     /// What each tag's request is, while the plugin has it.
     private var pending: [Request?]
     /// Tags whose device request waits for room in the ring, in order.
@@ -57,7 +71,7 @@ final class UblkQueue {
     }
 
     /// Serve the kernel's queue from now on: a FETCH for every tag.
-    func attach(_ server: UblkServerQueue, _ ctx: any BlockContext) throws {
+    func attach(_ server: any UblkServing, _ ctx: any BlockContext) throws {
         precondition(server.depth <= pool.count)
         self.server = server
         aborted = false
@@ -87,7 +101,7 @@ final class UblkQueue {
 
     /// Check the request on `tag` (the kernel's, bounded all the same) and
     /// queue it for the device, or answer it at once.
-    private func accept(_ tag: Int, _ server: UblkServerQueue, _ ctx: any BlockContext) throws {
+    private func accept(_ tag: Int, _ server: any UblkServing, _ ctx: any BlockContext) throws {
         guard tag >= 0, tag < server.depth, pending[tag] == nil else {
             PluginLog.warning("block \(ctx.address) ublk queue \(position): a request on tag \(tag), which is not free; ignored")
             return
@@ -165,7 +179,7 @@ final class UblkQueue {
         publish(ctx)
     }
 
-    private func drain(_ server: UblkServerQueue, _ ctx: any BlockContext) throws {
+    private func drain(_ server: any UblkServing, _ ctx: any BlockContext) throws {
         while let used = try ctx.queue(position).popUsed() {
             // Tokens beyond the pool are the runtime's own requests (GET_ID at bring-up).
             guard used.token < UInt64(pool.count) else { continue }

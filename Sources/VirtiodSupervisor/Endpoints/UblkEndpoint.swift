@@ -71,26 +71,28 @@ final class UblkEndpoint: Endpoint {
         }
     }
 
-    /// ADD_DEV for `queues` queues.
-    static func addDevice(queues: Int) throws -> UInt32 {
+    /// ADD_DEV for `queues` queues (the kernel makes at most one per CPU):
+    /// the device's number and how many queues it has.
+    static func addDevice(queues: Int) throws -> (id: UInt32, queues: Int) {
         let wanted = UblkABI.DeviceInfo(queues: UInt16(queues), depth: UInt16(depth), maxIOBytes: UInt32(maxRequestBytes),
                                         deviceID: UInt32.max, flags: UblkABI.flagUserRecovery | UblkABI.flagUserRecoveryReissue)
         let granted = try control().add(wanted)
-        guard granted.flags & UblkABI.flagUserRecoveryReissue != 0, Int(granted.queues) == queues, Int(granted.depth) == depth else {
+        guard granted.flags & UblkABI.flagUserRecoveryReissue != 0, granted.queues >= 1, Int(granted.queues) <= queues,
+              Int(granted.depth) == depth else {
             try? control().delete(granted.deviceID)
             throw ClaimError.setup("ublk granted \(granted.queues) queue(s) of depth \(granted.depth), flags \(String(granted.flags, radix: 16)); "
-                                   + "virtiod needs \(queues) of \(depth) with user recovery")
+                                   + "virtiod needs up to \(queues) of \(depth) with user recovery")
         }
-        return granted.deviceID
+        return (granted.deviceID, Int(granted.queues))
     }
 
     static func create(for device: ClaimedDevice, rule: DeviceRule?) throws -> UblkEndpoint {
         let queues = plannedQueues(device.transport, offered: device.offeredFeatures)
         let memory = try EndpointState(name: "virtiod-ublk")
-        let id = try addDevice(queues: queues)
-        let e = UblkEndpoint(state: memory, persisted: Persisted(deviceID: id, queues: queues))
+        let (id, granted) = try addDevice(queues: queues)
+        let e = UblkEndpoint(state: memory, persisted: Persisted(deviceID: id, queues: granted))
         e.persist()
-        Log.info("ublk device \(id) made (\(queues) queue(s) of \(depth)); /dev/\(UblkControl.diskName(id)) appears once the plugin serves it",
+        Log.info("ublk device \(id) made (\(granted) queue(s) of \(depth)); /dev/\(UblkControl.diskName(id)) appears once the plugin serves it",
                  device: device.address)
         return e
     }
@@ -164,7 +166,7 @@ final class UblkEndpoint: Endpoint {
                 // A plugin fetched and ended before the disk started: the
                 // kernel will not take fetches for those tags again.
                 try? control.delete(id)
-                persisted.deviceID = try Self.addDevice(queues: persisted.queues)
+                (persisted.deviceID, persisted.queues) = try Self.addDevice(queues: persisted.queues)
                 Log.notice("ublk device \(id) was never started; device \(persisted.deviceID) replaces it", device: device.address)
             default:
                 break

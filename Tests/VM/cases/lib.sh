@@ -289,6 +289,11 @@ device_used_idx() {
 
 # --- disks (block cases) ---------------------------------------------------
 
+# How the block plugin exports disks in this boot: ublk where the kernel has
+# ublk_drv (the backports kernel), nbd on Debian 12's stock one.
+DISK_ENDPOINT=nbd
+[ "$(cat /payload/kernel-flavour 2>/dev/null)" = backports ] && DISK_ENDPOINT=ublk
+
 # hot_add_disk ID NODE BUS SERIAL [EXTRA-JSON-PROPERTIES]: device_add a modern
 # virtio-blk on root port BUS backed by QEMU block node NODE (packed rings in
 # the packed variant); prints its PCI address once virtiod lists it (virtiod
@@ -312,14 +317,14 @@ remove_disk() {
 }
 
 # claim_disk ADDRESS SERIAL: claim a disk, wait for its plugin and for
-# /dev/disk/by-id/virtiod-SERIAL; prints the /dev/nbdN it is.
+# /dev/disk/by-id/virtiod-SERIAL; prints the /dev node it is (nbdN or ublkbN).
 claim_disk() {
     virtioctl claim "$1" >/dev/null || fail "claim $1 failed: $(virtioctl status "$1" --json | jq -r .reason)"
     wait_state "$1" running 60
     wait_for "[ -b /dev/disk/by-id/virtiod-$2 ]" 30 \
         || fail "no /dev/disk/by-id/virtiod-$2: endpoints $(virtioctl status "$1" --json | jq -c .endpoints)"
     local dev
-    dev=$(virtioctl status "$1" --json | jq -r '.endpoints[] | select(.kind == "nbd") | .details.device')
+    dev=$(virtioctl status "$1" --json | jq -r ".endpoints[] | select(.kind == \"$DISK_ENDPOINT\") | .details.device")
     [ "$(readlink -f "/dev/disk/by-id/virtiod-$2")" = "$dev" ] || fail "by-id link points to $(readlink -f "/dev/disk/by-id/virtiod-$2"), status says $dev"
     echo "$dev"
 }

@@ -1,4 +1,4 @@
-# A disk claimed by virtiod is a real disk: mkfs.ext4 on /dev/nbdN (found
+# A disk claimed by virtiod is a real disk: mkfs.ext4 on /dev/nbdN or /dev/ublkbN (found
 # through /dev/disk/by-id/virtiod-SERIAL), a 100 MB file and a tree of small
 # files written, unmounted, fsck -f clean, remounted, every sha256 equal;
 # fstrim reaches the device as DISCARD and blkdiscard -z as WRITE_ZEROES
@@ -12,9 +12,11 @@ trap cleanup EXIT
 start_virtiod
 disk=$(hot_add_disk fs0 blkfs hp0 fs0)
 dev=$(claim_disk "$disk" fs0)
-# Requests up to 512 KiB (nbd starts at 128 KiB): the supervisor raised it at connect.
+# Requests up to 512 KiB over nbd (which starts at 128 KiB: the supervisor
+# raised it at connect); over ublk one slot's 64 KiB (one device request each).
 msk=$(cat /sys/block/"${dev#/dev/}"/queue/max_sectors_kb)
-[ "$msk" = 512 ] || fail "max_sectors_kb of $dev is $msk, expected 512"
+want=512; [ "$DISK_ENDPOINT" = ublk ] && want=64
+[ "$msk" = "$want" ] || fail "max_sectors_kb of $dev is $msk, expected $want"
 echo "disk $disk exported as $dev ($(blockdev --getsize64 "$dev") bytes)"
 [ "$(blockdev --getsize64 "$dev")" -eq $((384 << 20)) ] || fail "$dev is $(blockdev --getsize64 "$dev") bytes, expected 384 MiB"
 # The plugin marked itself an I/O flusher and kept no capability.
@@ -23,7 +25,7 @@ journalctl -u 'virtiod-block-*' --no-pager -o cat | grep -q "running as uid [0-9
     || fail "the block plugin is not an I/O flusher: $(journalctl -u 'virtiod-block-*' --no-pager -o cat | grep -m1 'running as')"
 grep -Eq "^CapPrm:\s+0+$" "/proc/$pid/status" && grep -Eq "^CapEff:\s+0+$" "/proc/$pid/status" && grep -Eq "^CapAmb:\s+0+$" "/proc/$pid/status" \
     || fail "the block plugin kept capabilities: $(grep ^Cap "/proc/$pid/status" | tr '\n' ' ')"
-virtioctl status "$disk" | grep -q "Endpoints: $dev (nbd)" || fail "virtioctl status does not name $dev: $(virtioctl status "$disk" | grep -A2 Endpoints | tr '\n' ' ')"
+virtioctl status "$disk" | grep -q "Endpoints: $dev ($DISK_ENDPOINT)" || fail "virtioctl status does not name $dev: $(virtioctl status "$disk" | grep -A2 Endpoints | tr '\n' ' ')"
 
 mkfs.ext4 -q -F "$dev" || fail "mkfs.ext4 failed"
 mkdir -p /mnt/vfs

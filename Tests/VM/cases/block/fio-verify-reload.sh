@@ -73,10 +73,18 @@ if [ "$rc" -ne 0 ] || [ "$errs" -ne 0 ]; then
 fi
 [ "$rc" -eq 0 ] && [ "$errs" -eq 0 ] || fail "fio exit $rc, error $errs: $(jq -c '[.jobs[] | {error, verify_errors: .verify_errors}]' /tmp/fio-report.json 2>/dev/null)"
 [ "$writes" -gt 100 ] && [ "$reads" -gt 100 ] || fail "too little I/O: $writes writes, $reads verify reads"
-echo "kernel nbd lines: $(dmesg | tail -n +$((mark + 1)) | grep -c 'timed out') request timeouts, $(dmesg | tail -n +$((mark + 1)) | grep -c 'reconnected socket') reconnected connections"
-# What the kernel's nbd said, by second of uptime, beside the events (for a stall's cause).
-echo "$(tr '\n' ';' < /tmp/fio-events) nbd: $(dmesg | tail -n +$((mark + 1)) | grep nbd | sed -E 's/^\[ *([0-9]+)\.[0-9]+\] block nbd[0-9]+: /\1s /; s/ \(.*//; s/ on req.*//; s/Connection timed out, retrying/timeout/' | uniq -c | tr -s ' ' | tr '\n' ';')"
-echo "virtiod: $(journalctl -u virtiod -u 'virtiod-block-*' --no-pager -o short-monotonic | grep -E "fresh connection|restarting in|closed by|rolled back|failed" | sed -E 's/^\[ *([0-9]+)\.[0-9]+\] [^:]*: /\1s /' | cut -c1-90 | tr '\n' ';')"
+if [ "$DISK_ENDPOINT" = nbd ]; then
+    echo "kernel nbd lines: $(dmesg | tail -n +$((mark + 1)) | grep -c 'timed out') request timeouts, $(dmesg | tail -n +$((mark + 1)) | grep -c 'reconnected socket') reconnected connections"
+    # What the kernel's nbd said, by second of uptime, beside the events (for a stall's cause).
+    echo "$(tr '\n' ';' < /tmp/fio-events) nbd: $(dmesg | tail -n +$((mark + 1)) | grep nbd | sed -E 's/^\[ *([0-9]+)\.[0-9]+\] block nbd[0-9]+: /\1s /; s/ \(.*//; s/ on req.*//; s/Connection timed out, retrying/timeout/' | uniq -c | tr -s ' ' | tr '\n' ';')"
+fi
+echo "virtiod: $(journalctl -u virtiod -u 'virtiod-block-*' --no-pager -o short-monotonic | grep -E "fresh connection|recovery started|again; waiting|restarting in|closed by|rolled back|failed" | sed -E 's/^\[ *([0-9]+)\.[0-9]+\] [^:]*: /\1s /' | cut -c1-90 | tr '\n' ';')"
 errors=$(io_errors "$mark")
 [ -z "$errors" ] || fail "kernel I/O errors: $errors"
-journalctl -u virtiod --no-pager -o cat | grep -q "fresh connection" || fail "no fresh NBD connections after the kill in the journal"
+if [ "$DISK_ENDPOINT" = ublk ]; then
+    # Each reload and the kill: the kernel quiesced the disk and the next plugin recovered it.
+    n=$(journalctl -u virtiod --no-pager -o cat | grep -c "recovery started")
+    [ "$n" -ge 4 ] || fail "$n ublk recoveries in the journal, expected 4 (3 reloads, 1 kill)"
+else
+    journalctl -u virtiod --no-pager -o cat | grep -q "fresh connection" || fail "no fresh NBD connections after the kill in the journal"
+fi

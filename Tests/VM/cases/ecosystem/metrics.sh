@@ -21,14 +21,14 @@ twin_and_local vtnet0
 blk=$(virtioctl list --json | jq -r '.[] | select(.type == "block" and .kernel_driver == "vfio-pci") | .address')
 [ -n "$blk" ] || fail "the disk was not claimed"
 wait_state "$blk" running 60
-wait_for "[ -b /dev/disk/by-id/virtiod-virtiod-blk0 ]" 30 || fail "the disk's /dev/nbd node did not appear"
+wait_for "[ -b /dev/disk/by-id/virtiod-virtiod-blk0 ]" 30 || fail "the disk's /dev node did not appear"
 
 # packets received over every receive queue of the NIC, from a metrics text
 rx() { awk -v d="$net" '$1 ~ /^virtiod_queue_packets_total\{/ && $1 ~ "device=\"" d "\"" && $1 ~ /queue="receiveq/ { s += $2 } END { print s + 0 }' "$1"; }
 virtioctl metrics > /tmp/m1 || fail "virtioctl metrics failed"
 "$promtool" check metrics < /tmp/m1 > /tmp/promtool.out 2>&1 || fail "promtool: $(head -n 5 /tmp/promtool.out)"
 ping -c 50 -i 0.02 -W 2 10.77.0.2 > /dev/null || fail "no ping through vtnet0"
-dev=$(virtioctl status "$blk" --json | jq -r '.endpoints[] | select(.kind == "nbd") | .summary')
+dev=$(virtioctl status "$blk" --json | jq -r ".endpoints[] | select(.kind == \"$DISK_ENDPOINT\") | .summary")
 dd if="$dev" of=/dev/null bs=64k count=64 iflag=direct 2>/dev/null || fail "cannot read $dev"
 virtioctl metrics > /tmp/m2 || fail "virtioctl metrics failed"
 "$promtool" check metrics < /tmp/m2 > /tmp/promtool.out 2>&1 || fail "promtool (with traffic): $(head -n 5 /tmp/promtool.out)"
@@ -39,7 +39,7 @@ for family in virtiod_up virtiod_device_state virtiod_plugin_restarts_total virt
     grep -q "^# TYPE $family " /tmp/m2 || fail "no $family"
 done
 grep -q "virtiod_device_state{device=\"$net\",state=\"running\",type=\"net\"} 1" /tmp/m2 || fail "NIC not shown running"
-grep -q "virtiod_endpoint_info{device=\"$blk\",endpoint=\"$dev\",kind=\"nbd\",type=\"block\"} 1" /tmp/m2 || fail "disk endpoint not shown"
+grep -q "virtiod_endpoint_info{device=\"$blk\",endpoint=\"$dev\",kind=\"$DISK_ENDPOINT\",type=\"block\"} 1" /tmp/m2 || fail "disk endpoint not shown"
 # The timer (enabled by the package) writes the file once the folder exists.
 mkdir -p /var/lib/prometheus/node-exporter
 systemctl restart virtiod-metrics.timer

@@ -18,7 +18,7 @@ echo "$p" | jq -e '.[] | select(.name == "net") | .manifest == "/usr/lib/virtiod
     and .executable == "/usr/libexec/virtiod/virtiod-net" and .installed and .stub == false
     and (.version | length > 0) and .device_types == ["net"] and .endpoints == ["tap"] and .devices == [] and .pids == []' >/dev/null \
     || fail "net plugin report: $(echo "$p" | jq -c '.[] | select(.name == "net")')"
-echo "$p" | jq -e '.[] | select(.name == "block") | .stub == false and .endpoints == ["nbd"]' >/dev/null \
+echo "$p" | jq -e '.[] | select(.name == "block") | .stub == false and .endpoints == ["ublk|nbd"]' >/dev/null \
     || fail "block plugin report: $(echo "$p" | jq -c '.[] | select(.name == "block")')"
 echo "$p" | jq -e '.[] | select(.name == "console") | .stub == false and .endpoints == ["pty"]' >/dev/null \
     || fail "console plugin report: $(echo "$p" | jq -c '.[] | select(.name == "console")')"
