@@ -214,6 +214,7 @@ bench-vm: host-setup deb
 		VIRTIOD_DEBS=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --smp $$n --mode-script Tests/VM/bench-net.sh $(VM_FLAGS) || exit 1; \
 	done
 	VIRTIOD_DEBS=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --mode-script Tests/VM/bench-block.sh $(VM_FLAGS)
+	VIRTIOD_DEBS=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --backports --mode-script Tests/VM/bench-block.sh $(VM_FLAGS)
 
 vm-shell: vm-stage
 	$(VM_ENV) Tests/VM/run.sh --shell $(VM_FLAGS)

@@ -120,21 +120,13 @@ final class BlockDataPath: DataPath {
         try serving(q, driver) { try q.collect(context(driver)) }
     }
 
-    func configChanged(_ driver: DeviceDriver) {
-        guard let old = limits, let new = try? BlockLimits.read(driver.transport, negotiated: driver.negotiated) else { return }
-        if new.capacitySectors != old.capacitySectors {
-            PluginLog.notice("block \(driver.device.info.address): capacity now \(new.capacityBytes) bytes (was \(old.capacityBytes))")
-        }
-        shape?.limits.capacitySectors = new.capacitySectors
-    }
+    func configChanged(_ driver: DeviceDriver) { shape?.followCapacity(driver) }
 
     func counters(queue position: Int) -> [String: UInt64] {
         guard position < queues.count else { return [:] }
-        let q = queues[position], c = q.counters
-        return ["requests": c.requests, "reads": c.reads, "writes": c.writes, "flushes": c.flushes, "discards": c.discards,
-                "write_zeroes": c.writeZeroes, "read_bytes": c.readBytes, "write_bytes": c.writeBytes,
-                "errors": c.errors, "refused": c.refused, "in_flight": UInt64(q.inFlight), "kicks": c.kicks,
-                "connections_lost": c.connectionsLost, "dropped": c.dropped]
+        let q = queues[position]
+        return q.counters.values(inFlight: q.inFlight).merging(
+            ["connections_lost": q.counters.connectionsLost, "dropped": q.counters.dropped]) { a, _ in a }
     }
 
     var facts: [String: ConfigValue] {

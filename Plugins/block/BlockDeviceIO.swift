@@ -39,6 +39,14 @@ enum BlockDeviceIO {
         return true
     }
 
+    /// Make what was added to queue `position` visible; kick the device if
+    /// it asks for it (true then).
+    static func publish(_ ctx: any BlockContext, _ position: Int) -> Bool {
+        guard ctx.queue(position).publish() else { return false }
+        ctx.notify(position)
+        return true
+    }
+
     /// The status of a request the device returned (device-written, so
     /// checked): a value beyond UNSUPP, or a read the device says it filled
     /// less than `length` bytes of, is an I/O error.

@@ -75,4 +75,13 @@ struct BlockRequestShape {
     func context(_ driver: DeviceDriver) -> DriverBlockContext {
         DriverBlockContext(driver: driver, limits: limits, partBytes: partBytes, indirect: indirect)
     }
+
+    /// The config changed (a config interrupt, §5.2.4): follow the capacity
+    /// for range checks (the supervisor resizes the exported disk itself).
+    mutating func followCapacity(_ driver: DeviceDriver) {
+        guard let new = try? BlockLimits.read(driver.transport, negotiated: driver.negotiated),
+              new.capacitySectors != limits.capacitySectors else { return }
+        PluginLog.notice("block \(driver.device.info.address): capacity now \(new.capacityBytes) bytes (was \(limits.capacityBytes))")
+        limits.capacitySectors = new.capacitySectors
+    }
 }

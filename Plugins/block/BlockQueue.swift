@@ -61,6 +61,13 @@ final class BlockQueue {
             writeBytes = try v(.writeBytes); errors = try v(.errors); refused = try v(.refused); kicks = try v(.kicks)
             connectionsLost = try v(.connectionsLost); dropped = try v(.dropped)
         }
+
+        /// For the report (a queue's counters in `virtioctl status`).
+        func values(inFlight: Int) -> [String: UInt64] {
+            ["requests": requests, "reads": reads, "writes": writes, "flushes": flushes, "discards": discards,
+             "write_zeroes": writeZeroes, "read_bytes": readBytes, "write_bytes": writeBytes,
+             "errors": errors, "refused": refused, "in_flight": UInt64(inFlight), "kicks": kicks]
+        }
     }
 
     init(position: Int, connection: UnixSocket, pool: DMABufferPool) {
@@ -244,10 +251,7 @@ final class BlockQueue {
     func publish(_ ctx: any BlockContext) {
         guard added else { return }
         added = false
-        if ctx.queue(position).publish() {
-            ctx.notify(position)
-            counters.kicks &+= 1
-        }
+        if BlockDeviceIO.publish(ctx, position) { counters.kicks &+= 1 }
     }
 
     /// Take what the device returned; answer requests whose parts are all

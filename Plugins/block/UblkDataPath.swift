@@ -132,20 +132,11 @@ final class UblkDataPath: DataPath {
         try queues[index].collect(context(driver))
     }
 
-    func configChanged(_ driver: DeviceDriver) {
-        guard let old = shape?.limits, let new = try? BlockLimits.read(driver.transport, negotiated: driver.negotiated) else { return }
-        if new.capacitySectors != old.capacitySectors {
-            PluginLog.notice("block \(driver.device.info.address): capacity now \(new.capacityBytes) bytes (was \(old.capacityBytes))")
-        }
-        shape?.limits.capacitySectors = new.capacitySectors
-    }
+    func configChanged(_ driver: DeviceDriver) { shape?.followCapacity(driver) }
 
     func counters(queue position: Int) -> [String: UInt64] {
         guard position < queues.count else { return [:] }
-        let q = queues[position], c = q.counters
-        return ["requests": c.requests, "reads": c.reads, "writes": c.writes, "flushes": c.flushes, "discards": c.discards,
-                "write_zeroes": c.writeZeroes, "read_bytes": c.readBytes, "write_bytes": c.writeBytes,
-                "errors": c.errors, "refused": c.refused, "in_flight": UInt64(q.inFlight), "kicks": c.kicks]
+        return queues[position].counters.values(inFlight: queues[position].inFlight)
     }
 
     var facts: [String: ConfigValue] {
@@ -161,7 +152,7 @@ final class UblkDataPath: DataPath {
 
     struct State: Codable {
         var pools: [PoolPlacement]
-        var counters: [UblkQueue.Counters]
+        var counters: [BlockQueue.Counters]
     }
 
     var stateVersion: Int { 1 }

@@ -42,18 +42,13 @@ final class UblkQueue {
     /// process is going): nothing more comes.
     private(set) var aborted = false
     private var added = false
-    var counters = Counters()
+    /// (NBD's connection counters stay 0.)
+    var counters = BlockQueue.Counters()
 
     struct Request {
         var type: BlockRequestType
         var sector: UInt64
         var length: Int
-    }
-
-    struct Counters: Codable, Equatable {
-        var requests: UInt64 = 0, reads: UInt64 = 0, writes: UInt64 = 0, flushes: UInt64 = 0
-        var discards: UInt64 = 0, writeZeroes: UInt64 = 0, readBytes: UInt64 = 0, writeBytes: UInt64 = 0
-        var errors: UInt64 = 0, refused: UInt64 = 0, kicks: UInt64 = 0
     }
 
     init(position: Int, pool: DMABufferPool) {
@@ -162,10 +157,7 @@ final class UblkQueue {
     private func publish(_ ctx: any BlockContext) {
         guard added else { return }
         added = false
-        if ctx.queue(position).publish() {
-            ctx.notify(position)
-            counters.kicks &+= 1
-        }
+        if BlockDeviceIO.publish(ctx, position) { counters.kicks &+= 1 }
     }
 
     // MARK: answers from the device

@@ -1,7 +1,8 @@
 #!/bin/bash
 # make bench-vm (block): fio on twin disks in the same VM and run — two
 # identical hot-added virtio-blk disks backed by equal raw files, one driven
-# by the kernel's virtio_blk (/dev/vdX), one by virtiod (/dev/nbdN): 4 KiB
+# by the kernel's virtio_blk (/dev/vdX), one by virtiod (/dev/nbdN on the
+# stock kernel, /dev/ublkbN on the backports kernel: make bench-vm runs both): 4 KiB
 # random read and write at queue depth 32 (IOPS), 1 MiB sequential read and
 # write (MB/s), BENCH_SECONDS each (default 20), O_DIRECT. Prints both and
 # the ratios virtiod/kernel. TCG: absolute figures are slow.
@@ -17,7 +18,7 @@ vdisk=$(hot_add_disk benchv blkfio hp1 benchv)
 vdev=$(claim_disk "$vdisk" benchv)
 # Equal sizes: the same ranges are read and written on both.
 size=$(( $(blockdev --getsize64 "$vdev") < $(blockdev --getsize64 "$kdev") ? $(blockdev --getsize64 "$vdev") : $(blockdev --getsize64 "$kdev") ))
-say "fio, ${secs} s per test, O_DIRECT, $(nproc) vCPU(s): kernel virtio_blk $kdev vs virtiod $vdev ($((size >> 20)) MiB each)"
+say "fio, ${secs} s per test, O_DIRECT, $(nproc) vCPU(s), kernel $(uname -r): kernel virtio_blk $kdev vs virtiod $vdev over $DISK_ENDPOINT ($((size >> 20)) MiB each)"
 run() { # $1 device, $2 rw, $3 bs, $4 iodepth → IOPS and MB/s of the job
     fio --name=b --filename="$1" --direct=1 --ioengine=libaio --rw="$2" --bs="$3" --iodepth="$4" --size="$size" \
         --time_based --runtime="$secs" --output-format=json 2>/dev/null \
