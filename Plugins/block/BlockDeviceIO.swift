@@ -12,7 +12,7 @@ enum BlockDeviceIO {
                     _ ctx: any BlockContext, to queue: Virtqueue) -> Bool {
         let region = ctx.region
         let at = region.deviceAddress(slot)
-        var chain: [BufferSegment] = [.readable(at + UInt64(BlockSlot.headerOffset), 16)]
+        var chain: [BufferSegment] = [.readable(at + UInt64(BlockSlot.header(slot)), 16)]
         switch type {
         case .read, .write:
             var offset = 0
@@ -21,20 +21,20 @@ enum BlockDeviceIO {
                 offset += segment
             }
         case .discard, .writeZeroes:
-            region.storeLE64(sector, slot, at: BlockSlot.segmentOffset)
-            region.storeLE32(UInt32(length / 512), slot, at: BlockSlot.segmentOffset + 8)
-            region.storeLE32(0, slot, at: BlockSlot.segmentOffset + 12) // no unmap for zeroing
-            chain.append(.readable(at + UInt64(BlockSlot.segmentOffset), 16))
+            region.storeLE64(sector, slot, at: BlockSlot.segment(slot))
+            region.storeLE32(UInt32(length / 512), slot, at: BlockSlot.segment(slot) + 8)
+            region.storeLE32(0, slot, at: BlockSlot.segment(slot) + 12) // no unmap for zeroing
+            chain.append(.readable(at + UInt64(BlockSlot.segment(slot)), 16))
         case .flush, .getID:
             break
         }
-        chain.append(.writable(at + UInt64(BlockSlot.statusOffset), 1))
+        chain.append(.writable(at + UInt64(BlockSlot.status(slot)), 1))
         guard queue.freeDescriptors >= (ctx.indirect ? 1 : chain.count) else { return false }
-        region.storeLE32(type.rawValue, slot, at: BlockSlot.headerOffset)
-        region.storeLE32(0, slot, at: BlockSlot.headerOffset + 4)
-        region.storeLE64(type == .flush ? 0 : sector, slot, at: BlockSlot.headerOffset + 8)
+        region.storeLE32(type.rawValue, slot, at: BlockSlot.header(slot))
+        region.storeLE32(0, slot, at: BlockSlot.header(slot) + 4)
+        region.storeLE64(type == .flush ? 0 : sector, slot, at: BlockSlot.header(slot) + 8)
         // The status byte is the device's to write: an unwritten one reads as an error.
-        region.copy([0xff], into: DMASlice(offset: slot.offset + BlockSlot.statusOffset, length: 1))
+        region.copy([0xff], into: DMASlice(offset: slot.offset + BlockSlot.status(slot), length: 1))
         do { try queue.add(chain, token: token, indirect: ctx.indirect) } catch { return false }
         return true
     }
@@ -51,7 +51,7 @@ enum BlockDeviceIO {
     /// checked): a value beyond UNSUPP, or a read the device says it filled
     /// less than `length` bytes of, is an I/O error.
     static func status(_ type: BlockRequestType, length: Int, slot: DMASlice, usedLength: UInt32, _ ctx: any BlockContext) -> UInt8 {
-        var status = ctx.region.load8(slot, at: BlockSlot.statusOffset)
+        var status = ctx.region.load8(slot, at: BlockSlot.status(slot))
         if status > BlockStatus.unsupported { status = BlockStatus.ioError }
         if type == .read, status == BlockStatus.ok, Int(usedLength) < length + 1 { status = BlockStatus.ioError }
         return status

@@ -65,11 +65,12 @@ struct BlockRequestShape {
     var partBytes: Int
     var indirect: Bool
 
-    init(_ driver: DeviceDriver) throws {
+    /// `slotData`: the data bytes of the queues' slots.
+    init(_ driver: DeviceDriver, slotData: Int = BlockSlot.dataSize) throws {
         limits = try BlockLimits.read(driver.transport, negotiated: driver.negotiated)
         indirect = TransportFeatures(rawValue: driver.negotiated).contains(.indirectDescriptors)
         // Without indirect tables a chain takes ring slots directly: keep it small.
-        partBytes = limits.partBytes(slotData: BlockSlot.dataSize, maxDataSegments: indirect ? Self.maxDataSegments : 4)
+        partBytes = limits.partBytes(slotData: slotData, maxDataSegments: indirect ? Self.maxDataSegments : 4)
     }
 
     func context(_ driver: DeviceDriver) -> DriverBlockContext {

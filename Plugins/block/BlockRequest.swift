@@ -94,10 +94,22 @@ struct OutgoingReply: Codable, Equatable {
 /// header (16 bytes: le32 type, le32 reserved, le64 sector), a discard /
 /// write-zeroes segment (16 bytes: le64 sector, le32 sectors, le32 flags)
 /// and the status byte the device writes.
+///
+/// The head sits in the last 64 bytes of whatever size the slot is: NBD
+/// queues use `dataSize` (a request is cut into parts of a slot each), ublk
+/// queues `ublkDataSize` (a tag's whole request in one slot).
 enum BlockSlot {
     static let dataSize = 64 << 10
+    static let ublkDataSize = 128 << 10
+    static let headSize = 64
     static let headerOffset = dataSize
     static let segmentOffset = dataSize + 16
     static let statusOffset = dataSize + 32
-    static let size = dataSize + 64
+    static let size = dataSize + headSize
+
+    static func size(data: Int) -> Int { data + headSize }
+    /// Where a slot's request header, discard segment and status byte lie within it.
+    static func header(_ slot: DMASlice) -> Int { slot.length - headSize }
+    static func segment(_ slot: DMASlice) -> Int { slot.length - headSize + 16 }
+    static func status(_ slot: DMASlice) -> Int { slot.length - headSize + 32 }
 }

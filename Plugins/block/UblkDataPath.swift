@@ -32,7 +32,7 @@ final class UblkDataPath: DataPath {
         let e = try device.endpoint("ublk")
         guard let id = e.facts["device"], let n = e.facts["queues"].flatMap(Int.init), n > 0,
               let depth = e.facts["queue_depth"].flatMap(Int.init), depth > 0, depth <= BlockDataPath.slotsPerQueue,
-              let most = e.facts["max_request_bytes"].flatMap(Int.init), most <= BlockSlot.dataSize else {
+              let most = e.facts["max_request_bytes"].flatMap(Int.init), most <= BlockSlot.ublkDataSize else {
             throw PluginError("the ublk endpoint came with facts this plugin cannot serve: \(e.facts)")
         }
         deviceID = id
@@ -55,12 +55,12 @@ final class UblkDataPath: DataPath {
     private func context(_ driver: DeviceDriver) -> DriverBlockContext { shape!.context(driver) }
 
     func start(_ driver: DeviceDriver) throws {
-        shape = try BlockRequestShape(driver)
+        shape = try BlockRequestShape(driver, slotData: BlockSlot.ublkDataSize)
         guard driver.queues.count == endpointQueues else {
             throw PluginError("the device has \(driver.queues.count) request queue(s), ublk device \(deviceID) \(endpointQueues)")
         }
         for position in driver.queues.indices {
-            let pool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: BlockSlot.size, count: depth)
+            let pool = try DMABufferPool(allocator: &driver.device.allocator, bufferSize: BlockSlot.size(data: BlockSlot.ublkDataSize), count: depth)
             queues.append(UblkQueue(position: position, pool: pool))
         }
         PluginLog.info("block \(driver.device.info.address): \(queues.count) request queue(s), \(shape!.limits.capacityBytes) bytes"
@@ -176,13 +176,13 @@ final class UblkDataPath: DataPath {
     func resume(_ driver: DeviceDriver, state: Data, version: Int) throws {
         guard version == 1 else { throw PluginError("ublk block state version \(version) is not one this plugin reads") }
         let s = try JSONDecoder().decode(State.self, from: state)
-        shape = try BlockRequestShape(driver)
+        shape = try BlockRequestShape(driver, slotData: BlockSlot.ublkDataSize)
         guard s.pools.count == driver.queues.count, s.counters.count == s.pools.count, s.pools.count == endpointQueues else {
             throw PluginError("the record has \(s.pools.count) queue(s), the device \(driver.queues.count), ublk device \(deviceID) \(endpointQueues)")
         }
         var restored: [UblkQueue] = []
         for (position, placement) in s.pools.enumerated() {
-            guard placement.bufferSize == BlockSlot.size else { throw PluginError("queue \(position): the record's slots are not this plugin's") }
+            guard placement.bufferSize == BlockSlot.size(data: BlockSlot.ublkDataSize) else { throw PluginError("queue \(position): the record's slots are not this plugin's") }
             let pool = try driver.restoredPool(placement, queue: position, "ublk queue \(position)")
             guard pool.count >= depth, pool.freeCount == pool.count else {
                 throw PluginError("queue \(position): the record's pool has \(pool.count) slot(s), \(pool.count - pool.freeCount) of them at the device")

@@ -29,9 +29,9 @@ final class UblkEndpoint: Endpoint {
     static let kind = "ublk"
     static let maxQueues = 4
     /// Tags (requests in flight) per queue: the block plugin's slots.
-    static let depth = 64
-    /// Largest request, one slot's data (the block plugin's 64 KiB).
-    static let maxRequestBytes = 64 << 10
+    static let depth = 32
+    /// Largest request, one slot's data (the block plugin's 128 KiB for ublk).
+    static let maxRequestBytes = 128 << 10
     /// Where the disk's stable name waits for udev (60-virtiod-ublk.rules).
     static let namesDirectory = "/run/virtiod/ublk"
 
@@ -197,7 +197,10 @@ final class UblkEndpoint: Endpoint {
             let info = try control.info(id)
             switch UblkABI.State(rawValue: info.state) {
             case .dead where !persisted.started:
-                try start(control, device, server: Int32(pid), serial: BlockDisk.serial(config))
+                // Requests no larger than one device request of the plugin's (seg_max × size_max may say less).
+                var most = Self.maxRequestBytes
+                if case .number(let n) = config["request_bytes"], n >= 4096, n < UInt64(most) { most = Int(n) / 4096 * 4096 }
+                try start(control, device, server: Int32(pid), serial: BlockDisk.serial(config), maxRequestBytes: most)
             case .quiesced:
                 try control.endRecovery(id, server: Int32(pid))
                 Log.info("/dev/\(UblkControl.diskName(id)): served by pid \(pid) again; waiting I/O goes on", device: device.address)
@@ -211,9 +214,9 @@ final class UblkEndpoint: Endpoint {
         }
     }
 
-    private func start(_ control: UblkControl, _ device: ClaimedDevice, server: Int32, serial: String?) throws {
+    private func start(_ control: UblkControl, _ device: ClaimedDevice, server: Int32, serial: String?, maxRequestBytes: Int) throws {
         let disk = try BlockDisk.read(device)
-        var p = UblkABI.Parameters(maxSectors: UInt32(Self.maxRequestBytes / 512), sectors: disk.sectors)
+        var p = UblkABI.Parameters(maxSectors: UInt32(maxRequestBytes / 512), sectors: disk.sectors)
         let shift = UInt8(disk.blockSize.trailingZeroBitCount)
         p.logicalBlockShift = shift
         p.physicalBlockShift = shift

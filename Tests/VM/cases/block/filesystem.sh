@@ -13,9 +13,9 @@ start_virtiod
 disk=$(hot_add_disk fs0 blkfs hp0 fs0)
 dev=$(claim_disk "$disk" fs0)
 # Requests up to 512 KiB over nbd (which starts at 128 KiB: the supervisor
-# raised it at connect); over ublk one slot's 64 KiB (one device request each).
+# raised it at connect); over ublk one slot's 128 KiB (one device request each).
 msk=$(cat /sys/block/"${dev#/dev/}"/queue/max_sectors_kb)
-want=512; [ "$DISK_ENDPOINT" = ublk ] && want=64
+want=512; [ "$DISK_ENDPOINT" = ublk ] && want=128
 [ "$msk" = "$want" ] || fail "max_sectors_kb of $dev is $msk, expected $want"
 echo "disk $disk exported as $dev ($(blockdev --getsize64 "$dev") bytes)"
 [ "$(blockdev --getsize64 "$dev")" -eq $((384 << 20)) ] || fail "$dev is $(blockdev --getsize64 "$dev") bytes, expected 384 MiB"
