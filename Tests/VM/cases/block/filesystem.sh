@@ -17,6 +17,12 @@ dev=$(claim_disk "$disk" fs0)
 msk=$(cat /sys/block/"${dev#/dev/}"/queue/max_sectors_kb)
 want=512; [ "$DISK_ENDPOINT" = ublk ] && want=128
 [ "$msk" = "$want" ] || fail "max_sectors_kb of $dev is $msk, expected $want"
+# Over ublk the request timeout is 1 s (not 30): after a reload it is what
+# quiesces a queue whose every tag the old plugin held.
+if [ "$DISK_ENDPOINT" = ublk ]; then
+    t=$(cat /sys/block/"${dev#/dev/}"/queue/io_timeout)
+    [ "$t" = 1000 ] || fail "io_timeout of $dev is $t ms, expected 1000"
+fi
 echo "disk $disk exported as $dev ($(blockdev --getsize64 "$dev") bytes)"
 [ "$(blockdev --getsize64 "$dev")" -eq $((384 << 20)) ] || fail "$dev is $(blockdev --getsize64 "$dev") bytes, expected 384 MiB"
 # The plugin marked itself an I/O flusher and kept no capability.

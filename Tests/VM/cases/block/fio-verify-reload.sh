@@ -37,6 +37,8 @@ for i in 1 2 3; do
     event "reload$i"
     virtioctl reload block > /tmp/reload.out 2>&1 || fail "reload $i failed: $(cat /tmp/reload.out)"
     sleep 5
+    # The export's state after each event (for a stall's cause).
+    echo "after reload$i: plugin $(virtioctl status "$disk" --json | jq -c '{pid: .plugin.pid, ep: (.endpoints[0].details | {state, server_pid})}')" >> /tmp/fio-events
 done
 event restart
 systemctl restart virtiod || fail "systemctl restart virtiod failed"
@@ -67,8 +69,9 @@ for i in "${!events[@]}"; do
     worst=$(cat /tmp/fio-lat_lat.*.log 2>/dev/null | awk -F', *' -v a="$at" -v b="$until" '$1 >= a && $1 < b && $2 > m { m = $2 } END { printf "%d", m / 1000000 }')
     echo "$name at $((at / 1000)) s: longest I/O $worst ms"
 done
-if [ "$rc" -ne 0 ] || [ "$errs" -ne 0 ]; then
-    journalctl -u virtiod -u 'virtiod-block-*' --no-pager -o cat | grep -vi "heartbeat" | tail -n 30
+if [ "$rc" -ne 0 ] || [ "$errs" -ne 0 ] || { [ "$DISK_ENDPOINT" = ublk ] && [ "$(journalctl -u virtiod --no-pager -o cat | grep -c "recovery started")" -lt 4 ]; }; then
+    cat /tmp/fio-events
+    journalctl -u virtiod -u 'virtiod-block-*' --no-pager -o short-monotonic | grep -vi "heartbeat" | tail -n 60
     dmesg | tail -n 15
 fi
 [ "$rc" -eq 0 ] && [ "$errs" -eq 0 ] || fail "fio exit $rc, error $errs: $(jq -c '[.jobs[] | {error, verify_errors: .verify_errors}]' /tmp/fio-report.json 2>/dev/null)"
