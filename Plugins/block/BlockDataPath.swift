@@ -30,12 +30,7 @@ final class BlockDataPath: DataPath {
 
     /// requestq0 … one per NBD connection, as many as the device has (F_MQ: num_queues, §5.2.2).
     static func plan(negotiated: UInt64, device: AttachedDevice) throws -> [(index: Int, name: String)] {
-        var deviceQueues = 1
-        if BlockFeatures(rawValue: negotiated).contains(.multiqueue) {
-            deviceQueues = max(1, Int(try device.transport.readConfig(UInt16.self, at: 34)))
-        }
-        let n = min(deviceQueues, try connections(device).count)
-        return (0..<n).map { ($0, "requestq\($0)") }
+        try blockRequestQueues(negotiated: negotiated, device: device, endpointQueues: try connections(device).count)
     }
 
     private func context(_ driver: DeviceDriver) -> DriverBlockContext { shape!.context(driver) }

@@ -54,6 +54,18 @@ struct BlockLimits: Codable, Equatable {
     }
 }
 
+/// The request queues a disk is driven with: as many as the device has
+/// (F_MQ: num_queues, virtio 1.2 §5.2.2; device-written, so at least 1) and
+/// its endpoint serves (NBD connections, ublk queues), at least 1.
+func blockRequestQueues(negotiated: UInt64, device: AttachedDevice, endpointQueues: Int) throws -> [(index: Int, name: String)] {
+    var deviceQueues = 1
+    if BlockFeatures(rawValue: negotiated).contains(.multiqueue) {
+        deviceQueues = max(1, Int(try device.transport.readConfig(UInt16.self, at: 34)))
+    }
+    let n = max(1, min(deviceQueues, endpointQueues))
+    return (0..<n).map { ($0, "requestq\($0)") }
+}
+
 /// What both exports (NBD, ublk) work with once features are negotiated:
 /// the disk's limits, the bytes one device request carries, and whether
 /// chains go through indirect tables.

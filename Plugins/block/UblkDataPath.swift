@@ -43,13 +43,8 @@ final class UblkDataPath: DataPath {
 
     /// requestq0 … one per ublk queue, as many as the device has (F_MQ: num_queues, §5.2.2).
     static func plan(negotiated: UInt64, device: AttachedDevice) throws -> [(index: Int, name: String)] {
-        var deviceQueues = 1
-        if BlockFeatures(rawValue: negotiated).contains(.multiqueue) {
-            deviceQueues = max(1, Int(try device.transport.readConfig(UInt16.self, at: 34)))
-        }
-        let e = try device.endpoint("ublk")
-        let n = min(deviceQueues, e.facts["queues"].flatMap(Int.init) ?? 1)
-        return (0..<n).map { ($0, "requestq\($0)") }
+        try blockRequestQueues(negotiated: negotiated, device: device,
+                               endpointQueues: try device.endpoint("ublk").facts["queues"].flatMap(Int.init) ?? 1)
     }
 
     private func context(_ driver: DeviceDriver) -> DriverBlockContext { shape!.context(driver) }

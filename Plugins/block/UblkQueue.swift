@@ -38,9 +38,6 @@ final class UblkQueue {
     private(set) var atDevice = 0
     /// Quiesced for a hand-over: nothing new goes to the device.
     private var quiesced = false
-    /// The kernel aborted the queue's commands (the disk stops, or this
-    /// process is going): nothing more comes.
-    private(set) var aborted = false
     private var added = false
     /// (NBD's connection counters stay 0.)
     var counters = BlockQueue.Counters()
@@ -69,7 +66,6 @@ final class UblkQueue {
     func attach(_ server: any UblkServing, _ ctx: any BlockContext) throws {
         precondition(server.depth <= pool.count)
         self.server = server
-        aborted = false
         for tag in 0..<server.depth { try server.fetch(tag: tag, buffer: buffer(tag, ctx)) }
         try server.submit()
     }
@@ -83,7 +79,9 @@ final class UblkQueue {
         while let (tag, result) = server.nextCompletion() {
             switch result {
             case UblkABI.resultOK: try accept(tag, server, ctx)
-            case UblkABI.resultAbort: aborted = true
+            case UblkABI.resultAbort:
+                // The disk stops, or this process is going: nothing more comes on this tag.
+                PluginLog.info("block \(ctx.address) ublk queue \(position): the kernel aborted tag \(tag)'s command")
             default:
                 PluginLog.warning("block \(ctx.address) ublk queue \(position): command for tag \(tag) failed: "
                                   + "\(Errno(rawValue: -result))")

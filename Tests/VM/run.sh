@@ -186,7 +186,7 @@ fi
 # In test mode nothing else may own ttyS0: a getty would vhangup() the runner off it.
 [ $shell = 1 ] || cmdline="$cmdline virtiod.run systemd.mask=serial-getty@ttyS0.service"
 # Root and payload disks on the built-in AHCI; with the backports kernel
-# (6.12) on NVMe instead: it crashed QEMU 7.2's AHCI model in 2 of 4 boots
+# (6.12) on NVMe instead: it crashed QEMU 7.2's AHCI model in 2 of 5 boots
 # ("PRDT length for NCQ command (0x0) is smaller than the requested size",
 # then an assertion in ide_dma_cb; also with NCQ off).
 root_disk=(-device ide-hd,drive=root,bus=ide.0) payload_disk=(-device ide-hd,drive=payload,bus=ide.1)

@@ -36,10 +36,13 @@ public final class UblkControl {
     @discardableResult
     private func send(_ name: String, _ op: UInt32, device: UInt32, data0: UInt64 = 0, buffer: inout [UInt8],
                       timeoutMS: UInt32 = 10_000) throws -> Int32 {
-        // SAFETY: the buffer is a copy owned by this call and freed only once
-        // the kernel has answered; if it never does, it is left allocated
-        // (the kernel may still write to it).
+        // SAFETY: the kernel reads and writes `memory` (a copy of `buffer`,
+        // owned by this call) between the submission and its answer. It is
+        // freed on every way out except one: submitted and not answered
+        // within the time limit, when the kernel may still write to it.
         let memory = UnsafeMutableRawBufferPointer.allocate(byteCount: max(buffer.count, 1), alignment: 8)
+        var kernelMayWrite = false
+        defer { if !kernelMayWrite { memory.deallocate() } }
         memory.copyBytes(from: buffer)
         var command = UblkABI.ControlCommand(deviceID: device)
         command.data0 = data0
@@ -49,14 +52,12 @@ public final class UblkControl {
         }
         let payload = command.bytes
         let queued = try payload.withUnsafeBytes { try ring.queueCommand(fd: control, op: op, payload: $0, userData: UInt64(op)) }
-        guard queued else {
-            memory.deallocate()
-            throw CommandError(command: name, errno: .resourceTemporarilyUnavailable)
-        }
+        guard queued else { throw CommandError(command: name, errno: .resourceTemporarilyUnavailable) }
         try ring.submit()
+        kernelMayWrite = true
         guard let done = try ring.wait(timeoutMS: timeoutMS) else { throw CommandError(command: name, errno: nil) }
+        kernelMayWrite = false
         buffer = Array(UnsafeRawBufferPointer(rebasing: memory[0..<buffer.count]))
-        memory.deallocate()
         guard done.result >= 0 else { throw CommandError(command: name, errno: Errno(rawValue: -done.result)) }
         return done.result
     }

@@ -13,8 +13,9 @@ struct BlockDisk: Equatable {
     var flush = false
     var maxDiscardSectors: UInt32 = 0
     var maxWriteZeroesSectors: UInt32 = 0
-    /// discard_sector_alignment (sectors), 0 if not given.
-    var discardAlignmentSectors: UInt32 = 0
+    /// Discard granularity in bytes: discard_sector_alignment × 512 when the
+    /// device gives one (as Linux's virtio_blk reads it), else the block size.
+    var discardGranularity: UInt32 = 512
 
     var sizeBytes: UInt64 { sectors * 512 }
     var discard: Bool { maxDiscardSectors > 0 }
@@ -34,9 +35,14 @@ struct BlockDisk: Equatable {
         }
         disk.readOnly = negotiated.contains(.readOnly)
         disk.flush = negotiated.contains(.flush)
+        disk.discardGranularity = UInt32(disk.blockSize)
         if negotiated.contains(.discard) {
             disk.maxDiscardSectors = try u32(36)
-            disk.discardAlignmentSectors = try u32(44)
+            // Device-written: a power of two from the block size to 1 GiB, else ignored.
+            let alignment = UInt64(try u32(44)) * 512
+            if alignment >= disk.blockSize, alignment <= 1 << 30, alignment & (alignment - 1) == 0 {
+                disk.discardGranularity = UInt32(alignment)
+            }
         }
         if negotiated.contains(.writeZeroes) { disk.maxWriteZeroesSectors = try u32(48) }
         return disk

@@ -233,7 +233,7 @@ final class UblkEndpoint: Endpoint {
         if !disk.readOnly {
             p.maxDiscardSectors = disk.maxDiscardSectors
             p.maxWriteZeroesSectors = disk.maxWriteZeroesSectors
-            p.discardGranularity = UInt32(disk.blockSize)
+            p.discardGranularity = disk.discardGranularity
         }
         persisted.stableName = BlockDisk.stableName(serial: serial, address: device.address)
         persisted.sizeBytes = disk.sizeBytes
@@ -248,8 +248,8 @@ final class UblkEndpoint: Endpoint {
                  + "\(persisted.stableName ?? "")" + (disk.readOnly ? ", read-only" : "") + ")", device: device.address)
     }
 
-    /// ublk (through Linux 6.15) sets a disk's size at START_DEV only: a
-    /// device that grew is said so, once.
+    /// ublk in 6.12 sets a disk's size at START_DEV only (UPDATE_SIZE was
+    /// added upstream later): a device that grew is said so, once.
     private func followSize(_ device: ClaimedDevice) {
         guard let disk = try? BlockDisk.read(device), disk.sizeBytes != persisted.sizeBytes, unfollowedSize != disk.sizeBytes else { return }
         unfollowedSize = disk.sizeBytes

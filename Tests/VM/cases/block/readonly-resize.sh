@@ -2,7 +2,7 @@
 # read-only: writes are refused, reads work. A writable disk grown with
 # QMP block_resize (a config interrupt) makes /dev/nbdN follow. Over ublk
 # (the backports kernel, 6.12) the kernel cannot resize a started disk
-# (UBLK_U_CMD_UPDATE_SIZE came in 6.16): the disk keeps its size, keeps
+# (UBLK_U_CMD_UPDATE_SIZE was added upstream later): the disk keeps its size, keeps
 # working, and virtioctl status and the journal say so.
 source /payload/cases/lib.sh
 mark=$(dmesg_lines)
