@@ -8,7 +8,7 @@ struct Virtiod: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "virtiod",
         abstract: "Userspace driver service for virtio PCI devices.",
-        subcommands: [Serve.self, Discover.self])
+        subcommands: [Serve.self, Discover.self, MountShare.self, UnmountShare.self])
 }
 
 /// `virtiod serve`: the service systemd runs (Type=notify).

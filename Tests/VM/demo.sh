@@ -47,6 +47,9 @@ show systemctl list-units --no-legend 'virtiod-*'
 blk=$(virtioctl list --json | jq -r '.[] | select(.type == "block") | .address')
 show virtioctl status "$blk"
 show lsblk -o NAME,SIZE,SERIAL
+say "== the host folders shared into the VM, mounted through virtiod's 9p plugin (FUSE)"
+show findmnt -t fuse
+show cat /run/virtiod-9p/virtiod9p/hello.txt
 say "== give the disk back, then take it again"
 show virtioctl release "$blk"
 show lsblk -o NAME,SIZE,SERIAL

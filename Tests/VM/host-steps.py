@@ -20,6 +20,10 @@ server) and for QMP events:
                                           write T, read until REGEX matches; the text read
     x-port-chardev {"port": P}            chardev-add P: a socket RUN_DIR/P.sock (for device_add virtserialport)
     x-events {"event": E}                 the QMP events E seen so far (oldest first)
+    x-share-manifest {"share": S, "dir": D}
+                                          {"files": N, "sha256": H}: the sha256 of "HASH  ./PATH" lines (sha256sum's
+                                          format, sorted by path) of the regular files under D in the host folder
+                                          behind share S ("share" for virtiod9p, "share-kernel" for kernel9p)
 
     host-steps.py CONTROL_SOCKET QMP_SOCKET
 """
@@ -132,7 +136,7 @@ class Port:
 
 
 # QEMU has x- commands of its own (x-query-virtio-queue-status): only these are ours.
-OWN_COMMANDS = {"x-events", "x-port-chardev", "x-port-connect", "x-port-close", "x-port-send", "x-port-recv",
+OWN_COMMANDS = {"x-events", "x-share-manifest", "x-port-chardev", "x-port-connect", "x-port-close", "x-port-send", "x-port-recv",
                 "x-port-result", "x-port-expect"}
 
 
@@ -141,6 +145,25 @@ def own_command(command, arguments, qmp, ports, run_dir):
     if command == "x-events":
         qmp.execute("query-status", {})  # reads what QEMU has sent meanwhile
         return [e for e in qmp.events if e.get("event") == arguments.get("event")]
+    if command == "x-share-manifest":
+        share = arguments["share"]
+        if share not in ("share", "share-kernel"):
+            raise RuntimeError(f"no share {share}")
+        root = os.path.realpath(os.path.join(run_dir, share, arguments.get("dir", ".")))
+        if not root.startswith(os.path.realpath(os.path.join(run_dir, share))):
+            raise RuntimeError("dir leaves the share")
+        lines = []
+        for top, dirs, files in os.walk(root):
+            for f in files:
+                path = os.path.join(top, f)
+                if os.path.islink(path) or not os.path.isfile(path):
+                    continue
+                with open(path, "rb") as fh:
+                    digest = hashlib.sha256(fh.read()).hexdigest()
+                lines.append((os.path.relpath(path, root), digest))
+        lines.sort(key=lambda x: x[0].encode())
+        text = "".join(f"{d}  ./{p}\n" for p, d in lines)
+        return {"files": len(lines), "sha256": hashlib.sha256(text.encode()).hexdigest()}
     name = arguments["port"]
     if command == "x-port-chardev":
         path = os.path.join(run_dir, f"{name}.sock")

@@ -88,7 +88,7 @@ truncate -s 64M "$run/blk0.raw"
 # Disks the block cases hot-add (device_add virtio-blk-pci,drive=NODE): a
 # filesystem disk, a read-only one, one to grow, one for fio.
 for d in blkfs:384M blkro:64M blkgrow:64M blkfio:256M; do truncate -s "${d#*:}" "$run/${d%%:*}.raw"; done
-mkdir -p "$run/share" && echo "hello from the host" > "$run/share/hello.txt"
+mkdir -p "$run/share" "$run/share-kernel" && echo "hello from the host" > "$run/share/hello.txt"
 modern="disable-legacy=on,iommu_platform=on"
 nic0=""
 packed=""
@@ -144,6 +144,7 @@ devices+=(
     -chardev "socket,id=con0,path=$run/console.sock,server=on,wait=off"
     -chardev "socket,id=port1,path=$run/port1.sock,server=on,wait=off"
     -fsdev "local,id=fs0,path=$run/share,security_model=none"
+    -fsdev "local,id=fs1,path=$run/share-kernel,security_model=none"
 )
 port=0
 # A virtio PCI function; with --variant rootports each sits behind its own
@@ -164,6 +165,9 @@ pci_device "virtio-serial-pci,id=vser0,$modern$packed"
 devices+=(-device virtconsole,chardev=con0,name=org.virtiod.console0,bus=vser0.0,id=con0port
           -device virtserialport,chardev=port1,name=org.virtiod.port1,bus=vser0.0,id=port1dev)
 pci_device "virtio-9p-pci,fsdev=fs0,mount_tag=virtiod9p,$modern$packed"
+# Its twin stays with the kernel's v9fs: the peer 9p/posix.sh and the
+# 9p bench compare with.
+pci_device "virtio-9p-pci,fsdev=fs1,mount_tag=kernel9p,$modern$packed"
 # An entropy device: no plugin of virtiod's own drives it; the out-of-tree
 # example (Examples/rng) does, in plugins/out-of-tree-rng.sh.
 pci_device "virtio-rng-pci,id=rng0,$modern$packed"

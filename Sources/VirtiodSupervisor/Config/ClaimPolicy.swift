@@ -14,6 +14,8 @@ import VirtioCore
 ///     Plugin=net               # the plugin (manifest name) to use; default: the one for the type
 ///     InterfaceName=vtnet0     # tap endpoint: name of the TAP interface
 ///     HeartbeatSec=20          # silence after which the plugin is killed and restarted
+///     MountPoint=/srv/share    # 9p: where the share is mounted (default /run/virtiod-9p/<mount tag>)
+///     ReadOnly=yes             # 9p: mount the share read-only
 ///     Option=key=value         # any other plugin option (repeatable)
 ///
 /// Every match key given must match; a section with no match key matches
@@ -33,6 +35,10 @@ public struct DeviceRule: Sendable, Hashable {
     /// The endpoint kind to export the device with where its plugin offers
     /// a choice (`Endpoint=nbd` for a disk whose manifest says `ublk|nbd`).
     public var endpoint: String?
+    /// 9p: where the share is mounted (absolute; nil: the default under /run/virtiod-9p).
+    public var mountPoint: String?
+    /// 9p: mount the share read-only.
+    public var readOnly: Bool?
     /// Where `InterfaceName=` was given.
     public var interfaceNameOrigin: ConfigLocation?
     /// Seconds a plugin may stay silent before it is killed and restarted.
@@ -158,6 +164,15 @@ public struct ClaimPolicy: Sendable, Hashable {
                         throw ConfigError(file: file, line: a.line, reason: "Endpoint= needs one of \(EndpointKinds.names.joined(separator: ", ")), got '\(a.shown)'")
                     }
                     rule.endpoint = a.value
+                case "MountPoint":
+                    let parts = a.value.split(separator: "/")
+                    guard a.value.hasPrefix("/"), a.value.utf8.count < 4096, !parts.isEmpty,
+                          !parts.contains("."), !parts.contains(".."),
+                          !a.value.contains(where: { $0.isWhitespace || $0.asciiValue.map { $0 < 0x20 } == true }) else {
+                        throw ConfigError(file: file, line: a.line, reason: "MountPoint= needs an absolute path other than / without . or .., got '\(a.shown)'")
+                    }
+                    rule.mountPoint = a.value
+                case "ReadOnly": rule.readOnly = try bool()
                 case "HeartbeatSec":
                     guard let v = Double(a.value), v >= Self.heartbeatRange.lowerBound, v <= Self.heartbeatRange.upperBound else {
                         throw ConfigError(file: file, line: a.line, reason: "HeartbeatSec= needs seconds from "

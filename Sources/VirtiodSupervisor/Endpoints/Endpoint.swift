@@ -104,7 +104,7 @@ extension Endpoint {
 /// Every endpoint kind virtiod can make.
 enum EndpointKinds {
     static var all: [any Endpoint.Type] {
-        [TAPEndpoint.self, NBDEndpoint.self, UblkEndpoint.self, RandomEndpoint.self, PTYEndpoint.self, BalloonEndpoint.self]
+        [TAPEndpoint.self, NBDEndpoint.self, UblkEndpoint.self, RandomEndpoint.self, PTYEndpoint.self, BalloonEndpoint.self, FUSEEndpoint.self]
     }
 
     static func named(_ kind: String) -> (any Endpoint.Type)? { all.first { $0.kind == kind } }

@@ -37,6 +37,7 @@ public final class Supervisor {
         let systemd = SystemdManager()
         self.systemd = systemd
         self.launcher = launcher ?? (FDStore.available && SystemdManager.available ? UnitLauncher(systemd: systemd) : DirectLauncher())
+        ShareMounter.shared = ShareMounter(systemd: FDStore.available && SystemdManager.available ? systemd : nil)
     }
 
     /// Tests: whether a device's hand-over area holds a record, without a device.

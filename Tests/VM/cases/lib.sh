@@ -28,6 +28,20 @@ virtio_functions() {
     done
 }
 
+# The PCI function of the 9p device with mount tag $1 (read while the
+# kernel's virtio_9p has it; 9p devices come in tag order on the bus:
+# virtiod9p, then its twin kernel9p).
+share_function() {
+    local d tag
+    for d in /sys/bus/virtio/devices/virtio*; do
+        [ -r "$d/mount_tag" ] || continue
+        read -r tag < "$d/mount_tag" || true
+        [ "${tag%$'\0'}" = "$1" ] && { basename "$(readlink -f "$d/..")"; return 0; }
+    done
+    # Claimed already: the order on the bus.
+    case $1 in virtiod9p) virtio_functions 1049 | head -n1 ;; kernel9p) virtio_functions 1049 | sed -n 2p ;; esac
+}
+
 # Network interface with a given MAC (in the current namespace).
 iface_with_mac() {
     ip -o link | awk -v mac="$1" '$0 ~ mac { sub(":", "", $2); print $2 }' | head -n1

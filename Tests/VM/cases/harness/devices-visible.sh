@@ -1,7 +1,7 @@
 # Every configured device is visible with the expected vendor/device ID and
 # works with its kernel driver (the twin of what virtiod will drive).
 source /payload/cases/lib.sh
-for spec in "1041 2 net" "1042 1 block" "1045 1 balloon" "1043 1 console" "1049 1 9p" "1044 1 rng"; do
+for spec in "1041 2 net" "1042 1 block" "1045 1 balloon" "1043 1 console" "1049 2 9p" "1044 1 rng"; do
     set -- $spec
     n=$(virtio_functions "$1" | wc -l)
     [ "$n" -eq "$2" ] || fail "expected $2 $3 device(s) (1af4:$1), found $n"

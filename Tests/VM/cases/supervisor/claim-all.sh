@@ -9,7 +9,7 @@ source /payload/cases/lib.sh
 trap stop_virtiod EXIT
 nic=$(iface_with_mac 52:54:00:12:34:01)
 net=$(nic_function 52:54:00:12:34:01); twin=$(nic_function 52:54:00:12:34:02)
-blk=$(virtio_functions 1042); bal=$(virtio_functions 1045); con=$(virtio_functions 1043); nine=$(virtio_functions 1049)
+blk=$(virtio_functions 1042); bal=$(virtio_functions 1045); con=$(virtio_functions 1043); nine=$(share_function virtiod9p)
 [ -n "${net:-}" ] || fail "no PCI function for $nic"
 # No balloon target left over from an earlier case.
 host_step balloon '{"value": 1073741824}' >/dev/null || fail "QMP balloon to 1 GiB failed"
@@ -31,7 +31,7 @@ Type=console
 Claim=yes
 
 [Device]
-Type=9p
+Address=$nine
 Claim=yes"
 # Without an IOMMU (--variant noiommu) the balloon is refused: nothing
 # could pin the pages it tells the host about. Devices are then lent through
@@ -89,7 +89,8 @@ row() { printf '%s\n' "$list" | grep -F "$1" || true; }
     dmesg | grep -E "nbd|virtio_blk" | tail -n 6
     fail "list row: '$(row "$blk")' in: $list"; }
 [[ $(row "$con") =~ running.*console.*/run/virtiod/ports/ ]] || fail "list row: '$(row "$con")' in: $list"
-[[ $(row "$nine") =~ running.*9p\ \(stub\) ]] || fail "list row: '$(row "$nine")' in: $list"
+[[ $(row "$nine") =~ running.*9p.*/run/virtiod-9p/virtiod9p ]] || fail "list row: '$(row "$nine")' in: $list"
+grep -q "hello from the host" /run/virtiod-9p/virtiod9p/hello.txt || fail "the share is not readable at /run/virtiod-9p/virtiod9p"
 # The disk is /dev/nbdN with its by-id name (serial virtiod-blk0).
 wait_for "[ -b /dev/disk/by-id/virtiod-virtiod-blk0 ]" 30 || fail "no /dev/disk/by-id/virtiod-virtiod-blk0: $(virtioctl status "$blk" --json | jq -c .endpoints)"
 virtioctl status "$blk" | grep -q "capacity = 131072" || fail "status text lacks capacity"
@@ -156,4 +157,5 @@ for f in $net $blk $bal $con $nine; do
 done
 wait_for "[ -b /dev/vda ]" 20 || fail "/dev/vda did not come back after stop"
 wait_for "[ -e /sys/class/net/$nic ]" 20 || fail "the kernel's $nic did not come back after stop"
+! findmnt /run/virtiod-9p/virtiod9p >/dev/null || fail "the share is still mounted after stop: $(findmnt /run/virtiod-9p/virtiod9p)"
 [ ! -e /sys/class/net/vtnet0 ] || fail "vtnet0 still exists after stop"
