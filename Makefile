@@ -38,7 +38,7 @@ help:
 	@echo "make deb          virtiod_VERSION_amd64.deb (+ -dbgsym) in .build-deb/, checked by lintian"
 	@echo "make host-setup   install the Debian packages building and testing need (root; the targets below run it)"
 	@echo "make bench        release build, prints virtqueue round trips/s (split vs packed, batch 1 and 32)"
-	@echo "make bench-vm     in the test VM: TCP throughput and ping RTT vs virtio_net, fio IOPS and MB/s vs virtio_blk"
+	@echo "make bench-vm     in the test VM: TCP throughput and ping RTT vs virtio_net, fio IOPS and MB/s vs virtio_blk, 9p MB/s and ops/s vs v9fs"
 	@echo "make fuzz         libFuzzer on every fuzz target (rings, config, control, hand-over, netlink, PCI caps, plugins), FUZZ_RUNS=$(FUZZ_RUNS) each"
 	@echo "make install      static release binaries and units into DESTDIR (default /)"
 	@echo "make test-vm      boot the QEMU test VM and run the in-guest suite (VM_FLAGS=--variant packed …)"
@@ -215,6 +215,7 @@ bench-vm: host-setup deb
 	done
 	VIRTIOD_DEBS=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --mode-script Tests/VM/bench-block.sh $(VM_FLAGS)
 	VIRTIOD_DEBS=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --backports --mode-script Tests/VM/bench-block.sh $(VM_FLAGS)
+	VIRTIOD_DEBS=$(CURDIR)/$(VM_STAGE) Tests/VM/run.sh --mode-script Tests/VM/bench-9p.sh $(VM_FLAGS)
 
 vm-shell: vm-stage
 	$(VM_ENV) Tests/VM/run.sh --shell $(VM_FLAGS)

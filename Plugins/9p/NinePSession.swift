@@ -164,7 +164,9 @@ final class NinePSession: NinePChannel {
             }
             do {
                 let h = try NinePWire.header(bytes)
-                guard h.tag == UInt16(slot) else { throw NinePError.malformed("tag \(h.tag) in slot \(slot)") }
+                // Tversion goes out with NOTAG, and its reply comes back with it.
+                let tag = if case .version = p.request { NinePWire.noTag } else { UInt16(slot) }
+                guard h.tag == tag else { throw NinePError.malformed("tag \(h.tag) in slot \(slot)") }
                 result = .success(try NinePWire.body(bytes, expecting: p.request.replyType))
             } catch let e as NinePError {
                 if case .malformed(let why) = e {
