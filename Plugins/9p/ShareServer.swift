@@ -194,7 +194,7 @@ final class ShareServer {
     // MARK: nodes
 
     private func forget(_ id: UInt64, _ n: UInt64) {
-        if let fid = tables.forget(id, count: n) { clunk(fid) }
+        for fid in tables.forget(id, count: n) { clunk(fid) }
     }
 
     private func lookup(_ r: FUSEWire.Request) {
@@ -239,7 +239,7 @@ final class ShareServer {
                             return done(.failure(.malformed("Rgetattr")))
                         }
                         let learnt = self.tables.learn(fid: fid, qid: a.qid, parent: parent, name: name)
-                        if let surplus = learnt.surplus { self.clunk(surplus) }
+                        for f in learnt.clunk { self.clunk(f) }
                         done(.success((learnt.node, a)))
                     }
                 }
@@ -255,9 +255,11 @@ final class ShareServer {
         if let flags = r.u32(0), flags & 1 != 0, let fh = r.u64(8), let handle = tables.handle(fh) {
             return send(h, .getattr(fid: handle.fid)) { self.done(h, $0) { r in FUSEWire.attrOut(try NinePWire.attributes(&r)) } }
         }
-        withNode(h) { n in
-            self.send(h, .getattr(fid: n.fid)) { self.done(h, $0) { r in FUSEWire.attrOut(try NinePWire.attributes(&r)) } }
+        guard let fid = tables.attributeFid(h.nodeID) else {
+            counters.stale &+= 1
+            return fail(h, ESTALE)
         }
+        send(h, .getattr(fid: fid)) { self.done(h, $0) { r in FUSEWire.attrOut(try NinePWire.attributes(&r)) } }
     }
 
     private func setattr(_ r: FUSEWire.Request) {
@@ -277,7 +279,7 @@ final class ShareServer {
         if valid & v.ctime != 0 { a.valid.insert(.ctime) }
         // ftruncate of an unlinked file: only its open fid still reaches it.
         let fid: UInt32?
-        if valid & v.fh != 0, let handle = tables.handle(fh) { fid = handle.fid } else { fid = tables.node(h.nodeID)?.fid }
+        if valid & v.fh != 0, let handle = tables.handle(fh) { fid = handle.fid } else { fid = tables.attributeFid(h.nodeID) }
         guard let fid else {
             counters.stale &+= 1
             return fail(h, ESTALE)
@@ -544,11 +546,11 @@ final class ShareServer {
             self.withNode(h, old) { target in
                 self.send(h, .link(directory: parent.fid, fid: target.fid, name: name)) { result in
                     if case .failure(let e) = result { return self.fail(h, e) }
-                    self.send(h, .getattr(fid: target.fid)) { result in
-                        self.done(h, result) { r in
-                            let a = try NinePWire.attributes(&r)
-                            self.tables.lookedUpAgain(old)
-                            return FUSEWire.entry(node: old, a)
+                    // The new name gets a fid of its own (the node's alias).
+                    self.entry(h, parent: h.nodeID, parentFid: parent.fid, name: name) { result in
+                        switch result {
+                        case .success(let (node, attributes)): self.answer(h, FUSEWire.entry(node: node, attributes))
+                        case .failure(let e): self.fail(h, e)
                         }
                     }
                 }
@@ -560,8 +562,9 @@ final class ShareServer {
         let h = r.header
         guard let name = r.names(from: 0, count: 1)?[0] else { return fail(h, EINVAL) }
         withNode(h) { parent in
-            self.send(h, .unlinkat(directory: parent.fid, name: name, flags: directory ? NinePWire.removeDirectory : 0)) {
-                self.done(h, $0) { _ in [] }
+            self.send(h, .unlinkat(directory: parent.fid, name: name, flags: directory ? NinePWire.removeDirectory : 0)) { result in
+                if case .success = result { for f in self.tables.unlinked(parent: h.nodeID, name: name) { self.clunk(f) } }
+                self.done(h, result) { _ in [] }
             }
         }
     }
@@ -578,7 +581,9 @@ final class ShareServer {
         withNode(h) { from in
             self.withNode(h, newParent) { to in
                 self.send(h, .renameat(oldDirectory: from.fid, oldName: names[0], newDirectory: to.fid, newName: names[1])) { result in
-                    if case .success = result { self.tables.renamed(parent: h.nodeID, name: names[0], to: newParent, names[1]) }
+                    if case .success = result {
+                        for f in self.tables.renamed(parent: h.nodeID, name: names[0], to: newParent, names[1]) { self.clunk(f) }
+                    }
                     self.done(h, result) { _ in [] }
                 }
             }

@@ -1,22 +1,34 @@
 /// What the FUSE side of the share remembers between requests — and hands
-/// to its successor on a reload: which FUSE node is which 9P fid, which
+/// to its successor on a reload: which FUSE node is which 9P fids, which
 /// open file handle is which opened fid, and the fids in use.
 ///
 /// A node is a file the kernel has looked up (FUSE LOOKUP, READDIRPLUS,
-/// CREATE…) and not yet forgotten: its fid was walked from its parent's and
-/// is never opened, so it names the file for getattr, setattr, walks and
-/// directory operations. `lookups` counts the kernel's references (FORGET
-/// takes them back; at zero the fid is clunked). Hard links share a node:
-/// nodes are found by the server's qid path, the file's identity.
+/// CREATE…) and not yet forgotten; `lookups` counts the kernel's references
+/// (FORGET takes them back; at zero its fids are clunked). Nodes are found
+/// by the server's qid path, the file's identity, so hard links share one.
+/// A 9P fid names a file by its path, though (QEMU's fids are paths, kept
+/// up to date across renames made through 9P): so a node keeps one fid per
+/// name it was found by (`aliases`, the freshest first), walked from its
+/// parent's and never opened. When one name goes (unlink, or a rename over
+/// it), that alias is clunked and another takes over; a file whose last
+/// name went lives on through its open handles' fids.
 struct ShareTables: Codable, Equatable {
-    struct Node: Codable, Equatable {
+    struct Alias: Codable, Equatable {
         var fid: UInt32
-        var qidPath: UInt64
-        var isDirectory: Bool
-        /// The parent node and name it was last found by (for logs and re-walks).
+        /// The parent node and the name in it.
         var parent: UInt64
         var name: [UInt8]
+    }
+
+    struct Node: Codable, Equatable {
+        /// Never empty; the first is the one used.
+        var aliases: [Alias]
+        var qidPath: UInt64
+        var isDirectory: Bool
         var lookups: UInt64
+        var fid: UInt32 { aliases[0].fid }
+        var parent: UInt64 { aliases[0].parent }
+        var name: [UInt8] { aliases[0].name }
     }
 
     struct Handle: Codable, Equatable {
@@ -26,6 +38,8 @@ struct ShareTables: Codable, Equatable {
         var directory: Bool
     }
 
+    /// Most names a node keeps a fid for.
+    static let maxAliases = 8
     static let rootFid: UInt32 = 0
 
     private(set) var nodes: [UInt64: Node] = [:]
@@ -41,8 +55,8 @@ struct ShareTables: Codable, Equatable {
     enum CodingKeys: CodingKey { case nodes, handles, nextNode, nextHandle, nextFid, freeFids }
 
     init(rootQid: UInt64) {
-        nodes[FUSEWire.rootNode] = Node(fid: Self.rootFid, qidPath: rootQid, isDirectory: true, parent: FUSEWire.rootNode,
-                                         name: [], lookups: 1)
+        nodes[FUSEWire.rootNode] = Node(aliases: [Alias(fid: Self.rootFid, parent: FUSEWire.rootNode, name: [])],
+                                         qidPath: rootQid, isDirectory: true, lookups: 1)
         byQid[rootQid] = FUSEWire.rootNode
     }
 
@@ -55,7 +69,7 @@ struct ShareTables: Codable, Equatable {
         nextFid = try c.decode(UInt32.self, forKey: .nextFid)
         freeFids = try c.decode([UInt32].self, forKey: .freeFids)
         for (id, n) in nodes { byQid[n.qidPath] = id }
-        guard nodes[FUSEWire.rootNode]?.fid == Self.rootFid else {
+        guard nodes[FUSEWire.rootNode]?.fid == Self.rootFid, nodes.values.allSatisfy({ !$0.aliases.isEmpty }) else {
             throw DecodingError.dataCorrupted(.init(codingPath: [], debugDescription: "no root node"))
         }
     }
@@ -92,47 +106,82 @@ struct ShareTables: Codable, Equatable {
     func node(qidPath: UInt64) -> UInt64? { byQid[qidPath] }
 
     /// The kernel learnt of the file `fid` names (looked up as `name` in
-    /// `parent`): its node, counting one more lookup. If the file already
-    /// has a node, that one is returned and `fid` is surplus (`surplus`).
-    mutating func learn(fid: UInt32, qid: NinePWire.Qid, parent: UInt64, name: [UInt8]) -> (node: UInt64, surplus: UInt32?) {
+    /// `parent`): its node, counting one more lookup, and fids no longer
+    /// needed (to clunk). A file that already has a node gets `fid` as its
+    /// freshest alias (or, if it had that name already, `fid` is surplus).
+    mutating func learn(fid: UInt32, qid: NinePWire.Qid, parent: UInt64, name: [UInt8]) -> (node: UInt64, clunk: [UInt32]) {
+        let alias = Alias(fid: fid, parent: parent, name: name)
         if let id = byQid[qid.path], var n = nodes[id] {
             n.lookups &+= 1
-            if id != FUSEWire.rootNode { n.parent = parent; n.name = name }
-            nodes[id] = n
-            return (id, fid)
+            defer { nodes[id] = n }
+            if id == FUSEWire.rootNode { return (id, [fid]) }
+            var clunk: [UInt32] = []
+            if let i = n.aliases.firstIndex(where: { $0.parent == parent && $0.name == name }) {
+                // The same name again: the new fid is as good; keep the old one.
+                clunk.append(fid)
+                n.aliases.insert(n.aliases.remove(at: i), at: 0)
+            } else {
+                n.aliases.insert(alias, at: 0)
+                // A directory has one name: if it is found under another, it moved (on the host).
+                let keep = n.isDirectory ? 1 : Self.maxAliases
+                while n.aliases.count > keep { clunk.append(n.aliases.removeLast().fid) }
+            }
+            return (id, clunk)
         }
         let id = nextNode
         nextNode += 1
-        nodes[id] = Node(fid: fid, qidPath: qid.path, isDirectory: qid.isDirectory, parent: parent, name: name, lookups: 1)
+        nodes[id] = Node(aliases: [alias], qidPath: qid.path, isDirectory: qid.isDirectory, lookups: 1)
         byQid[qid.path] = id
-        return (id, nil)
+        return (id, [])
     }
 
-    /// One more lookup of an existing node (LINK answers with it).
-    mutating func lookedUpAgain(_ id: UInt64) {
-        nodes[id]?.lookups &+= 1
-    }
-
-    /// The kernel dropped `count` lookups: the node's fid if it is now
-    /// forgotten (to clunk), else nil.
-    mutating func forget(_ id: UInt64, count: UInt64) -> UInt32? {
-        guard id != FUSEWire.rootNode, var n = nodes[id] else { return nil }
+    /// The kernel dropped `count` lookups: the node's fids if it is now
+    /// forgotten (to clunk), else none.
+    mutating func forget(_ id: UInt64, count: UInt64) -> [UInt32] {
+        guard id != FUSEWire.rootNode, var n = nodes[id] else { return [] }
         n.lookups = n.lookups > count ? n.lookups - count : 0
         guard n.lookups == 0 else {
             nodes[id] = n
-            return nil
+            return []
         }
         nodes[id] = nil
         if byQid[n.qidPath] == id { byQid[n.qidPath] = nil }
-        return n.fid
+        return n.aliases.map(\.fid)
     }
 
-    /// `name` in `parent` was renamed to `newName` in `newParent`.
-    mutating func renamed(parent: UInt64, name: [UInt8], to newParent: UInt64, _ newName: [UInt8]) {
-        guard let id = nodes.first(where: { $0.value.parent == parent && $0.value.name == name && $0.key != FUSEWire.rootNode })?.key
-        else { return }
-        nodes[id]!.parent = newParent
-        nodes[id]!.name = newName
+    /// `name` in `parent` is gone (unlinked, or renamed over): the fid of
+    /// that alias to clunk, if its node has another name to go on with.
+    mutating func unlinked(parent: UInt64, name: [UInt8]) -> [UInt32] {
+        for (id, n) in nodes where id != FUSEWire.rootNode && n.aliases.count > 1 {
+            if let i = n.aliases.firstIndex(where: { $0.parent == parent && $0.name == name }) {
+                return [nodes[id]!.aliases.remove(at: i).fid]
+            }
+        }
+        return []
+    }
+
+    /// `name` in `parent` was renamed to `newName` in `newParent` (the
+    /// server moved the fids with it); what was at the new name is gone.
+    /// Fids to clunk.
+    mutating func renamed(parent: UInt64, name: [UInt8], to newParent: UInt64, _ newName: [UInt8]) -> [UInt32] {
+        let gone = unlinked(parent: newParent, name: newName)
+        for (id, n) in nodes where id != FUSEWire.rootNode {
+            if let i = n.aliases.firstIndex(where: { $0.parent == parent && $0.name == name }) {
+                nodes[id]!.aliases[i].parent = newParent
+                nodes[id]!.aliases[i].name = newName
+                break
+            }
+        }
+        return gone
+    }
+
+    /// The fid to ask a node's attributes with: an open handle's while the
+    /// node has one (it reaches the file even after its last name went),
+    /// else its freshest alias.
+    func attributeFid(_ id: UInt64) -> UInt32? {
+        guard let n = nodes[id] else { return nil }
+        if !n.isDirectory, let h = handles.values.first(where: { $0.node == id && !$0.directory }) { return h.fid }
+        return n.fid
     }
 
     /// The path of a node from the root, as far as the tables know it.
@@ -161,5 +210,5 @@ struct ShareTables: Codable, Equatable {
 
     mutating func close(_ h: UInt64) -> Handle? { handles.removeValue(forKey: h) }
 
-    var fidsInUse: Int { nodes.count + handles.count }
+    var fidsInUse: Int { nodes.values.reduce(0) { $0 + $1.aliases.count } + handles.count }
 }

@@ -111,7 +111,7 @@ import VirtioCore
         #expect(t.call(.lookup, t.name("missing")).0 == -ENOENT)
         // Two lookups to forget: then every fid but the root's is clunked.
         t.forget(node, 2)
-        #expect(t.nine.fids.keys.sorted() == [ShareTables.rootFid])
+        #expect(t.nine.refs.keys.sorted() == [ShareTables.rootFid])
         #expect(t.server.tables.nodes.count == 1 && t.server.busy == 0)
     }
 
@@ -158,6 +158,34 @@ import VirtioCore
         #expect(t.call(.rmdir, t.name("d")).0 == 0)
     }
 
+    /// Hard links (git's object files: link, then unlink the temporary name)
+    /// and unlink of an open file, as QEMU's path-named fids need them.
+    @Test func hardLinksAndUnlinkedOpenFiles() {
+        let t = Harness()
+        let (node, fh) = t.create("tmp")
+        #expect(t.write(fh, Array("abc".utf8)) == 0)
+        t.release(fh)
+        var l = ByteWriter()
+        l.u64(node)
+        let (le, entry) = t.call(.link, l.bytes + t.name("final"))
+        #expect(le == 0 && t.u64(entry, 0) == node)
+        #expect(t.call(.unlink, t.name("tmp")).0 == 0)
+        // Opened through the node after its first name went: the other name's fid reaches it.
+        var o = ByteWriter()
+        o.u32(UInt32(O_RDONLY)); o.u32(0)
+        let (oe, open) = t.call(.open, node: node, o.bytes)
+        #expect(oe == 0)
+        let h2 = t.u64(open, 0)
+        #expect(t.read(h2, 100) == (0, Array("abc".utf8)))
+        // Its last name goes while it is open: attributes still come (through the open fid).
+        #expect(t.call(.unlink, t.name("final")).0 == 0)
+        let (ge, attr) = t.call(.getattr, node: node, [UInt8](repeating: 0, count: 16))
+        #expect(ge == 0 && t.u64(attr, 16 + 8) == 3)
+        t.release(h2)
+        t.forget(node, 2)
+        #expect(t.nine.refs.keys.sorted() == [ShareTables.rootFid])
+    }
+
     @Test func symlinksStatfsAndUnknownOpcodes() {
         let t = Harness()
         let (e, entry) = t.call(.symlink, t.name("l") + t.name("../some/where"))
@@ -185,14 +213,23 @@ import VirtioCore
     @Test func tablesSurviveTheRecord() throws {
         var tables = ShareTables(rootQid: 1)
         let f = tables.allocateFid()!
-        let (node, surplus) = tables.learn(fid: f, qid: NinePWire.Qid(type: 0, version: 0, path: 42), parent: 1, name: Array("a".utf8))
-        #expect(surplus == nil)
-        // A hard link: the same qid path is the same node, the new fid surplus.
+        let (node, clunk) = tables.learn(fid: f, qid: NinePWire.Qid(type: 0, version: 0, path: 42), parent: 1, name: Array("a".utf8))
+        #expect(clunk.isEmpty)
+        // A hard link: the same qid path is the same node, the new name an alias with its own fid.
         let g = tables.allocateFid()!
-        #expect(tables.learn(fid: g, qid: NinePWire.Qid(type: 0, version: 0, path: 42), parent: 1, name: Array("b".utf8)) == (node, g))
+        #expect(tables.learn(fid: g, qid: NinePWire.Qid(type: 0, version: 0, path: 42), parent: 1, name: Array("b".utf8)) == (node, []))
+        #expect(tables.node(node)?.fid == g)
+        // The same name again: the new fid is surplus.
+        let s = tables.allocateFid()!
+        #expect(tables.learn(fid: s, qid: NinePWire.Qid(type: 0, version: 0, path: 42), parent: 1, name: Array("a".utf8)) == (node, [s]))
+        #expect(tables.node(node)?.fid == f)
         _ = tables.open(fid: tables.allocateFid()!, node: node, directory: false)
         let copy = try JSONDecoder().decode(ShareTables.self, from: JSONEncoder().encode(tables))
         #expect(copy == tables)
-        #expect(copy.node(qidPath: 42) == node && copy.path(node) == "/b")
+        #expect(copy.node(qidPath: 42) == node && copy.path(node) == "/a")
+        // Unlinking one name clunks its alias; the last name stays (open files live on).
+        #expect(tables.unlinked(parent: 1, name: Array("a".utf8)) == [f])
+        #expect(tables.unlinked(parent: 1, name: Array("b".utf8)) == [])
+        #expect(tables.forget(node, count: 3) == [g])
     }
 }
