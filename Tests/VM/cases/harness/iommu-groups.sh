@@ -10,4 +10,4 @@ for d in /sys/bus/pci/devices/*; do
     [ "$members" -eq 1 ] || fail "$(basename "$d") shares IOMMU group $(basename "$(readlink "$d/iommu_group")") with $((members - 1)) other device(s)"
     n=$((n + 1))
 done
-[ "$n" -eq 7 ] || fail "expected 7 virtio functions, saw $n"
+[ "$n" -eq 8 ] || fail "expected 8 virtio functions, saw $n"

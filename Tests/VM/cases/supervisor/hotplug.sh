@@ -8,7 +8,7 @@ trap 'stop_virtiod; echo 0 > /proc/sys/vm/nr_hugepages' EXIT
 start_virtiod
 count() { virtioctl list --json | jq length; }
 n0=$(count)
-[ "$n0" -eq 7 ] || fail "expected 7 devices before hot-add, saw $n0"
+[ "$n0" -eq 8 ] || fail "expected 8 devices before hot-add, saw $n0"
 known=$(virtioctl list --json | jq -r '.[].address')
 
 # 1. A modern console hot-added, claimed, then unplugged while claimed.

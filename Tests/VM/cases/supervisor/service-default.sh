@@ -6,14 +6,14 @@ trap stop_virtiod EXIT
 before=$(for d in /sys/bus/pci/devices/*; do readlink "$d/driver" || true; done)
 start_virtiod
 [ "$(systemctl is-active virtiod)" = active ] || fail "virtiod is $(systemctl is-active virtiod)"
-systemctl show -p StatusText virtiod | grep -q "7 virtio device(s), 0 claimed" \
+systemctl show -p StatusText virtiod | grep -q "8 virtio device(s), 0 claimed" \
     || fail "unexpected status text: $(systemctl show -p StatusText virtiod)"
 list=$(virtioctl list --json) || fail "virtioctl list failed"
-[ "$(echo "$list" | jq length)" -eq 7 ] || fail "expected 7 devices: $list"
-[ "$(echo "$list" | jq '[.[] | select(.state == "unclaimed")] | length')" -eq 7 ] || fail "something was claimed: $list"
+[ "$(echo "$list" | jq length)" -eq 8 ] || fail "expected 8 devices: $list"
+[ "$(echo "$list" | jq '[.[] | select(.state == "unclaimed")] | length')" -eq 8 ] || fail "something was claimed: $list"
 after=$(for d in /sys/bus/pci/devices/*; do readlink "$d/driver" || true; done)
 [ "$before" = "$after" ] || fail "driver bindings changed under the default config"
-virtioctl list | grep -q "7 devices listed, 0 claimed by virtiod." || fail "table: $(virtioctl list)"
+virtioctl list | grep -q "8 devices listed, 0 claimed by virtiod." || fail "table: $(virtioctl list)"
 [ "$(virtioctl plugins --json | jq '[.[] | select(.installed)] | length')" -eq 5 ] || fail "plugins not all installed: $(virtioctl plugins)"
 blk=$(virtio_functions 1042)
 virtioctl status "$blk" | grep -q "State: unclaimed" || fail "status text: $(virtioctl status "$blk")"
