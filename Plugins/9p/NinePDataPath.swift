@@ -25,6 +25,8 @@ final class NinePDataPath: DataPath {
     private let fuse: FileDescriptor
     private let mountPoint: String
     private let readOnly: Bool
+    /// The kernel's INIT was answered by an earlier plugin (this one starts after a crash).
+    private let sessionLive: Bool
     private var session: NinePSession?
     private var server: ShareServer?
     private var reading = true
@@ -39,6 +41,7 @@ final class NinePDataPath: DataPath {
         fuse = fd
         mountPoint = e.facts["mount_point"] ?? "?"
         readOnly = e.facts["read_only"] == "yes"
+        sessionLive = e.facts["session"] == "live"
         buffer = [UInt8](repeating: 0, count: Int(NinePSession.preferredMsize) + 64 * 1024)
         // Read only what is there (the flag is the open file's: the supervisor never reads it).
         let flags = fcntl(fd.rawValue, F_GETFL)
@@ -70,9 +73,11 @@ final class NinePDataPath: DataPath {
         try s.negotiated(msize: msize)
         var a = try handshake(s, .attach(fid: ShareTables.rootFid, uname: "root", aname: "", uid: 0), address)
         let root = try a.qid()
-        server = makeServer(driver, s, tables: ShareTables(rootQid: root.path), initialized: false)
+        server = makeServer(driver, s, tables: ShareTables(rootQid: root.path, idBase: ShareTables.freshIDBase(now: wallClock())),
+                            initialized: sessionLive)
         PluginLog.info("9p \(address): 9P2000.L session up (msize \(msize)); serving \(mountPoint)"
-                       + (readOnly ? " read-only" : ""))
+                       + (readOnly ? " read-only" : "")
+                       + (sessionLive ? " (a live FUSE session: nodes the kernel knew answer ESTALE until looked up again)" : ""))
     }
 
     /// A request answered before the event loop runs (Tversion, Tattach).

@@ -54,7 +54,14 @@ struct ShareTables: Codable, Equatable {
 
     enum CodingKeys: CodingKey { case nodes, handles, nextNode, nextHandle, nextFid, freeFids }
 
-    init(rootQid: UInt64) {
+    /// `idBase`: where node and handle numbers start. A plugin that starts on
+    /// a live FUSE session after a crash must never reuse a number its
+    /// predecessor gave the kernel (the kernel would send that node's or
+    /// handle's requests to another file): it starts above them
+    /// (`freshIDBase`).
+    init(rootQid: UInt64, idBase: UInt64 = 0) {
+        nextNode = idBase + 2
+        nextHandle = idBase + 1
         nodes[FUSEWire.rootNode] = Node(aliases: [Alias(fid: Self.rootFid, parent: FUSEWire.rootNode, name: [])],
                                          qidPath: rootQid, isDirectory: true, lookups: 1)
         byQid[rootQid] = FUSEWire.rootNode
@@ -82,6 +89,13 @@ struct ShareTables: Codable, Equatable {
         try c.encode(nextHandle, forKey: .nextHandle)
         try c.encode(nextFid, forKey: .nextFid)
         try c.encode(freeFids, forKey: .freeFids)
+    }
+
+    /// Milliseconds since 2020 × 2^20: a restart comes ≥ 0.5 s after the
+    /// crash, so its numbers start ~5 × 10^8 above any its predecessor could
+    /// have reached; 2^58 in 2028, room for centuries.
+    static func freshIDBase(now: Double) -> UInt64 {
+        UInt64(max(0, now - 1_577_836_800) * 1000) << 20
     }
 
     // MARK: fids

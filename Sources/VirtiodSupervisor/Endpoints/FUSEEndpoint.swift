@@ -28,11 +28,14 @@ final class FUSEEndpoint: Endpoint {
     struct Saved: Codable {
         var mountPoint: String
         var readOnly: Bool
+        /// A plugin answered the kernel's INIT: later ones (after a crash)
+        /// serve a live session, which sends no INIT again.
+        var initialized: Bool? = nil
     }
 
     let address: String
     let fuse: FileDescriptor
-    let saved: Saved
+    private(set) var saved: Saved
     private let state: EndpointState
 
     private init(address: String, fuse: FileDescriptor, saved: Saved, state: EndpointState) {
@@ -81,7 +84,17 @@ final class FUSEEndpoint: Endpoint {
 
     var fds: [FileDescriptor] { [fuse] }
     var stateFD: FileDescriptor? { state.fd }
-    var facts: [String: String] { ["mount_point": saved.mountPoint, "read_only": saved.readOnly ? "yes" : "no"] }
+    var facts: [String: String] {
+        ["mount_point": saved.mountPoint, "read_only": saved.readOnly ? "yes" : "no", "session": saved.initialized == true ? "live" : "new"]
+    }
+
+    func deviceReported(_ device: ClaimedDevice, config: [String: ConfigValue]) {
+        guard saved.initialized != true, config["fuse"] == .text("serving") else { return }
+        saved.initialized = true
+        do { try state.store(saved) } catch {
+            Log.warning("fuse: state for a restart of virtiod not kept: \(error)", device: address)
+        }
+    }
     var summary: String { saved.mountPoint }
     var details: [String: String] {
         ["mount_point": saved.mountPoint,

@@ -3,7 +3,8 @@
 # users expect; a tree of several thousand files (zoneinfo and the docs of
 # /usr/share) copied onto it and read back has the same sha256 manifest as
 # the original, and the host's shared folder holds the same files.
-# virtioctl status shows the mount; release unmounts it.
+# virtioctl status shows the mount; a killed plugin is restarted without
+# losing the mount; release unmounts it.
 source /payload/cases/lib.sh
 trap stop_virtiod EXIT
 nine=$(share_function virtiod9p)
@@ -52,6 +53,19 @@ virtioctl status "$nine" --json | jq -c '.driver.queues[0].counters | {requests,
     | sed 's/^/VIRTIOD-LOG 9p counters: /'
 rm -rf "$m/tree" || fail "rm -rf of the tree failed"
 [ -z "$(ls -A "$m" | grep -v hello.txt)" ] || fail "left on the share after rm -rf: $(ls -A "$m")"
+
+# A plugin that dies is restarted on the reset device: the mount stays,
+# what the kernel knew is looked up again (ESTALE until then, ≤ 1 s).
+cd /
+pid=$(virtioctl status "$nine" --json | jq .plugin.pid)
+kill -9 "$pid"
+wait_for "[ \"\$(virtioctl status $nine --json | jq .plugin.restarts)\" -ge 1 ]" 30 || fail "the 9p plugin was not restarted"
+wait_state "$nine" running 60
+sleep 1.5
+timeout 20 cat "$m/hello.txt" | grep -q "hello from the host" || fail "after a plugin crash hello.txt does not read back"
+timeout 20 sh -c "echo again > $m/after-crash && cat $m/after-crash && rm $m/after-crash" | grep -q again \
+    || fail "after a plugin crash the share takes no new file"
+[ "$(virtioctl status "$nine" --json | jq -r .driver.config.fuse)" = serving ] || fail "after the crash: $(virtioctl status "$nine" --json | jq -c .driver.config)"
 
 # release unmounts it (the device goes back to the kernel).
 cd /
