@@ -6,12 +6,8 @@
 # virtiod/kernel. TCG: absolute figures are slow.
 source /payload/cases/lib.sh
 say() { echo "VIRTIOD-DEMO $*"; }
-nine=$(share_function virtiod9p)
-start_virtiod "[Device]
-Address=$nine
-Claim=yes"
-wait_state "$nine" running 90
-v=/run/virtiod-9p/virtiod9p
+start_share
+v=$share
 k=/mnt/kernel9p
 mkdir -p "$k"
 # The kernel's default msize on 6.1 is 128 KiB (the same data per request as virtiod's).

@@ -42,6 +42,18 @@ share_function() {
     case $1 in virtiod9p) virtio_functions 1049 | head -n1 ;; kernel9p) virtio_functions 1049 | sed -n 2p ;; esac
 }
 
+# Claim the share with tag virtiod9p alone and wait for it: sets $nine (its
+# PCI function) and $share (where virtiod mounts it).
+start_share() {
+    nine=$(share_function virtiod9p)
+    [ -n "$nine" ] || fail "no 9p device with tag virtiod9p"
+    start_virtiod "[Device]
+Address=$nine
+Claim=yes"
+    wait_state "$nine" running 90
+    share=/run/virtiod-9p/virtiod9p
+}
+
 # Network interface with a given MAC (in the current namespace).
 iface_with_mac() {
     ip -o link | awk -v mac="$1" '$0 ~ mac { sub(":", "", $2); print $2 }' | head -n1

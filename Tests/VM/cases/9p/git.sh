@@ -3,12 +3,8 @@
 # tree read back as committed.
 source /payload/cases/lib.sh
 trap stop_virtiod EXIT
-nine=$(share_function virtiod9p)
-start_virtiod "[Device]
-Address=$nine
-Claim=yes"
-wait_state "$nine" running 90
-r=/run/virtiod-9p/virtiod9p/repo
+start_share
+r=$share/repo
 rm -rf "$r"
 mkdir "$r" && cd "$r"
 export GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@example.invalid GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@example.invalid

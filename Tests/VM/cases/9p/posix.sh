@@ -9,12 +9,8 @@ source /payload/cases/lib.sh
 k=/mnt/kernel9p
 cleanup() { cd /; umount "$k" 2>/dev/null || true; stop_virtiod; }
 trap cleanup EXIT
-nine=$(share_function virtiod9p)
-start_virtiod "[Device]
-Address=$nine
-Claim=yes"
-wait_state "$nine" running 90
-v=/run/virtiod-9p/virtiod9p
+start_share
+v=$share
 mkdir -p "$k"
 mount -t 9p -o trans=virtio,version=9p2000.L kernel9p "$k" || fail "the kernel's v9fs mount of kernel9p failed"
 

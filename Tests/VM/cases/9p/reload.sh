@@ -4,12 +4,8 @@
 # throughout (every look at it bounded by a timeout) and never remounted.
 source /payload/cases/lib.sh
 trap stop_virtiod EXIT
-nine=$(share_function virtiod9p)
-start_virtiod "[Device]
-Address=$nine
-Claim=yes"
-wait_state "$nine" running 90
-m=/run/virtiod-9p/virtiod9p
+start_share
+m=$share
 size=$((300 * 1024 * 1024))
 head -c $size /dev/urandom > /tmp/src || fail "no source file"
 want=$(sha256sum < /tmp/src | cut -d' ' -f1)

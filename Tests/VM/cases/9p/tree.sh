@@ -7,12 +7,7 @@
 # losing the mount; release unmounts it.
 source /payload/cases/lib.sh
 trap stop_virtiod EXIT
-nine=$(share_function virtiod9p)
-[ -n "$nine" ] || fail "no 9p device with tag virtiod9p"
-start_virtiod "[Device]
-Address=$nine
-Claim=yes"
-wait_state "$nine" running 90
+start_share
 m=/run/virtiod-9p/virtiod9p
 # Mounted in the host's namespace (this shell is not in virtiod's).
 findmnt -n "$m" >/dev/null || fail "nothing mounted at $m: $(findmnt -t fuse -n; journalctl -u 'virtiod-mount-share-*' --no-pager -o cat | tail -n 3)"
