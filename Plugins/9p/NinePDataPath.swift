@@ -22,7 +22,7 @@ final class NinePDataPath: DataPath {
     static let backlog = 64
     static let handshakeTimeout = 10.0
 
-    private let fuse: FileDescriptor
+    private let fuse: FUSEDevice
     private let mountPoint: String
     private let readOnly: Bool
     /// The kernel's INIT was answered by an earlier plugin (this one starts after a crash).
@@ -38,14 +38,13 @@ final class NinePDataPath: DataPath {
     init(device: AttachedDevice) throws {
         let e = try device.endpoint("fuse")
         guard let fd = e.fds.first else { throw PluginError("the fuse endpoint came without /dev/fuse") }
-        fuse = fd
+        fuse = FUSEDevice(fd)
         mountPoint = e.facts["mount_point"] ?? "?"
         readOnly = e.facts["read_only"] == "yes"
         sessionLive = e.facts["session"] == "live"
         buffer = [UInt8](repeating: 0, count: Int(NinePSession.preferredMsize) + 64 * 1024)
         // Read only what is there (the flag is the open file's: the supervisor never reads it).
-        let flags = fcntl(fd.rawValue, F_GETFL)
-        _ = fcntl(fd.rawValue, F_SETFL, flags | O_NONBLOCK)
+        fuse.setNonBlocking()
     }
 
     private func makeSession(_ driver: DeviceDriver, pool: DMABufferPool) -> NinePSession {
@@ -100,34 +99,30 @@ final class NinePDataPath: DataPath {
     // MARK: /dev/fuse
 
     private func send(_ bytes: [UInt8]) {
-        let n = bytes.withUnsafeBytes { Glibc.write(fuse.rawValue, $0.baseAddress, $0.count) }
         // ENOENT: the kernel gave up on the request (interrupted); nothing to do.
-        if n < 0, errno != ENOENT {
+        if let e = fuse.reply(bytes), e != .noSuchFileOrDirectory {
             writeErrors &+= 1
-            if writeErrors < 10 { PluginLog.warning("9p: answer to /dev/fuse not taken: \(Errno(rawValue: errno))") }
+            if writeErrors < 10 { PluginLog.warning("9p: answer to /dev/fuse not taken: \(e)") }
         }
     }
 
     var pollFDs: [FileDescriptor] {
-        guard reading, !unmounted, let session, session.inFlight + 0 < NinePSession.slots + Self.backlog else { return [] }
-        return [fuse]
+        guard reading, !unmounted, let session, session.inFlight < NinePSession.slots + Self.backlog else { return [] }
+        return [fuse.fd]
     }
 
     func ready(_ fd: FileDescriptor, _ driver: DeviceDriver) throws {
-        guard fd == fuse, let server, let session else { return }
-        for _ in 0..<64 {
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fuse.rawValue, $0.baseAddress, $0.count) }
-            if n < 0 {
-                let e = errno
-                if e == EAGAIN || e == EINTR { break }
-                if e == ENOENT { continue } // interrupted before it was read
-                if e == ENODEV {
-                    unmounted = true
-                    PluginLog.notice("9p \(driver.device.info.address): \(mountPoint) was unmounted")
-                    try driver.reportNow()
-                    break
-                }
-                throw PluginError("reading /dev/fuse: \(Errno(rawValue: e))")
+        guard fd == fuse.fd, let server, let session else { return }
+        reading: for _ in 0..<64 {
+            let n: Int
+            switch try fuse.read(into: &buffer) {
+            case .request(let count): n = count
+            case .nothing: break reading
+            case .unmounted:
+                unmounted = true
+                PluginLog.notice("9p \(driver.device.info.address): \(mountPoint) was unmounted")
+                try driver.reportNow()
+                break reading
             }
             guard let request = FUSEWire.Request(Array(buffer[0..<n])) else {
                 PluginLog.warning("9p \(driver.device.info.address): a FUSE request of \(n) bytes that does not parse; ignored")

@@ -1,9 +1,9 @@
 import VirtioCore
 
-/// 9P2000.L messages (the protocol Linux's v9fs and QEMU's virtio-9p speak;
-/// virtio 1.2 §5.? has no 9P section: the transport is "virtio 9P", a T
-/// message in the device-readable part of a chain and room for the R message
-/// in the writable part, as Linux's net/9p/trans_virtio.c does). Every
+/// 9P2000.L messages (the protocol Linux's v9fs and QEMU's virtio-9p speak).
+/// virtio 1.2 gives the 9P transport a device ID (9, §5) and no section of
+/// its own: a T message goes in the device-readable part of a chain, room
+/// for the R message in the writable part, as Linux's net/9p/trans_virtio.c does. Every
 /// message is size[4] type[1] tag[2] and a body; strings are len[2] bytes.
 enum NinePWire {
     static let version = "9P2000.L"

@@ -66,11 +66,25 @@ final class ShareServer {
         fail(h, e.errno)
     }
 
-    /// Send a 9P request on behalf of FUSE request `h`, remembering it for INTERRUPT.
-    private func send(_ h: FUSEWire.Header, _ r: NinePWire.Request, payload: [UInt8] = [],
+    /// Send a 9P request on behalf of FUSE request `h` (nil: of several at
+    /// once, which INTERRUPT does not reach), remembering it for INTERRUPT.
+    private func send(_ h: FUSEWire.Header?, _ r: NinePWire.Request, payload: [UInt8] = [],
                       _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) {
         let id = channel.send(r, payload: payload, done)
-        if working.keys.contains(h.unique) { working[h.unique] = .some(id) }
+        if let h, working.keys.contains(h.unique) { working[h.unique] = .some(id) }
+    }
+
+    /// A new fid for the file `from` names (a zero-name Twalk), for
+    /// opening; the request fails (and the fid is given back) if the walk does.
+    private func clone(_ h: FUSEWire.Header, from: UInt32, _ then: @escaping (UInt32) -> Void) {
+        guard let fid = newFid(h) else { return }
+        send(h, .walk(fid: from, newFid: fid, names: [])) { result in
+            if case .failure(let e) = result {
+                self.tables.releaseFid(fid)
+                return self.fail(h, e)
+            }
+            then(fid)
+        }
     }
 
     private func clunk(_ fid: UInt32) {
@@ -243,10 +257,10 @@ final class ShareServer {
                         done(.success((learnt.node, a)))
                     }
                 }
-                if let h { self.send(h, .getattr(fid: fid), getattr) } else { self.channel.send(.getattr(fid: fid), getattr) }
+                self.send(h, .getattr(fid: fid), getattr)
             }
         }
-        if let h { send(h, walk, afterWalk) } else { channel.send(walk, afterWalk) }
+        send(h, walk, afterWalk)
     }
 
     private func getattr(_ r: FUSEWire.Request) {
@@ -304,12 +318,7 @@ final class ShareServer {
         guard let flags = r.u32(0) else { return fail(h, EINVAL) }
         if readOnly, Int32(flags) & O_ACCMODE != O_RDONLY || Int32(flags) & O_TRUNC != 0 { return fail(h, EROFS) }
         withNode(h) { n in
-            guard let fid = self.newFid(h) else { return }
-            self.send(h, .walk(fid: n.fid, newFid: fid, names: [])) { result in
-                if case .failure(let e) = result {
-                    self.tables.releaseFid(fid)
-                    return self.fail(h, e)
-                }
+            self.clone(h, from: n.fid) { fid in
                 let lflags = directory ? UInt32(O_RDONLY | O_DIRECTORY) : Self.ninePOpenFlags(flags) & ~UInt32(O_CREAT | O_EXCL)
                 self.send(h, .lopen(fid: fid, flags: lflags)) { result in
                     if case .failure(let e) = result {
@@ -327,12 +336,7 @@ final class ShareServer {
         let h = r.header
         guard let flags = r.u32(0), let mode = r.u32(4), let name = r.names(from: 16, count: 1)?[0] else { return fail(h, EINVAL) }
         withNode(h) { parent in
-            guard let fid = self.newFid(h) else { return }
-            self.send(h, .walk(fid: parent.fid, newFid: fid, names: [])) { result in
-                if case .failure(let e) = result {
-                    self.tables.releaseFid(fid)
-                    return self.fail(h, e)
-                }
+            self.clone(h, from: parent.fid) { fid in
                 let lflags = Self.ninePOpenFlags(flags) & ~UInt32(O_CREAT | O_EXCL | O_TRUNC)
                 self.send(h, .lcreate(fid: fid, name: name, flags: lflags, mode: mode, gid: h.gid)) { result in
                     if case .failure(let e) = result {

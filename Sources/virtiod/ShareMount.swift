@@ -1,4 +1,5 @@
 import ArgumentParser
+import FoundationEssentials
 import Glibc
 
 // The helpers virtiod starts (as transient units in the host's mount
@@ -17,7 +18,8 @@ struct MountShare: ParsableCommand {
     @Flag(help: "Mount read-only.") var readOnly = false
 
     func run() throws {
-        try makeDirectories(mountPoint)
+        try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: true,
+                                                attributes: [.posixPermissions: 0o755])
         // A share mounted by an earlier virtiod whose session is gone answers ENOTCONN: take it away first.
         var st = stat()
         if stat(mountPoint, &st) != 0, errno == ENOTCONN {
@@ -32,17 +34,6 @@ struct MountShare: ParsableCommand {
             throw ValidationError("mount \(mountPoint): \(String(cString: strerror(e)))")
         }
         print("mounted \(source) at \(mountPoint)" + (readOnly ? " read-only" : ""))
-    }
-
-    func makeDirectories(_ path: String) throws {
-        var at = ""
-        for part in path.split(separator: "/") {
-            at += "/" + part
-            if mkdir(at, 0o755) != 0, errno != EEXIST {
-                let e = errno
-                throw ValidationError("mkdir \(at): \(String(cString: strerror(e)))")
-            }
-        }
     }
 }
 

@@ -34,11 +34,11 @@ final class FUSEEndpoint: Endpoint {
     }
 
     let address: String
-    let fuse: FileDescriptor
+    let fuse: FUSEDevice
     private(set) var saved: Saved
     private let state: EndpointState
 
-    private init(address: String, fuse: FileDescriptor, saved: Saved, state: EndpointState) {
+    private init(address: String, fuse: FUSEDevice, saved: Saved, state: EndpointState) {
         self.address = address
         self.fuse = fuse
         self.saved = saved
@@ -58,8 +58,8 @@ final class FUSEEndpoint: Endpoint {
         let tag = mountTag(device.transport)
         let path = rule?.mountPoint ?? "\(defaultDirectory)/\(tag ?? device.address)"
         let saved = Saved(mountPoint: path, readOnly: rule?.readOnly ?? false)
-        let fd: FileDescriptor
-        do { fd = try FileDescriptor.open("/dev/fuse", .readWrite, options: [.closeOnExec]) } catch {
+        let fd: FUSEDevice
+        do { fd = try FUSEDevice.open() } catch {
             throw ClaimError.setup("cannot open /dev/fuse: \(error) (is the fuse module loaded?)")
         }
         do {
@@ -70,7 +70,7 @@ final class FUSEEndpoint: Endpoint {
             Log.info("share \(tag ?? "(no tag)") mounted at \(path)" + (saved.readOnly ? " read-only" : ""), device: device.address)
             return FUSEEndpoint(address: device.address, fuse: fd, saved: saved, state: state)
         } catch {
-            try? fd.close()
+            try? fd.fd.close()
             throw error
         }
     }
@@ -79,10 +79,10 @@ final class FUSEEndpoint: Endpoint {
         guard fds.count == 1, let state else { throw ClaimError.setup("the fuse endpoint's fd or state is missing from the fd store") }
         let memory = try EndpointState(adopting: state)
         guard let saved = memory.load(Saved.self) else { throw ClaimError.setup("the fuse state in the fd store is unreadable") }
-        return FUSEEndpoint(address: device.address, fuse: fds[0], saved: saved, state: memory)
+        return FUSEEndpoint(address: device.address, fuse: FUSEDevice(fds[0]), saved: saved, state: memory)
     }
 
-    var fds: [FileDescriptor] { [fuse] }
+    var fds: [FileDescriptor] { [fuse.fd] }
     var stateFD: FileDescriptor? { state.fd }
     var facts: [String: String] {
         ["mount_point": saved.mountPoint, "read_only": saved.readOnly ? "yes" : "no", "session": saved.initialized == true ? "live" : "new"]
@@ -103,10 +103,7 @@ final class FUSEEndpoint: Endpoint {
     }
 
     /// The FUSE connection is up (POLLERR once the filesystem is gone).
-    var connected: Bool {
-        var p = pollfd(fd: fuse.rawValue, events: 0, revents: 0)
-        return Glibc.poll(&p, 1, 0) == 0 || p.revents & Int16(POLLERR) == 0
-    }
+    var connected: Bool { !fuse.poll(timeoutMS: 0).ended }
 
     func close() {
         if connected {
@@ -114,6 +111,6 @@ final class FUSEEndpoint: Endpoint {
                 Log.info("\(saved.mountPoint) unmounted", device: address)
             }
         }
-        try? fuse.close()
+        try? fuse.fd.close()
     }
 }

@@ -85,14 +85,13 @@ struct ShareMounter {
 
     /// Mount `fuse` (a fresh /dev/fuse fd) at `path`; returns once the
     /// kernel's INIT waits on the fd (the mount exists).
-    func mount(_ fuse: FileDescriptor, at path: String, readOnly: Bool, source: String, address: String) throws {
+    func mount(_ fuse: FUSEDevice, at path: String, readOnly: Bool, source: String, address: String) throws {
         let h = try start("mount-share", ["--mount-point", path, "--source", source] + (readOnly ? ["--read-only"] : []),
-                          stdin: fuse, address: address)
+                          stdin: fuse.fd, address: address)
         defer { reap(h) }
         let deadline = monotonic() + Self.mountTimeout
         while monotonic() < deadline {
-            var p = pollfd(fd: fuse.rawValue, events: Int16(POLLIN), revents: 0)
-            if Glibc.poll(&p, 1, 100) > 0, p.revents & Int16(POLLIN) != 0 { return }
+            if fuse.poll(timeoutMS: 100).request { return }
             if let why = failure(h) { throw ClaimError.setup("mounting the share at \(path) failed: the helper \(why)") }
         }
         throw ClaimError.setup("mounting the share at \(path): no FUSE session within \(Int(Self.mountTimeout)) s")
@@ -102,17 +101,16 @@ struct ShareMounter {
     /// journal); true once the filesystem is gone, false if it lingers
     /// (detached, busy) or the helper failed.
     @discardableResult
-    func unmount(_ fuse: FileDescriptor, at path: String, address: String) -> Bool {
+    func unmount(_ fuse: FUSEDevice, at path: String, address: String) -> Bool {
         let h: Helper
-        do { h = try start("unmount-share", ["--mount-point", path], stdin: fuse, address: address) } catch {
+        do { h = try start("unmount-share", ["--mount-point", path], stdin: fuse.fd, address: address) } catch {
             Log.warning("cannot unmount \(path): \(error)", device: address)
             return false
         }
         defer { reap(h) }
         let deadline = monotonic() + Self.unmountTimeout
         while monotonic() < deadline {
-            var p = pollfd(fd: fuse.rawValue, events: Int16(POLLIN), revents: 0)
-            if Glibc.poll(&p, 1, 100) > 0, p.revents & Int16(POLLERR) != 0 { return true }
+            if fuse.poll(timeoutMS: 100).ended { return true }
             if let why = failure(h) {
                 Log.warning("unmounting \(path): the helper \(why)", device: address)
                 return false

@@ -1,0 +1,63 @@
+import Glibc
+import SystemPackage
+
+/// /dev/fuse as the FUSE protocol uses it: each read takes one whole
+/// request from the kernel, each write gives one whole reply. The fd is an
+/// open file shared by the supervisor (which only polls it) and the plugin
+/// (which reads and answers).
+public struct FUSEDevice {
+    public let fd: FileDescriptor
+
+    public init(_ fd: FileDescriptor) { self.fd = fd }
+
+    /// A new, unmounted session.
+    public static func open() throws -> FUSEDevice {
+        FUSEDevice(try FileDescriptor.open("/dev/fuse", .readWrite, options: [.closeOnExec]))
+    }
+
+    /// Reads return at once when nothing waits (the flag is the open file's).
+    public func setNonBlocking() {
+        _ = fcntl(fd.rawValue, F_SETFL, fcntl(fd.rawValue, F_GETFL) | O_NONBLOCK)
+    }
+
+    public enum Read: Equatable {
+        /// A request of this many bytes is at the start of the buffer.
+        case request(Int)
+        /// Nothing waits now (or the one that did was interrupted first).
+        case nothing
+        /// The filesystem is gone (unmounted): nothing more will come.
+        case unmounted
+    }
+
+    /// The next request into `buffer`, which must hold the largest one the
+    /// session allows (else the kernel fails the read with EINVAL).
+    public func read(into buffer: inout [UInt8]) throws -> Read {
+        while true {
+            // SAFETY: read(2) writes at most `buffer.count` bytes into the array's own storage.
+            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd.rawValue, $0.baseAddress, $0.count) }
+            if n >= 0 { return .request(n) }
+            switch errno {
+            case EINTR: continue
+            case EAGAIN, ENOENT: return .nothing // ENOENT: interrupted before it was read
+            case ENODEV: return .unmounted
+            default: throw SystemCallError("read /dev/fuse")
+            }
+        }
+    }
+
+    /// Give the kernel one reply; nil, or the errno it refused it with
+    /// (ENOENT: the request was interrupted and is no longer waited for).
+    public func reply(_ bytes: [UInt8]) -> Errno? {
+        // SAFETY: write(2) reads exactly `bytes.count` bytes of the array's storage.
+        let n = bytes.withUnsafeBytes { Glibc.write(fd.rawValue, $0.baseAddress, $0.count) }
+        return n < 0 ? Errno(rawValue: errno) : nil
+    }
+
+    /// Within `timeoutMS`: whether a request waits (the kernel queues INIT
+    /// the moment the filesystem is mounted) and whether the session is
+    /// over (POLLERR: not mounted yet, or unmounted and aborted).
+    public func poll(timeoutMS: Int32) -> (request: Bool, ended: Bool) {
+        guard let e = try? Poll.wait([(fd, true, false)], timeoutMS: timeoutMS).first else { return (false, false) }
+        return (e.readable, e.closed)
+    }
+}
