@@ -448,7 +448,8 @@ final class ShareServer {
                     // As many as the kernel's buffer takes.
                     var fitting: [NinePWire.DirectoryEntry] = []
                     var used = 0
-                    for e in entries where !e.name.isEmpty && e.name.count <= 255 {
+                    // Names come from the device: one with '/' or NUL would make the kernel fail the whole reply.
+                    for e in entries where !e.name.isEmpty && e.name.count <= 255 && !e.name.contains(UInt8(ascii: "/")) && !e.name.contains(0) {
                         let s = plus ? FUSEWire.direntplusSize(e.name) : FUSEWire.direntSize(e.name)
                         if used + s > Int(size) { break }
                         used += s

@@ -141,6 +141,14 @@ import VirtioCore
             at += FUSEWire.direntplusSize(Array(repeating: 0, count: length))
         }
         #expect(names == ["x", "y", "z"])
+        // A name with a slash from a lying server is left out, not passed to the kernel.
+        t.nine.files[999] = FakeNinePServer.File(names: [FakeNinePServer.Name(parent: t.nine.refs[t.server.tables.node(d)!.fid]!.file,
+                                                                             name: Array("a/b".utf8))], directory: false, mode: 0o100644)
+        var again = ByteWriter()
+        again.u64(dfh); again.u64(0); again.u32(4096); again.u32(0); again.u64(0); again.u32(0); again.u32(0)
+        let (ae, listing2) = t.call(.readdir, again.bytes)
+        #expect(ae == 0 && listing2.count == 3 * FUSEWire.direntSize(Array("x".utf8)))
+        t.nine.files[999] = nil
         // A small buffer takes only what fits.
         var small = ByteWriter()
         small.u64(dfh); small.u64(0); small.u32(160); small.u32(0); small.u64(0); small.u32(0); small.u32(0)
