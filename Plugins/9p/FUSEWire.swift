@@ -57,12 +57,15 @@ enum FUSEWire {
         var body: [UInt8]
 
         /// nil if `bytes` is not a whole request.
-        init?(_ bytes: [UInt8]) {
-            guard bytes.count >= inHeaderSize else { return nil }
-            var r = ByteReader(bytes: bytes)
+        init?(_ bytes: [UInt8]) { self.init(bytes, count: bytes.count) }
+
+        /// From the first `count` bytes of a read buffer (the body copied once).
+        init?(_ buffer: [UInt8], count: Int) {
+            guard count >= inHeaderSize, count <= buffer.count else { return nil }
+            var r = ByteReader(bytes: buffer)
             header = Header(length: r.u32(), opcode: r.u32(), unique: r.u64(), nodeID: r.u64(), uid: r.u32(), gid: r.u32(), pid: r.u32())
-            guard Int(header.length) == bytes.count else { return nil }
-            body = Array(bytes[inHeaderSize...])
+            guard Int(header.length) == count else { return nil }
+            body = Array(buffer[inHeaderSize..<count])
         }
 
         var opcode: Opcode? { Opcode(rawValue: header.opcode) }
@@ -94,14 +97,21 @@ enum FUSEWire {
         }
     }
 
-    /// A reply: fuse_out_header (error is a negative errno, 0 for success) + body.
-    static func reply(unique: UInt64, error: Int32 = 0, _ body: [UInt8] = []) -> [UInt8] {
+    /// A reply: fuse_out_header (error is a negative errno, 0 for success),
+    /// then the body — apart, so a read's data is written to /dev/fuse from
+    /// where the 9P reply holds it instead of being joined to the header first.
+    struct Reply {
+        var header: [UInt8]
+        var body: ArraySlice<UInt8>
+        var bytes: [UInt8] { header + body }
+    }
+
+    static func reply(unique: UInt64, error: Int32 = 0, _ body: ArraySlice<UInt8> = []) -> Reply {
         var w = ByteWriter()
         w.u32(UInt32(outHeaderSize + body.count))
         w.u32(UInt32(bitPattern: error == 0 ? 0 : -abs(error)))
         w.u64(unique)
-        w.bytes += body
-        return w.bytes
+        return Reply(header: w.bytes, body: body)
     }
 
     /// fuse_attr (88 bytes) for a 9P file's attributes.

@@ -98,9 +98,9 @@ final class NinePDataPath: DataPath {
 
     // MARK: /dev/fuse
 
-    private func send(_ bytes: [UInt8]) {
+    private func send(_ r: FUSEWire.Reply) {
         // ENOENT: the kernel gave up on the request (interrupted); nothing to do.
-        if let e = fuse.reply(bytes), e != .noSuchFileOrDirectory {
+        if let e = fuse.reply(r.header, r.body), e != .noSuchFileOrDirectory {
             writeErrors &+= 1
             if writeErrors < 10 { PluginLog.warning("9p: answer to /dev/fuse not taken: \(e)") }
         }
@@ -124,7 +124,7 @@ final class NinePDataPath: DataPath {
                 try driver.reportNow()
                 break reading
             }
-            guard let request = FUSEWire.Request(Array(buffer[0..<n])) else {
+            guard let request = FUSEWire.Request(buffer, count: n) else {
                 PluginLog.warning("9p \(driver.device.info.address): a FUSE request of \(n) bytes that does not parse; ignored")
                 continue
             }

@@ -11,7 +11,7 @@ protocol NinePChannel: AnyObject {
     /// Returns an id for `flush` while the request is at the server (nil
     /// if it waits for a slot).
     @discardableResult
-    func send(_ request: NinePWire.Request, payload: [UInt8], _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int?
+    func send(_ request: NinePWire.Request, payload: ArraySlice<UInt8>, _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int?
     /// Ask the server to drop request `id` (FUSE INTERRUPT). Its callback
     /// still runs: with EINTR if the server dropped it, else with the reply.
     func flush(_ id: Int)
@@ -52,7 +52,7 @@ final class NinePSession: NinePChannel {
     /// The negotiated msize (the slot halves are `NinePSession.preferredMsize`).
     private(set) var msize: UInt32
     private var pending: [Int: Pending] = [:]
-    private var waiting: [(NinePWire.Request, [UInt8], (Result<NinePWire.Reader, NinePError>) -> Void)] = []
+    private var waiting: [(NinePWire.Request, ArraySlice<UInt8>, (Result<NinePWire.Reader, NinePError>) -> Void)] = []
     private var added = false
     var counters = Counters()
 
@@ -83,7 +83,7 @@ final class NinePSession: NinePChannel {
     }
 
     @discardableResult
-    func send(_ request: NinePWire.Request, payload: [UInt8], _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int? {
+    func send(_ request: NinePWire.Request, payload: ArraySlice<UInt8>, _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int? {
         guard waiting.isEmpty, let slot = pool.take() else {
             waiting.append((request, payload, done))
             return nil
@@ -92,7 +92,7 @@ final class NinePSession: NinePChannel {
     }
 
     @discardableResult
-    private func start(_ slot: Int, _ request: NinePWire.Request, _ payload: [UInt8],
+    private func start(_ slot: Int, _ request: NinePWire.Request, _ payload: ArraySlice<UInt8>,
                        _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Bool {
         let s = pool.slice(slot)
         let message = request.encode(tag: UInt16(slot))
@@ -102,7 +102,9 @@ final class NinePSession: NinePChannel {
             done(.failure(.server(7))) // E2BIG: the caller sized it wrong
             return false
         }
-        region.copy(message + payload, into: DMASlice(offset: s.offset, length: message.count + payload.count))
+        // The message, then a write's data right after it: copied once, from where FUSE put it.
+        region.copy(message, into: DMASlice(offset: s.offset, length: message.count))
+        region.copy(payload, into: DMASlice(offset: s.offset + message.count, length: payload.count))
         let at = region.deviceAddress(s)
         let chain: [BufferSegment] = [.readable(at, message.count + payload.count), .writable(at + UInt64(half), Int(msize))]
         guard queue.freeDescriptors >= (indirect ? 1 : 2) else {

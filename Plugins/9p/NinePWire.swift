@@ -303,10 +303,12 @@ enum NinePWire {
         mutating func u16() throws(NinePError) -> UInt16 { try need(2); return UInt16(try u8()) | UInt16(try u8()) << 8 }
         mutating func u32() throws(NinePError) -> UInt32 { try need(4); return UInt32(try u16()) | UInt32(try u16()) << 16 }
         mutating func u64() throws(NinePError) -> UInt64 { try need(8); return UInt64(try u32()) | UInt64(try u32()) << 32 }
-        mutating func take(_ n: Int) throws(NinePError) -> [UInt8] {
+        mutating func take(_ n: Int) throws(NinePError) -> [UInt8] { Array(try slice(n)) }
+        /// The next `n` bytes where they are (a read's data, not copied).
+        mutating func slice(_ n: Int) throws(NinePError) -> ArraySlice<UInt8> {
             try need(n)
             defer { at += n }
-            return Array(bytes[at..<(at + n)])
+            return bytes[at..<(at + n)]
         }
         mutating func string() throws(NinePError) -> [UInt8] { try take(Int(try u16())) }
         mutating func qid() throws(NinePError) -> Qid { Qid(type: try u8(), version: try u32(), path: try u64()) }

@@ -26,6 +26,7 @@
 #include <sys/epoll.h>
 #include <termios.h>
 #include <stdlib.h>
+#include <malloc.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
 #include "CVirtioShim.h"
@@ -287,3 +288,7 @@ int cvirtio_inotify_init(void) { return inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
 int cvirtio_inotify_add_watch(int fd, const char *path, unsigned int mask) { return inotify_add_watch(fd, path, mask); }
 int cvirtio_inotify_rm_watch(int fd, int wd) { return inotify_rm_watch(fd, wd); }
 unsigned int cvirtio_IN_OPEN(void) { return IN_OPEN; }
+
+int cvirtio_malloc_keep(int mmap_threshold, int trim_threshold) {
+    return mallopt(M_MMAP_THRESHOLD, mmap_threshold) && mallopt(M_TRIM_THRESHOLD, trim_threshold) ? 0 : -1;
+}

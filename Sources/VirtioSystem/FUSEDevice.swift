@@ -48,8 +48,21 @@ public struct FUSEDevice {
     /// Give the kernel one reply; nil, or the errno it refused it with
     /// (ENOENT: the request was interrupted and is no longer waited for).
     public func reply(_ bytes: [UInt8]) -> Errno? {
-        // SAFETY: write(2) reads exactly `bytes.count` bytes of the array's storage.
-        let n = bytes.withUnsafeBytes { Glibc.write(fd.rawValue, $0.baseAddress, $0.count) }
+        reply(bytes, [])
+    }
+
+    /// The same for a reply in two parts (fuse_out_header, then a body kept
+    /// where it is, e.g. a read's data): one writev, nothing joined first.
+    public func reply(_ header: [UInt8], _ body: ArraySlice<UInt8>) -> Errno? {
+        // SAFETY: each iovec points into the storage of an array (slice) that
+        // lives across the call, for exactly its count; writev(2) only reads them.
+        let n = header.withUnsafeBytes { h in
+            body.withUnsafeBytes { b in
+                var iov = [iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress), iov_len: h.count),
+                           iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count)]
+                return iov.withUnsafeMutableBufferPointer { Glibc.writev(fd.rawValue, $0.baseAddress, b.isEmpty ? 1 : 2) }
+            }
+        }
         return n < 0 ? Errno(rawValue: errno) : nil
     }
 

@@ -34,6 +34,28 @@ struct MountShare: ParsableCommand {
             throw ValidationError("mount \(mountPoint): \(String(cString: strerror(e)))")
         }
         print("mounted \(source) at \(mountPoint)" + (readOnly ? " read-only" : ""))
+        raiseReadAhead()
+    }
+
+    /// Read-ahead of the mount (KiB; the kernel's default is 128): the same as
+    /// the 9p plugin's INIT answer (`ShareServer.readAhead`), so sequential
+    /// reads keep several requests at the server.
+    static let readAheadKiB = 1024
+
+    /// A FUSE mount's read-ahead is its bdi's (named "major:minor" of the
+    /// mount's device); not having it is no reason to fail the mount.
+    func raiseReadAhead() {
+        var st = stat()
+        guard stat(mountPoint, &st) == 0 else { return }
+        // glibc's major()/minor() (sys/sysmacros.h) are macros Swift does not import.
+        let dev = UInt64(st.st_dev)
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff), minor = (dev & 0xff) | ((dev >> 12) & ~0xff)
+        let path = "/sys/class/bdi/\(major):\(minor)/read_ahead_kb"
+        do {
+            try "\(Self.readAheadKiB)\n".write(toFile: path, atomically: false, encoding: .utf8)
+        } catch {
+            print("read-ahead of \(mountPoint) left as it was (\(path): \(error))")
+        }
     }
 }
 

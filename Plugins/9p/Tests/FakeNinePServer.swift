@@ -46,7 +46,7 @@ final class FakeNinePServer: NinePChannel {
     func file(_ fid: UInt32) -> UInt64? { valid(fid) ? refs[fid]!.file : nil }
 
     @discardableResult
-    func send(_ request: NinePWire.Request, payload: [UInt8], _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int? {
+    func send(_ request: NinePWire.Request, payload: ArraySlice<UInt8>, _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int? {
         sent.append(request)
         let reply = answer(request, payload)
         queued.append {
@@ -94,7 +94,7 @@ final class FakeNinePServer: NinePChannel {
         return m
     }
 
-    private func answer(_ r: NinePWire.Request, _ payload: [UInt8]) -> NinePWire.Message {
+    private func answer(_ r: NinePWire.Request, _ payload: ArraySlice<UInt8>) -> NinePWire.Message {
         switch r {
         case .walk(let fid, let newFid, let names):
             guard var at = file(fid) else { return error(2) }

@@ -12,7 +12,8 @@ import VirtioCore
         var replies: [UInt64: [UInt8]] = [:]
         var unique: UInt64 = 0
         lazy var server = ShareServer(channel: nine, tables: ShareTables(rootQid: 1), address: "test", readOnly: readOnly,
-                                      initialized: false) { [unowned self] bytes in
+                                      initialized: false) { [unowned self] reply in
+            let bytes = reply.bytes
             var r = ByteReader(bytes: bytes, at: 8)
             self.replies[r.u64()] = bytes
         }

@@ -114,6 +114,10 @@ int cvirtio_inotify_add_watch(int fd, const char *path, unsigned int mask);
 int cvirtio_inotify_rm_watch(int fd, int wd);
 unsigned int cvirtio_IN_OPEN(void);
 
+// mallopt(3): freed blocks below `mmap_threshold` come from (and stay in)
+// the heap, which is trimmed only past `trim_threshold` free bytes.
+int cvirtio_malloc_keep(int mmap_threshold, int trim_threshold);
+
 // libFuzzer's entry point for programs that own main (defined only when
 // linked with -sanitize=fuzzer; used only by the FUZZING build of virtio-ring-fuzz).
 int LLVMFuzzerRunDriver(int *argc, char ***argv, int (*callback)(const uint8_t *data, size_t size));

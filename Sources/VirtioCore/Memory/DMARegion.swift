@@ -125,7 +125,13 @@ public final class DMARegion: @unchecked Sendable {
 
     /// Copy `bytes` to the start of `slice`.
     public func copy(_ bytes: [UInt8], into slice: DMASlice) {
+        copy(bytes[...], into: slice)
+    }
+
+    /// Copy `bytes` (a part of a larger array, not copied first) to the start of `slice`.
+    public func copy(_ bytes: ArraySlice<UInt8>, into slice: DMASlice) {
         precondition(bytes.count <= slice.length, "\(bytes.count) bytes do not fit in \(slice)")
+        guard !bytes.isEmpty else { return }
         bytes.withUnsafeBytes { pointer(slice).copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
     }
 
