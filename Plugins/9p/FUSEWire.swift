@@ -59,13 +59,26 @@ enum FUSEWire {
         /// nil if `bytes` is not a whole request.
         init?(_ bytes: [UInt8]) { self.init(bytes, count: bytes.count) }
 
-        /// From the first `count` bytes of a read buffer (the body copied once).
-        init?(_ buffer: [UInt8], count: Int) {
-            guard count >= inHeaderSize, count <= buffer.count else { return nil }
+        /// From the first `count` bytes of a read buffer (the body copied
+        /// once); `elsewhere` more bytes of it were read to another place
+        /// (a WRITE's data, straight into DMA memory).
+        init?(_ buffer: [UInt8], count: Int, elsewhere: Int = 0) {
+            guard count >= inHeaderSize, count <= buffer.count, elsewhere >= 0 else { return nil }
             var r = ByteReader(bytes: buffer)
             header = Header(length: r.u32(), opcode: r.u32(), unique: r.u64(), nodeID: r.u64(), uid: r.u32(), gid: r.u32(), pid: r.u32())
-            guard Int(header.length) == count else { return nil }
+            guard Int(header.length) == count + elsewhere else { return nil }
             body = Array(buffer[inHeaderSize..<count])
+        }
+
+        /// fuse_in_header + fuse_write_in: what a WRITE has before its data.
+        static let writeHeadSize = inHeaderSize + 40
+        /// fuse_write_in.size, when `head` starts a WRITE.
+        static func writeSize(_ head: [UInt8]) -> Int? {
+            guard head.count >= writeHeadSize else { return nil }
+            var r = ByteReader(bytes: head, at: 4)
+            guard r.u32() == Opcode.write.rawValue else { return nil }
+            r.at = inHeaderSize + 16
+            return Int(r.u32())
         }
 
         var opcode: Opcode? { Opcode(rawValue: header.opcode) }

@@ -32,7 +32,10 @@ final class NinePDataPath: DataPath {
     private var reading = true
     /// /dev/fuse says the filesystem is gone (unmounted): nothing more to read.
     private var unmounted = false
+    /// Where a request is read when no slot is free for its tail.
     private var buffer: [UInt8]
+    /// A request's first bytes when its tail goes into a slot: a WRITE's head.
+    private var head = [UInt8](repeating: 0, count: FUSEWire.Request.writeHeadSize)
     private var writeErrors: UInt64 = 0
 
     init(device: AttachedDevice) throws {
@@ -113,9 +116,13 @@ final class NinePDataPath: DataPath {
 
     func ready(_ fd: FileDescriptor, _ driver: DeviceDriver) throws {
         guard fd == fuse.fd, let server, let session else { return }
+        defer { session.unreserve() }
         reading: for _ in 0..<64 {
+            // With a slot free, the request's head goes to `head` and the
+            // rest into the slot: a WRITE's data is then where Twrite needs it.
+            let slot = session.reserve()
             let n: Int
-            switch try fuse.read(into: &buffer) {
+            switch try slot.map({ try fuse.read(into: &head, then: driver.device.region, $0.area) }) ?? fuse.read(into: &buffer) {
             case .request(let count): n = count
             case .nothing: break reading
             case .unmounted:
@@ -124,12 +131,25 @@ final class NinePDataPath: DataPath {
                 try driver.reportNow()
                 break reading
             }
-            guard let request = FUSEWire.Request(buffer, count: n) else {
+            var request: FUSEWire.Request?
+            var placed: NinePPayload?
+            if let slot, n > head.count {
+                let spilled = n - head.count
+                if FUSEWire.Request.writeSize(head) == spilled {
+                    request = FUSEWire.Request(head, count: head.count, elsewhere: spilled)
+                    placed = .placed(slot: slot.slot, count: spilled)
+                } else {
+                    request = FUSEWire.Request(head + session.reservedBytes(spilled), count: n)
+                }
+            } else {
+                request = slot == nil ? FUSEWire.Request(buffer, count: n) : FUSEWire.Request(head, count: n)
+            }
+            guard let request else {
                 PluginLog.warning("9p \(driver.device.info.address): a FUSE request of \(n) bytes that does not parse; ignored")
                 continue
             }
             let wasInitialized = server.initialized
-            server.handle(request)
+            server.handle(request, writeData: placed)
             if !wasInitialized, server.initialized { try driver.reportNow() }
         }
         session.publish()

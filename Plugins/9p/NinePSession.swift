@@ -11,7 +11,7 @@ protocol NinePChannel: AnyObject {
     /// Returns an id for `flush` while the request is at the server (nil
     /// if it waits for a slot).
     @discardableResult
-    func send(_ request: NinePWire.Request, payload: ArraySlice<UInt8>, _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int?
+    func send(_ request: NinePWire.Request, payload: NinePPayload, _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int?
     /// Ask the server to drop request `id` (FUSE INTERRUPT). Its callback
     /// still runs: with EINTR if the server dropped it, else with the reply.
     func flush(_ id: Int)
@@ -20,7 +20,22 @@ protocol NinePChannel: AnyObject {
 extension NinePChannel {
     @discardableResult
     func send(_ request: NinePWire.Request, _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int? {
-        send(request, payload: [], done)
+        send(request, payload: .bytes([]), done)
+    }
+}
+
+/// A Twrite's data: bytes to copy, or bytes the channel already holds
+/// where the message needs them (`NinePSession.reserve`: /dev/fuse read
+/// them straight into the slot).
+enum NinePPayload {
+    case bytes(ArraySlice<UInt8>)
+    case placed(slot: Int, count: Int)
+
+    var count: Int {
+        switch self {
+        case .bytes(let b): b.count
+        case .placed(_, let count): count
+        }
     }
 }
 
@@ -52,7 +67,7 @@ final class NinePSession: NinePChannel {
     /// The negotiated msize (the slot halves are `NinePSession.preferredMsize`).
     private(set) var msize: UInt32
     private var pending: [Int: Pending] = [:]
-    private var waiting: [(NinePWire.Request, ArraySlice<UInt8>, (Result<NinePWire.Reader, NinePError>) -> Void)] = []
+    private var waiting: [(NinePWire.Request, NinePPayload, (Result<NinePWire.Reader, NinePError>) -> Void)] = []
     private var added = false
     var counters = Counters()
 
@@ -83,7 +98,16 @@ final class NinePSession: NinePChannel {
     }
 
     @discardableResult
-    func send(_ request: NinePWire.Request, payload: ArraySlice<UInt8>, _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int? {
+    func send(_ request: NinePWire.Request, payload: NinePPayload, _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int? {
+        if case .placed(let slot, _) = payload {
+            // Its own slot: it need not wait behind others.
+            guard slot == reserved else {
+                done(.failure(.lost))
+                return nil
+            }
+            reserved = nil
+            return start(slot, request, payload, done) ? slot : nil
+        }
         guard waiting.isEmpty, let slot = pool.take() else {
             waiting.append((request, payload, done))
             return nil
@@ -91,25 +115,65 @@ final class NinePSession: NinePChannel {
         return start(slot, request, payload, done) ? slot : nil
     }
 
+    // MARK: data read straight into a slot
+
+    /// A slot taken before reading /dev/fuse; a WRITE read into it is sent
+    /// from it (`.placed`), anything else gives it back (`unreserve`).
+    private var reserved: Int?
+
+    /// Where the next FUSE request's bytes past its head can go: a free
+    /// slot's message half, past a Twrite header. nil: no slot is free.
+    func reserve() -> (slot: Int, area: DMASlice)? {
+        if reserved == nil {
+            guard waiting.isEmpty, let slot = pool.take() else { return nil }
+            reserved = slot
+        }
+        let s = pool.slice(reserved!)
+        let header = NinePWire.writeHeaderSize
+        return (reserved!, DMASlice(offset: s.offset + header, length: Int(Self.preferredMsize) - header))
+    }
+
+    /// The reserved slot was not sent from: free again.
+    func unreserve() {
+        if let slot = reserved { pool.give(slot) }
+        reserved = nil
+    }
+
+    /// The first `count` bytes of the reserved area (a request other than WRITE that was longer than its head).
+    func reservedBytes(_ count: Int) -> [UInt8] {
+        guard let (_, area) = reserve(), count <= area.length else { return [] }
+        return region.bytes(area, count: count)
+    }
+
     @discardableResult
-    private func start(_ slot: Int, _ request: NinePWire.Request, _ payload: ArraySlice<UInt8>,
+    private func start(_ slot: Int, _ request: NinePWire.Request, _ payload: NinePPayload,
                        _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Bool {
         let s = pool.slice(slot)
         let message = request.encode(tag: UInt16(slot))
         let half = Int(Self.preferredMsize)
+        let data = DMASlice(offset: s.offset + message.count, length: payload.count)
         guard message.count + payload.count <= Int(msize) else {
             pool.give(slot)
             done(.failure(.server(7))) // E2BIG: the caller sized it wrong
             return false
         }
-        // The message, then a write's data right after it: copied once, from where FUSE put it.
-        region.copy(message, into: DMASlice(offset: s.offset, length: message.count))
-        region.copy(payload, into: DMASlice(offset: s.offset + message.count, length: payload.count))
+        switch payload {
+        case .bytes(let b):
+            // The message, then a write's data right after it: copied once, from where FUSE put it.
+            region.copy(message, into: DMASlice(offset: s.offset, length: message.count))
+            region.copy(b, into: data)
+        case .placed(let placedSlot, _):
+            // The data is in this slot already, right after where the Twrite header goes.
+            precondition(placedSlot == slot && message.count == NinePWire.writeHeaderSize, "placed data for \(request.replyType) in slot \(slot)")
+            region.copy(message, into: DMASlice(offset: s.offset, length: message.count))
+        }
         let at = region.deviceAddress(s)
         let chain: [BufferSegment] = [.readable(at, message.count + payload.count), .writable(at + UInt64(half), Int(msize))]
         guard queue.freeDescriptors >= (indirect ? 1 : 2) else {
+            // It waits for another slot: placed data comes along as bytes.
+            let kept: NinePPayload = if case .placed = payload { .bytes(region.bytes(data, count: data.length)[...]) } else { payload }
             pool.give(slot)
-            waiting.insert((request, payload, done), at: 0)
+            waiting.insert((request, kept, done), at: 0)
             return false
         }
         do { try queue.add(chain, token: UInt64(slot), indirect: indirect) } catch {
@@ -189,6 +253,7 @@ final class NinePSession: NinePChannel {
 
     /// After a reset of the device: every request is lost.
     func failAll() {
+        unreserve()
         let all = pending.values.map(\.done) + waiting.map { $0.2 }
         pending = [:]
         waiting = []

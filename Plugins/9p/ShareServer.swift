@@ -76,7 +76,7 @@ final class ShareServer {
 
     /// Send a 9P request on behalf of FUSE request `h` (nil: of several at
     /// once, which INTERRUPT does not reach), remembering it for INTERRUPT.
-    private func send(_ h: FUSEWire.Header?, _ r: NinePWire.Request, payload: ArraySlice<UInt8> = [],
+    private func send(_ h: FUSEWire.Header?, _ r: NinePWire.Request, payload: NinePPayload = .bytes([]),
                       _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) {
         let id = channel.send(r, payload: payload, done)
         if let h, working.keys.contains(h.unique) { working[h.unique] = .some(id) }
@@ -102,7 +102,10 @@ final class ShareServer {
     // MARK: requests
 
     /// One request from /dev/fuse.
-    func handle(_ r: FUSEWire.Request) {
+    /// Serve one request. A WRITE's data may be with the channel already
+    /// (`writeData`: read from /dev/fuse straight into its slot); the
+    /// caller takes it back if this did not send it.
+    func handle(_ r: FUSEWire.Request, writeData: NinePPayload? = nil) {
         let h = r.header
         counters.requests &+= 1
         guard let op = r.opcode else {
@@ -140,7 +143,7 @@ final class ShareServer {
         case .opendir: open(r, directory: true)
         case .create: create(r)
         case .read: read(r)
-        case .write: write(r)
+        case .write: write(r, writeData)
         case .release, .releasedir: release(r)
         case .flush: answer(h)
         case .fsync, .fsyncdir: fsync(r)
@@ -414,10 +417,11 @@ final class ShareServer {
         }
     }
 
-    private func write(_ r: FUSEWire.Request) {
+    private func write(_ r: FUSEWire.Request, _ placed: NinePPayload?) {
         let h = r.header
         guard let fh = r.u64(0), let offset = r.u64(8), let size = r.u32(16),
-              let data = r.data(from: 40, count: Int(size)) else { return fail(h, EINVAL) }
+              let data = placed ?? r.data(from: 40, count: Int(size)).map(NinePPayload.bytes), data.count == Int(size)
+        else { return fail(h, EINVAL) }
         counters.writes &+= 1
         guard size <= ioSize else { return fail(h, EINVAL) }
         withHandle(h, fh) { handle in

@@ -1,5 +1,6 @@
 import Glibc
 import SystemPackage
+import VirtioCore
 
 /// /dev/fuse as the FUSE protocol uses it: each read takes one whole
 /// request from the kernel, each write gives one whole reply. The fd is an
@@ -32,9 +33,31 @@ public struct FUSEDevice {
     /// The next request into `buffer`, which must hold the largest one the
     /// session allows (else the kernel fails the read with EINVAL).
     public func read(into buffer: inout [UInt8]) throws -> Read {
-        while true {
+        try retrying {
             // SAFETY: read(2) writes at most `buffer.count` bytes into the array's own storage.
-            let n = buffer.withUnsafeMutableBytes { Glibc.read(fd.rawValue, $0.baseAddress, $0.count) }
+            buffer.withUnsafeMutableBytes { Glibc.read(fd.rawValue, $0.baseAddress, $0.count) }
+        }
+    }
+
+    /// The next request, its first `head.count` bytes into `head` and the
+    /// rest straight into `slice` of DMA memory (a WRITE's data lands where
+    /// the device will read it). Together they must hold the largest request.
+    public func read(into head: inout [UInt8], then region: DMARegion, _ slice: DMASlice) throws -> Read {
+        try retrying {
+            // SAFETY: the first iovec is the array's own storage for its count;
+            // the second is `slice`, which `region.pointer` checks lies inside
+            // the mapping, for its length. readv(2) writes only within them.
+            head.withUnsafeMutableBytes { h in
+                var iov = [iovec(iov_base: h.baseAddress, iov_len: h.count),
+                           iovec(iov_base: region.pointer(slice), iov_len: slice.length)]
+                return iov.withUnsafeMutableBufferPointer { Glibc.readv(fd.rawValue, $0.baseAddress, 2) }
+            }
+        }
+    }
+
+    private func retrying(_ read: () -> Int) throws -> Read {
+        while true {
+            let n = read()
             if n >= 0 { return .request(n) }
             switch errno {
             case EINTR: continue

@@ -46,8 +46,9 @@ final class FakeNinePServer: NinePChannel {
     func file(_ fid: UInt32) -> UInt64? { valid(fid) ? refs[fid]!.file : nil }
 
     @discardableResult
-    func send(_ request: NinePWire.Request, payload: ArraySlice<UInt8>, _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int? {
+    func send(_ request: NinePWire.Request, payload: NinePPayload, _ done: @escaping (Result<NinePWire.Reader, NinePError>) -> Void) -> Int? {
         sent.append(request)
+        guard case .bytes(let payload) = payload else { fatalError("the fake server holds no slots") }
         let reply = answer(request, payload)
         queued.append {
             do {
