@@ -40,7 +40,7 @@ struct MountShare: ParsableCommand {
     /// Read-ahead of the mount (KiB; the kernel's default is 128): the same as
     /// the 9p plugin's INIT answer (`ShareServer.readAhead`), so sequential
     /// reads keep several requests at the server.
-    static let readAheadKiB = 1024
+    static let readAheadKiB = 2048
 
     /// A FUSE mount's read-ahead is its bdi's (named "major:minor" of the
     /// mount's device); not having it is no reason to fail the mount.

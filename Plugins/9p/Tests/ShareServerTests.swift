@@ -86,7 +86,8 @@ import VirtioCore
         #expect(t.u32(b, 0) == 7 && t.u32(b, 4) == 31)
         let flags = t.u32(b, 12)
         #expect(flags & FUSEWire.InitFlag.doReaddirplus != 0 && flags & FUSEWire.InitFlag.bigWrites != 0)
-        #expect(t.u32(b, 20) == 128 * 1024) // max_write
+        #expect(t.u32(b, 20) == 127 * 4096) // max_write: what msize 512 KiB leaves after Twrite's header, in pages
+        #expect(t.u32(b, 8) == 2 << 20)     // max_readahead: more than offered (the kernel keeps the smaller of it and the bdi's)
         #expect(t.server.initialized)
         // An old kernel is refused, not misunderstood.
         let old = Harness()
