@@ -115,11 +115,14 @@ enum FUSEWire {
     /// where the 9P reply holds it instead of being joined to the header first.
     struct Reply {
         var header: [UInt8]
-        var body: ArraySlice<UInt8>
-        var bytes: [UInt8] { header + body }
+        var body: MessageBytes
+        /// Header and body as one array (a body still in DMA memory is left out).
+        var bytes: [UInt8] {
+            if case .array(let b) = body { header + b } else { header }
+        }
     }
 
-    static func reply(unique: UInt64, error: Int32 = 0, _ body: ArraySlice<UInt8> = []) -> Reply {
+    static func reply(unique: UInt64, error: Int32 = 0, _ body: MessageBytes = .array([])) -> Reply {
         var w = ByteWriter()
         w.u32(UInt32(outHeaderSize + body.count))
         w.u32(UInt32(bitPattern: error == 0 ? 0 : -abs(error)))

@@ -102,8 +102,12 @@ final class NinePDataPath: DataPath {
     // MARK: /dev/fuse
 
     private func send(_ r: FUSEWire.Reply) {
+        let refused = switch r.body {
+        case .array(let b): fuse.reply(r.header, b)
+        case .dma(let slice): session.map { fuse.reply(r.header, from: $0.region, slice) } ?? .ioError
+        }
         // ENOENT: the kernel gave up on the request (interrupted); nothing to do.
-        if let e = fuse.reply(r.header, r.body), e != .noSuchFileOrDirectory {
+        if let e = refused, e != .noSuchFileOrDirectory {
             writeErrors &+= 1
             if writeErrors < 10 { PluginLog.warning("9p: answer to /dev/fuse not taken: \(e)") }
         }

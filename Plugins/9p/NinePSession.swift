@@ -224,11 +224,16 @@ final class NinePSession: NinePChannel {
                 PluginLog.warning("9p \(address): a reply came back in slot \(used.token), which has no request; ignored")
                 continue
             }
+            // The slot is free again once the callback has run: a read's data
+            // is written to /dev/fuse from it.
+            defer { pool.give(slot) }
             let s = pool.slice(slot)
             let half = Int(Self.preferredMsize)
             let written = min(Int(used.length), Int(msize))
-            let bytes = region.bytes(DMASlice(offset: s.offset + half, length: written), count: written)
-            pool.give(slot)
+            // Of an Rread only the header and count are copied; its data stays in the slot.
+            let isRead = if case .read = p.request { true } else { false }
+            let copied = isRead ? min(written, NinePWire.readHeaderSize) : written
+            let bytes = region.bytes(DMASlice(offset: s.offset + half, length: copied), count: copied)
             let result: Result<NinePWire.Reader, NinePError>
             // A request the server dropped after Tflush comes back empty.
             if p.flushed, written < NinePWire.headerSize {
@@ -236,11 +241,13 @@ final class NinePSession: NinePChannel {
                 continue
             }
             do {
-                let h = try NinePWire.header(bytes)
+                let h = try NinePWire.header(bytes, written: written)
                 // Tversion goes out with NOTAG, and its reply comes back with it.
                 let tag = if case .version = p.request { NinePWire.noTag } else { UInt16(slot) }
                 guard h.tag == tag else { throw NinePError.malformed("tag \(h.tag) in slot \(slot)") }
-                result = .success(try NinePWire.body(bytes, expecting: p.request.replyType))
+                var r = try NinePWire.body(bytes, written: written, expecting: p.request.replyType)
+                if h.size > copied { r.tail = DMASlice(offset: s.offset + half + copied, length: h.size - copied) }
+                result = .success(r)
             } catch let e as NinePError {
                 if case .malformed(let why) = e {
                     counters.malformed &+= 1
@@ -249,7 +256,7 @@ final class NinePSession: NinePChannel {
                 result = .failure(e)
             }
             if case .failure = result { counters.errors &+= 1 }
-            if case .success(var r) = result, case .read = p.request, let n = try? r.u32() { counters.readBytes &+= UInt64(n) }
+            if case .success(var r) = result, isRead, let n = try? r.u32() { counters.readBytes &+= UInt64(n) }
             p.done(result)
         }
         while !waiting.isEmpty, let slot = pool.take() {

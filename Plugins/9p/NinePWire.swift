@@ -296,8 +296,25 @@ enum NinePWire {
     struct Reader {
         let bytes: [UInt8]
         var at: Int
-        init(_ bytes: [UInt8], at: Int = 0) { self.bytes = bytes; self.at = at }
-        var remaining: Int { bytes.count - at }
+        /// Where the message ends in `bytes`.
+        let end: Int
+        /// The message goes on past `end` in DMA memory, not copied (a read's data).
+        var tail: DMASlice?
+        init(_ bytes: [UInt8], at: Int = 0, end: Int? = nil) {
+            self.bytes = bytes
+            self.at = at
+            self.end = min(end ?? bytes.count, bytes.count)
+        }
+        var remaining: Int { end - at }
+        /// The next `n` bytes: where they are in `bytes`, or (all of them) in `tail`.
+        mutating func data(_ n: Int) throws(NinePError) -> MessageBytes {
+            if let tail, remaining == 0 {
+                guard n == tail.length else { throw .malformed("\(n) bytes of data in a message with \(tail.length) more") }
+                self.tail = nil
+                return .dma(tail)
+            }
+            return .array(try slice(n))
+        }
         mutating func need(_ n: Int) throws(NinePError) { if n < 0 || remaining < n { throw .malformed("ends early") } }
         mutating func u8() throws(NinePError) -> UInt8 { try need(1); defer { at += 1 }; return bytes[at] }
         mutating func u16() throws(NinePError) -> UInt16 { try need(2); return UInt16(try u8()) | UInt16(try u8()) << 8 }
@@ -321,20 +338,23 @@ enum NinePWire {
         var tag: UInt16
     }
 
-    /// The header of a reply the device wrote `written` bytes of.
-    static func header(_ bytes: [UInt8]) throws(NinePError) -> ReplyHeader {
+    /// The header of a reply the device wrote `written` bytes of (`bytes`
+    /// holds its start: all of it, or less when the rest stays in DMA memory).
+    static func header(_ bytes: [UInt8], written: Int? = nil) throws(NinePError) -> ReplyHeader {
         var r = Reader(bytes)
+        let written = written ?? bytes.count
         let size = Int(try r.u32()), type = try r.u8(), tag = try r.u16()
-        guard size >= headerSize, size <= bytes.count else {
-            throw .malformed("a reply of \(size) bytes in \(bytes.count) written")
+        guard size >= headerSize, size <= written, written >= bytes.count else {
+            throw .malformed("a reply of \(size) bytes in \(written) written")
         }
         return ReplyHeader(size: size, type: type, tag: tag)
     }
 
     /// The body of a reply (after its header), or the error an Rlerror holds.
-    static func body(_ bytes: [UInt8], expecting type: MessageType) throws(NinePError) -> Reader {
-        let h = try header(bytes)
-        var r = Reader(Array(bytes.prefix(h.size)), at: headerSize)
+    /// Bytes past `bytes` (up to the reply's size) are the caller's to find.
+    static func body(_ bytes: [UInt8], written: Int? = nil, expecting type: MessageType) throws(NinePError) -> Reader {
+        let h = try header(bytes, written: written)
+        var r = Reader(bytes, at: headerSize, end: h.size)
         if h.type == MessageType.rlerror.rawValue {
             let code = try r.u32()
             // An errno from the server: only within what Linux calls errors.
@@ -363,7 +383,8 @@ enum NinePWire {
     static func directoryEntries(_ r: inout Reader) throws(NinePError) -> [DirectoryEntry] {
         let count = Int(try r.u32())
         try r.need(count)
-        var e = Reader(Array(r.bytes[r.at..<(r.at + count)]))
+        var e = Reader(r.bytes, at: r.at, end: r.at + count)
+        r.at += count
         var entries: [DirectoryEntry] = []
         while e.remaining > 0 {
             entries.append(DirectoryEntry(qid: try e.qid(), offset: try e.u64(), type: try e.u8(), name: try e.string()))

@@ -55,10 +55,10 @@ final class ShareServer {
     // MARK: answering
 
     private func answer(_ h: FUSEWire.Header, _ body: [UInt8] = []) {
-        answer(h, body[...])
+        answer(h, .array(body[...]))
     }
 
-    private func answer(_ h: FUSEWire.Header, _ body: ArraySlice<UInt8>) {
+    private func answer(_ h: FUSEWire.Header, _ body: MessageBytes) {
         working[h.unique] = nil
         reply(FUSEWire.reply(unique: h.unique, body))
     }
@@ -169,11 +169,11 @@ final class ShareServer {
     /// A 9P reply turned into the FUSE answer by `body`, or its error.
     private func done(_ h: FUSEWire.Header, _ result: Result<NinePWire.Reader, NinePError>,
                       _ body: (inout NinePWire.Reader) throws -> [UInt8]) {
-        done(h, result) { r -> ArraySlice<UInt8> in try body(&r)[...] }
+        done(h, result) { r -> MessageBytes in .array(try body(&r)[...]) }
     }
 
     private func done(_ h: FUSEWire.Header, _ result: Result<NinePWire.Reader, NinePError>,
-                      _ body: (inout NinePWire.Reader) throws -> ArraySlice<UInt8>) {
+                      _ body: (inout NinePWire.Reader) throws -> MessageBytes) {
         switch result {
         case .failure(let e): fail(h, e)
         case .success(var r):
@@ -411,7 +411,7 @@ final class ShareServer {
                 self.done(h, result) { r in
                     let n = Int(try r.u32())
                     guard n <= Int(count) else { throw NinePError.malformed("Rread of \(n) bytes for \(count) asked") }
-                    return try r.slice(n)
+                    return try r.data(n)
                 }
             }
         }

@@ -89,6 +89,19 @@ public struct FUSEDevice {
         return n < 0 ? Errno(rawValue: errno) : nil
     }
 
+    /// The same with the body straight from DMA memory (a read's data where the device wrote it).
+    public func reply(_ header: [UInt8], from region: DMARegion, _ slice: DMASlice) -> Errno? {
+        // SAFETY: the first iovec is the header array's storage (alive across
+        // the call), the second `slice`, which `region.pointer` checks lies
+        // inside the mapping, for its length; writev(2) only reads them.
+        let n = header.withUnsafeBytes { h in
+            var iov = [iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress), iov_len: h.count),
+                       iovec(iov_base: region.pointer(slice), iov_len: slice.length)]
+            return iov.withUnsafeMutableBufferPointer { Glibc.writev(fd.rawValue, $0.baseAddress, 2) }
+        }
+        return n < 0 ? Errno(rawValue: errno) : nil
+    }
+
     /// Within `timeoutMS`: whether a request waits (the kernel queues INIT
     /// the moment the filesystem is mounted) and whether the session is
     /// over (POLLERR: not mounted yet, or unmounted and aborted).

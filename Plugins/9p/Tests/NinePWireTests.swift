@@ -39,6 +39,30 @@ import VirtioCore
         #expect(throws: NinePError.self) { try NinePWire.directoryEntries(&d) }
     }
 
+    /// An Rread whose data stayed in the slot: only its header and count
+    /// were copied; the size the device claims is held against what it wrote.
+    @Test func readDataLeftInDMAMemory() throws {
+        var m = NinePWire.Message(.rread, tag: 3)
+        m.u32(5)
+        m.w.bytes += [1, 2, 3, 4, 5]
+        let whole = m.finish()
+        let head = Array(whole.prefix(NinePWire.readHeaderSize))
+        var r = try NinePWire.body(head, written: whole.count, expecting: .rread)
+        r.tail = DMASlice(offset: 4096 + head.count, length: whole.count - head.count)
+        #expect(try r.u32() == 5)
+        var wrongCount = r
+        #expect(throws: NinePError.self) { try wrongCount.data(4) }
+        guard case .dma(let slice) = try r.data(5) else { Issue.record("the data was not left in DMA memory"); return }
+        #expect(slice == DMASlice(offset: 4096 + 11, length: 5))
+        // The device says it wrote less than the reply's size field.
+        #expect(throws: NinePError.self) { try NinePWire.body(head, written: whole.count - 1, expecting: .rread) }
+        // Copied whole, the data is in the array.
+        var all = try NinePWire.body(whole, expecting: .rread)
+        _ = try all.u32()
+        guard case .array(let bytes) = try all.data(5) else { Issue.record("copied data not in the array"); return }
+        #expect(Array(bytes) == [1, 2, 3, 4, 5])
+    }
+
     @Test func fuseRequestsAreBounded() {
         var w = ByteWriter()
         w.u32(44); w.u32(1); w.u64(7); w.u64(1); w.u32(0); w.u32(0); w.u32(0); w.u32(0)
