@@ -94,7 +94,7 @@ let package = Package(
         // The `virtiod` command (service and one-shot verbs such as `discover`).
         .executableTarget(
             name: "virtiod",
-            dependencies: ["VirtiodSupervisor", "VirtiodProtocol", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["VirtiodSupervisor", "VirtiodProtocol", "VirtioSystem", "CVirtioShim", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             swiftSettings: strict),
         // Device side of the rings in software: loopback net, RAM block, echo.
         .target(

@@ -104,7 +104,7 @@ final class NinePDataPath: DataPath {
     private func send(_ r: FUSEWire.Reply) {
         let refused = switch r.body {
         case .array(let b): fuse.reply(r.header, b)
-        case .dma(let slice): session.map { fuse.reply(r.header, from: $0.region, slice) } ?? .ioError
+        case .dma(let slice): session.map { fuse.reply(r.header, dma: ($0.region, slice)) } ?? .ioError
         }
         // ENOENT: the kernel gave up on the request (interrupted); nothing to do.
         if let e = refused, e != .noSuchFileOrDirectory {

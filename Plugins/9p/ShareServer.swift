@@ -1,5 +1,6 @@
 import Glibc
 import VirtioCore
+import VirtioSystem
 import VirtiodPluginRuntime
 
 /// The share as a FUSE filesystem: each request read from /dev/fuse becomes
@@ -45,9 +46,9 @@ final class ShareServer {
 
     var busy: Int { working.count }
 
-    /// Sequential reads ask this far ahead: 4 READs of up to 508 KiB at once,
-    /// which go to the server in parallel (one at a time took 3 ms per 128 KiB under TCG).
-    static let readAhead: UInt32 = 2 << 20
+    /// Sequential reads ask this far ahead (`FUSEDevice.shareReadAheadKiB`):
+    /// 4 READs of up to 508 KiB at once, which go to the server in parallel.
+    static let readAhead = UInt32(FUSEDevice.shareReadAheadKiB) * 1024
 
     /// The largest read or write one 9P message carries.
     var ioSize: UInt32 { (channel.msize - UInt32(NinePWire.writeHeaderSize)) / 4096 * 4096 }
@@ -218,7 +219,7 @@ final class ShareServer {
         initialized = true
         PluginLog.info("9p \(address): FUSE \(major).\(minor) session up (reads and writes up to \(size / 1024) KiB)")
         // The kernel keeps the smaller of this and the mount's read_ahead_kb,
-        // which the mount helper raises to the same (ShareMount.readAheadKiB).
+        // which the mount helper raises to the same.
         answer(h, FUSEWire.initOut(minor: min(minor, FUSEWire.minorSpoken), maxReadahead: max(readahead, Self.readAhead), flags: flags & wanted,
                                    maxWrite: size, maxPages: UInt16(size / 4096)))
     }

@@ -27,6 +27,7 @@
 #include <termios.h>
 #include <stdlib.h>
 #include <malloc.h>
+#include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #include <linux/magic.h>
 #include "CVirtioShim.h"
@@ -292,3 +293,6 @@ unsigned int cvirtio_IN_OPEN(void) { return IN_OPEN; }
 int cvirtio_malloc_keep(int mmap_threshold, int trim_threshold) {
     return mallopt(M_MMAP_THRESHOLD, mmap_threshold) && mallopt(M_TRIM_THRESHOLD, trim_threshold) ? 0 : -1;
 }
+
+unsigned int cvirtio_dev_major(unsigned long dev) { return major(dev); }
+unsigned int cvirtio_dev_minor(unsigned long dev) { return minor(dev); }

@@ -68,39 +68,36 @@ public struct FUSEDevice {
         }
     }
 
-    /// Give the kernel one reply; nil, or the errno it refused it with
-    /// (ENOENT: the request was interrupted and is no longer waited for).
-    public func reply(_ bytes: [UInt8]) -> Errno? {
-        reply(bytes, [])
-    }
-
-    /// The same for a reply in two parts (fuse_out_header, then a body kept
-    /// where it is, e.g. a read's data): one writev, nothing joined first.
-    public func reply(_ header: [UInt8], _ body: ArraySlice<UInt8>) -> Errno? {
-        // SAFETY: each iovec points into the storage of an array (slice) that
-        // lives across the call, for exactly its count; writev(2) only reads them.
+    /// Give the kernel one reply — fuse_out_header, then a body that stays
+    /// where it is: the caller's bytes, or a slice of DMA memory (a read's
+    /// data where the device wrote it) — in one writev, nothing joined
+    /// first. nil, or the errno the kernel refused it with (ENOENT: the
+    /// request was interrupted and is no longer waited for).
+    public func reply(_ header: [UInt8], _ body: ArraySlice<UInt8> = [], dma: (DMARegion, DMASlice)? = nil) -> Errno? {
+        precondition(body.isEmpty || dma == nil, "a FUSE reply's body is either bytes or DMA memory")
+        // SAFETY: the iovecs point into the header's and the body's array
+        // storage (alive across the call) for exactly their counts, or into
+        // a DMA slice `region.pointer` checks lies inside the mapping, for
+        // its length; writev(2) only reads them.
         let n = header.withUnsafeBytes { h in
             body.withUnsafeBytes { b in
-                var iov = [iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress), iov_len: h.count),
-                           iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count)]
-                return iov.withUnsafeMutableBufferPointer { Glibc.writev(fd.rawValue, $0.baseAddress, b.isEmpty ? 1 : 2) }
+                var iov = [iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress), iov_len: h.count)]
+                if let (region, slice) = dma {
+                    iov.append(iovec(iov_base: region.pointer(slice), iov_len: slice.length))
+                } else if !b.isEmpty {
+                    iov.append(iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress), iov_len: b.count))
+                }
+                return iov.withUnsafeMutableBufferPointer { Glibc.writev(fd.rawValue, $0.baseAddress, Int32($0.count)) }
             }
         }
         return n < 0 ? Errno(rawValue: errno) : nil
     }
 
-    /// The same with the body straight from DMA memory (a read's data where the device wrote it).
-    public func reply(_ header: [UInt8], from region: DMARegion, _ slice: DMASlice) -> Errno? {
-        // SAFETY: the first iovec is the header array's storage (alive across
-        // the call), the second `slice`, which `region.pointer` checks lies
-        // inside the mapping, for its length; writev(2) only reads them.
-        let n = header.withUnsafeBytes { h in
-            var iov = [iovec(iov_base: UnsafeMutableRawPointer(mutating: h.baseAddress), iov_len: h.count),
-                       iovec(iov_base: region.pointer(slice), iov_len: slice.length)]
-            return iov.withUnsafeMutableBufferPointer { Glibc.writev(fd.rawValue, $0.baseAddress, 2) }
-        }
-        return n < 0 ? Errno(rawValue: errno) : nil
-    }
+    /// A share's read-ahead (KiB; the kernel's default is 128): the mount
+    /// helper sets the mount's bdi to it and the 9p plugin's INIT answer
+    /// offers it (the kernel keeps the smaller), so sequential reads keep
+    /// several requests at the server.
+    public static let shareReadAheadKiB = 2048
 
     /// Within `timeoutMS`: whether a request waits (the kernel queues INIT
     /// the moment the filesystem is mounted) and whether the session is

@@ -1,6 +1,8 @@
 import ArgumentParser
+import CVirtioShim
 import FoundationEssentials
 import Glibc
+import VirtioSystem
 
 // The helpers virtiod starts (as transient units in the host's mount
 // namespace) to mount and unmount a 9P share's FUSE filesystem: virtiod's
@@ -37,22 +39,15 @@ struct MountShare: ParsableCommand {
         raiseReadAhead()
     }
 
-    /// Read-ahead of the mount (KiB; the kernel's default is 128): the same as
-    /// the 9p plugin's INIT answer (`ShareServer.readAhead`), so sequential
-    /// reads keep several requests at the server.
-    static let readAheadKiB = 2048
-
-    /// A FUSE mount's read-ahead is its bdi's (named "major:minor" of the
-    /// mount's device); not having it is no reason to fail the mount.
+    /// A FUSE mount's read-ahead (`FUSEDevice.shareReadAheadKiB`) is its
+    /// bdi's, named "major:minor" of the mount's device; not having it is no
+    /// reason to fail the mount.
     func raiseReadAhead() {
         var st = stat()
         guard stat(mountPoint, &st) == 0 else { return }
-        // glibc's major()/minor() (sys/sysmacros.h) are macros Swift does not import.
-        let dev = UInt64(st.st_dev)
-        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & ~0xfff), minor = (dev & 0xff) | ((dev >> 12) & ~0xff)
-        let path = "/sys/class/bdi/\(major):\(minor)/read_ahead_kb"
+        let path = "/sys/class/bdi/\(cvirtio_dev_major(st.st_dev)):\(cvirtio_dev_minor(st.st_dev))/read_ahead_kb"
         do {
-            try "\(Self.readAheadKiB)\n".write(toFile: path, atomically: false, encoding: .utf8)
+            try "\(FUSEDevice.shareReadAheadKiB)\n".write(toFile: path, atomically: false, encoding: .utf8)
         } catch {
             print("read-ahead of \(mountPoint) left as it was (\(path): \(error))")
         }

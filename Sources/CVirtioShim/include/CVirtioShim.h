@@ -114,6 +114,10 @@ int cvirtio_inotify_add_watch(int fd, const char *path, unsigned int mask);
 int cvirtio_inotify_rm_watch(int fd, int wd);
 unsigned int cvirtio_IN_OPEN(void);
 
+// major(3)/minor(3) of a device number (macros Swift does not import).
+unsigned int cvirtio_dev_major(unsigned long dev);
+unsigned int cvirtio_dev_minor(unsigned long dev);
+
 // mallopt(3): freed blocks below `mmap_threshold` come from (and stay in)
 // the heap, which is trimmed only past `trim_threshold` free bytes.
 int cvirtio_malloc_keep(int mmap_threshold, int trim_threshold);
