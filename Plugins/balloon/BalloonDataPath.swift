@@ -9,11 +9,13 @@ import VirtiodProtocol
 /// stats queue (BalloonStatsQueue) on one event loop.
 final class BalloonDataPath: DataPath {
     let endpoint: AttachedEndpoint
+    let holdOff: Double
     var inflater: BalloonInflater?
     var stats: BalloonStatsQueue?
 
     init(device: AttachedDevice) throws {
         endpoint = try device.endpoint("balloon")
+        holdOff = try BalloonPolicy.holdOff(options: device.info.options)
     }
 
     /// Both set up from the negotiated features and queue plan (start or resume).
@@ -24,7 +26,7 @@ final class BalloonDataPath: DataPath {
             throw PluginError("balloon: inflateq and deflateq are not set up")
         }
         inflater = try BalloonInflater(inflate: i, deflate: d, endpoint: endpoint,
-                                       deflateOnOOM: driver.negotiated & BalloonFeatures.deflateOnOOM.rawValue != 0)
+                                       deflateOnOOM: driver.negotiated & BalloonFeatures.deflateOnOOM.rawValue != 0, holdOff: holdOff)
         if driver.negotiated & BalloonFeatures.statsVirtqueue.rawValue != 0, let s = position("statsq") {
             stats = BalloonStatsQueue(position: s)
         }

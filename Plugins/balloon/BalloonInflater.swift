@@ -53,13 +53,16 @@ final class BalloonInflater {
     var held: [Int: [UInt32]] = [:]
     var pending: Pending?
     var policy: BalloonPolicy
+    /// Seconds without inflating after a pressure deflate.
+    let holdOff: Double
     var targetPages: UInt32 = 0
     /// Why the target is not met (nil: it is, or getting there).
     var shortfall: String?
     var inflated: UInt64 = 0, deflated: UInt64 = 0, pressureDeflates: UInt64 = 0, refusals: UInt64 = 0
     var timerArmed = false
 
-    init(inflate: Int, deflate: Int, endpoint: AttachedEndpoint, deflateOnOOM: Bool) throws {
+    init(inflate: Int, deflate: Int, endpoint: AttachedEndpoint, deflateOnOOM: Bool, holdOff: Double) throws {
+        self.holdOff = holdOff
         inflatePosition = inflate
         deflatePosition = deflate
         guard let n = endpoint.facts["chunks"].flatMap(Int.init), n > 0,
@@ -227,7 +230,7 @@ final class BalloonInflater {
         } else if let pressure, fd == pressure.fd {
             pressed = pressure.take()
         }
-        if pressed, deflateOnOOM, policy.pressure(held: held.count, available: available, total: total, now: monotonic()) {
+        if pressed, deflateOnOOM, policy.pressure(held: held.count, available: available, total: total, now: monotonic(), holdOff: holdOff) {
             pressureDeflates &+= 1
             PluginLog.notice("balloon: memory pressure (\(fd == timer.fd ? "low memory" : "PSI trigger"), \(available >> 20) MiB available): deflating to \((policy.ceiling ?? 0) * chunkMiB) MiB")
         }

@@ -1,5 +1,6 @@
 import Testing
 @testable import virtiod_balloon
+import VirtiodPluginRuntime
 
 /// Following the host's target in chunks of 256 pages, stopping short of
 /// what the guest cannot spare, deflating under pressure (virtio 1.2 §5.5.6).
@@ -80,6 +81,23 @@ import Testing
         #expect(r3 == .hold(nil))
         let r4 = p.pressure(held: 64, available: 100 * mib, total: gib, now: 0)
         #expect(r4 && p.ceiling == 64 - 7)
+    }
+
+    @Test func holdOffComesFromTheDeviceOptionOrIsRefusedByName() throws {
+        #expect(try BalloonPolicy.holdOff(options: [:]) == BalloonPolicy.defaultHoldOff)
+        #expect(try BalloonPolicy.holdOff(options: ["pressure_hold_off_sec": "5"]) == 5)
+        for bad in ["0", "-3", "abc", "nan", "1e9", ""] {
+            #expect(throws: PluginError.self) { try BalloonPolicy.holdOff(options: ["pressure_hold_off_sec": bad]) }
+        }
+        // The ceiling holds for the hold-off given, then inflating resumes.
+        var p = BalloonPolicy(chunkPages: 256)
+        let pressed = p.pressure(held: 64, available: 100 * mib, total: gib, now: 10, holdOff: 5)
+        #expect(pressed)
+        let held = p.ceiling ?? -1
+        let during = p.next(targetPages: 65536, held: held, available: 600 * mib, total: gib, now: 14.9)
+        #expect(during != .inflate)
+        let after = p.next(targetPages: 65536, held: held, available: 600 * mib, total: gib, now: 15)
+        #expect(after == .inflate)
     }
 
     @Test func lowMemoryIsBelowTheReserve() {

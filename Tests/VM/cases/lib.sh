@@ -367,12 +367,14 @@ io_errors() { dmesg | tail -n +$(($1 + 1)) | grep -E "I/O error|blk_update_reque
 # Console ports (console/*.sh): where virtiod names them, and one port's
 # fields from `virtioctl status DEVICE --json` (.driver.config["port.N.FIELD"]).
 PORTS_DIR=/run/virtiod/ports
-# Start virtiod claiming the first device of type $1 (modern device ID $2);
-# its address is left in CLAIMED once its plugin runs.
+# Start virtiod claiming the first device of type $1 (modern device ID $2),
+# more lines of its [Device] section in $3; its address is left in CLAIMED
+# once its plugin runs.
 start_claiming() {
     start_virtiod "[Device]
 Type=$1
-Claim=yes"
+Claim=yes${3:+
+$3}"
     CLAIMED=$(virtio_functions "$2" | head -n1)
     [ -n "$CLAIMED" ] || fail "no $1 device"
     wait_state "$CLAIMED" running 60
@@ -396,7 +398,7 @@ port_id() {
 start_balloon() {
     # No target left over from an earlier case.
     host_step balloon "{\"value\": $((1024 << 20))}" >/dev/null || fail "QMP balloon to 1 GiB failed"
-    start_claiming balloon 1045
+    start_claiming balloon 1045 "${1:-}"
     bal=$CLAIMED
 }
 GUEST_RAM=$((1024 << 20))

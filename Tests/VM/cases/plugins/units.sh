@@ -51,7 +51,7 @@ done
 [ "$(eval echo "\$uid_${net//[:.]/_}")" != "$(eval echo "\$uid_${blk//[:.]/_}")" ] || fail "two devices' plugins share a uid"
 
 # The same traffic without an event: the longest gap noise alone makes.
-under_traffic 'sleep 1' "no event (noise floor)"
+under_traffic 'sleep 1' "no event (noise floor)" 8
 floor=$(longest_reply_gap /tmp/traffic-ping)
 # A plugin stop or a device reset costs seconds; under TCG the restarting
 # supervisor's own CPU use (it takes back every device, the disk's NBD
@@ -65,7 +65,7 @@ restart() {
     systemctl restart virtiod || return 1
     wait_state "$net" running 30
 }
-under_traffic restart "systemctl restart virtiod" 16
+under_traffic restart "systemctl restart virtiod" 16 until-done
 gap=$(longest_reply_gap /tmp/traffic-ping)
 [ "$gap" -le "$limit" ] || fail "systemctl restart virtiod: longest gap $gap ms (noise floor $floor ms, limit $limit ms)"
 [ "$(virtioctl status "$net" --json | jq .plugin.pid)" = "$pid0" ] || fail "the plugin process changed across the restart"
@@ -77,7 +77,7 @@ crash() {
     wait_for "[ \"\$(systemctl show -P MainPID virtiod)\" != $main ] && [ \"\$(systemctl show -P MainPID virtiod)\" != 0 ]" 30 || return 1
     wait_state "$net" running 30
 }
-under_traffic crash "kill -9 of virtiod" 16
+under_traffic crash "kill -9 of virtiod" 16 until-done
 gap=$(longest_reply_gap /tmp/traffic-ping)
 [ "$gap" -le "$limit" ] || fail "kill -9 of virtiod: longest gap $gap ms (noise floor $floor ms, limit $limit ms)"
 [ "$(virtioctl status "$net" --json | jq .plugin.pid)" = "$pid0" ] || fail "the plugin process changed across the crash"

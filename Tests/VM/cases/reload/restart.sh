@@ -16,7 +16,7 @@ restart() {
     wait_state "$net" running 30
     echo "systemctl restart + plugin running again: $(( ($(date +%s%N) - s) / 1000000 )) ms"
 }
-under_traffic restart "systemctl restart virtiod" 16
+under_traffic restart "systemctl restart virtiod" 16 until-done
 [ "$(systemctl show -P MainPID virtiod)" != "$main0" ] || fail "virtiod was not restarted"
 [ "$(virtioctl status "$net" --json | jq .plugin.pid)" = "$plugin0" ] || fail "the plugin was replaced: it should have kept running"
 [ "$(driver_of "$net")" = "$LENT_DRIVER" ] || fail "the NIC went back to $(driver_of "$net")"
