@@ -2,7 +2,7 @@
 # Inflate and deflate with pages virtiod really holds: QMP `balloon` to
 # 256 MiB below the guest's size → the host sees it within 10 s, the
 # supervisor holds 256 MiB (pinned), MemAvailable drops by about that; back
-# up → it deflates and the memory returns. A 96 MiB tmpfs file (sha256) and
+# up → it deflates and the memory returns. A 200 MB tmpfs file (sha256) and
 # memtester running throughout prove the host discarded no page the guest
 # uses (the frame numbers sent are guest-physical, from pagemap). Then a
 # target beyond what the guest can spare: the balloon stops short, keeps the
@@ -13,8 +13,8 @@ trap cleanup EXIT
 start_balloon
 [ "$(balloon_size)" -eq "$GUEST_RAM" ] || fail "the host sees $(balloon_size) bytes before any target"
 
-mkdir -p /tmp/bt && mount -t tmpfs -o size=104m tmpfs /tmp/bt
-head -c 96M /dev/urandom > /tmp/bt/data
+mkdir -p /tmp/bt && mount -t tmpfs -o size=210m tmpfs /tmp/bt
+head -c 200M /dev/urandom > /tmp/bt/data
 sum0=$(sha256sum < /tmp/bt/data)
 # memtester over and over until the end (a failed run stops the loop).
 (while memtester 6M 1 >> /tmp/memtester.log 2>&1; do echo "run passed" >> /tmp/memtester.log; done; echo "run FAILED" >> /tmp/memtester.log) & mt=$!
@@ -67,4 +67,4 @@ kill "$mt"; wait "$mt" 2>/dev/null || true; pkill -x memtester || true; mt=
 runs=$(grep -c "run passed" /tmp/memtester.log)
 [ "$runs" -ge 1 ] || fail "memtester did not complete a run: $(tail -n 5 /tmp/memtester.log)"
 [ "$(sha256sum < /tmp/bt/data)" = "$sum0" ] || fail "the tmpfs file changed while the balloon moved"
-echo "memtester: $runs runs passed; the 96 MiB tmpfs file is unchanged"
+echo "memtester: $runs runs passed; the 200 MB tmpfs file is unchanged"

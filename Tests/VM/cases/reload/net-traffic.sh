@@ -8,7 +8,7 @@ start_nic_with_twin
 old=$(virtioctl status "$net" --json | jq .plugin.pid)
 before=$(received_per_queue "$net")
 
-under_traffic 'virtioctl reload net > /tmp/reload-out 2>&1' "reload net" 12
+under_traffic 'virtioctl reload net > /tmp/reload-out 2>&1' "reload net" 12 until-done
 cat /tmp/reload-out
 s=$(virtioctl status "$net" --json)
 new=$(echo "$s" | jq .plugin.pid)

@@ -21,7 +21,7 @@ cp -p "$plugin" /usr/local/lib/virtiod-net.good
 # Installed the way packages do it: a new file renamed over the old one.
 install_plugin() { printf '%s\n' "$1" > "$plugin.new"; chmod 755 "$plugin.new"; mv -f "$plugin.new" "$plugin"; }
 install_plugin $'#!/bin/sh\necho "this plugin is deliberately broken" >&2\nexit 1'
-under_traffic '! virtioctl reload net > /tmp/rollback-1 2>&1' "reload to a binary that exits at once" 11
+under_traffic '! virtioctl reload net > /tmp/rollback-1 2>&1' "reload to a binary that exits at once" 11 until-done
 grep -q "rolled back" /tmp/rollback-1 || fail "virtioctl did not say it rolled back: $(cat /tmp/rollback-1)"
 [ "$(virtioctl status "$net" --json | jq .plugin.pid)" = "$old" ] || fail "the old plugin was replaced"
 
@@ -29,7 +29,7 @@ grep -q "rolled back" /tmp/rollback-1 || fail "virtioctl did not say it rolled b
 # quiesced): the net plugin built with fault injection (test builds only).
 cp -a /payload/extra/faults/. /
 install_plugin $'#!/bin/sh\nVIRTIOD_PLUGIN_FAULT=refuse-handover exec /usr/local/lib/virtiod-test/virtiod-net-faults "$@"'
-under_traffic '! virtioctl reload net > /tmp/rollback-2 2>&1' "reload to a plugin that refuses the hand-over" 12
+under_traffic '! virtioctl reload net > /tmp/rollback-2 2>&1' "reload to a plugin that refuses the hand-over" 12 until-done
 grep -q "refused the hand-over.*rolled back" /tmp/rollback-2 || fail "virtioctl did not report the refusal: $(cat /tmp/rollback-2)"
 s=$(virtioctl status "$net" --json)
 echo "$s" | jq -e --argjson old "$old" '.state == "running" and .plugin.pid == $old and .plugin.restarts == 0' >/dev/null \
