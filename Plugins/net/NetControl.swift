@@ -56,12 +56,28 @@ final class NetControl {
         return false
     }
 
-    /// Forget what the device was told (after a hand-over the new process re-sends it).
-    func forget() {
-        promiscuous = nil
-        allMulticast = false
-        mac = nil
+    /// What the device was told, carried in the hand-over record so that a
+    /// successor re-sends nothing that is still true (each command is a
+    /// round trip to the device inside the reload's pause).
+    struct Told: Codable, Equatable {
+        var promiscuous: Bool?
+        var allMulticast: Bool
+        var mac: [UInt8]?
     }
+
+    var told: Told {
+        get { Told(promiscuous: promiscuous, allMulticast: allMulticast, mac: mac) }
+        set {
+            promiscuous = newValue.promiscuous
+            allMulticast = newValue.allMulticast
+            // A MAC is 6 bytes; anything else in a record is forgotten (re-sent).
+            mac = newValue.mac.flatMap { $0.count == 6 ? $0 : nil }
+        }
+    }
+
+    /// Forget what the device was told (a process that cannot know it, e.g.
+    /// after a roll-back, re-sends it).
+    func forget() { told = Told(promiscuous: nil, allMulticast: false, mac: nil) }
 
     /// Bring the device's filter and MAC in line with the interface.
     func sync(_ driver: DeviceDriver, _ position: Int, _ negotiated: NetFeatures) {

@@ -325,7 +325,11 @@ final class NetDataPath: DataPath {
     /// Version 1: per pair, where its buffer pools lie and its counters.
     /// Which buffers the device holds is in the queue states (token = slot).
     /// 2: pools as `PoolPlacement`s (1 had them as flat fields).
-    var stateVersion: Int { 2 }
+    /// 3: what the control queue told the device (2 is still read: the
+    /// successor then tells it again).
+    var stateVersion: Int { 3 }
+    /// The control state came with the hand-over record.
+    private var controlToldRestored = false
 
     struct SavedState: Codable {
         struct Pair: Codable {
@@ -335,6 +339,7 @@ final class NetDataPath: DataPath {
         }
         var pairs: [Pair]
         var controlPosition: Int?
+        var control: NetControl.Told?
     }
 
     /// Collect what the device already returned (transmit completions,
@@ -352,12 +357,12 @@ final class NetDataPath: DataPath {
         let saved = SavedState(pairs: pairs.map {
             .init(rxPosition: $0.rxPosition, txPosition: $0.txPosition,
                   rxPool: PoolPlacement($0.rxPoolState), txPool: PoolPlacement($0.txPoolState), rx: $0.rx, tx: $0.tx)
-        }, controlPosition: controlPosition)
+        }, controlPosition: controlPosition, control: control.told)
         return try JSONEncoder().encode(saved)
     }
 
     func resume(_ driver: DeviceDriver, state: Data, version: Int) throws {
-        guard version == 2 else { throw PluginError("net state version \(version) unknown (this plugin reads 2)") }
+        guard version == 2 || version == 3 else { throw PluginError("net state version \(version) unknown (this plugin reads 2 and 3)") }
         let saved = try JSONDecoder().decode(SavedState.self, from: state)
         guard !saved.pairs.isEmpty, saved.pairs.count <= taps.count else {
             throw PluginError("\(saved.pairs.count) queue pair(s) in the record, \(taps.count) TAP queue(s) here")
@@ -385,11 +390,26 @@ final class NetDataPath: DataPath {
         negotiated = NetFeatures(rawValue: driver.negotiated)
         controlPosition = saved.controlPosition
         pairs = restored
+        if let told = saved.control {
+            control.told = told
+            controlToldRestored = true
+        }
+    }
+
+    /// A record of the real shape (four pairs, a control queue) through
+    /// the coder once; the result is dropped.
+    func rehearseState() {
+        let pool = PoolPlacement(offset: 0, length: 4096, bufferSize: 4096)
+        let pair = SavedState.Pair(rxPosition: 0, txPosition: 1, rxPool: pool, txPool: pool, rx: Counters(), tx: Counters())
+        let sample = SavedState(pairs: Array(repeating: pair, count: 4), controlPosition: 8, control: control.told)
+        _ = try? JSONDecoder().decode(SavedState.self, from: JSONEncoder().encode(sample))
     }
 
     func continueAfterHandover(_ driver: DeviceDriver) throws {
         try taps[0].setOffload(TAPOffloads.flags(negotiated))
-        control.forget()
+        // A successor with the record's control state sends only what changed.
+        if !controlToldRestored { control.forget() }
+        controlToldRestored = false
         if let controlPosition { control.sync(driver, controlPosition, negotiated) }
         for p in pairs {
             p.txBlocked = false

@@ -48,6 +48,10 @@ public protocol DataPath: AnyObject {
     func resume(_ driver: DeviceDriver, state: Data, version: Int) throws
     /// After `resume` succeeded everywhere: pick up what arrived during the pause.
     func continueAfterHandover(_ driver: DeviceDriver) throws
+    /// Encode and decode a state of the real shape once, on throwaway
+    /// values, touching nothing (`HandoverRehearsal`): the take-over then
+    /// does not pay for running that code the first time (default: nothing).
+    func rehearseState()
 }
 
 extension DataPath {
@@ -55,6 +59,7 @@ extension DataPath {
     public var hangupFDs: [FileDescriptor] { [] }
     public func writable(_ fd: FileDescriptor, _ driver: DeviceDriver) throws {}
     public func endpointEvent(_ event: EndpointEvent, fd: FileDescriptor?, _ driver: DeviceDriver) throws { try? fd?.close() }
+    public func rehearseState() {}
 }
 
 /// Makes a plugin's data path once the device is attached.

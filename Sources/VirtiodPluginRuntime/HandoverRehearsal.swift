@@ -45,6 +45,7 @@ enum HandoverRehearsal {
             // The messages of the take-over: `resume` in, the first report out.
             _ = try PluginMessage.decode(PluginMessage(kind: .resume).encoded())
             _ = try PluginMessage.decode(PluginMessage(kind: .status, status: driver.report()).encoded())
+            driver.dataPath?.rehearseState()
         } catch {
             PluginLog.warning("hand-over rehearsal failed (the take-over itself is not affected): \(error)")
         }

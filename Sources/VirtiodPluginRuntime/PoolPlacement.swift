@@ -9,6 +9,12 @@ public struct PoolPlacement: Codable, Sendable, Hashable {
     public var length: Int
     public var bufferSize: Int
 
+    public init(offset: Int, length: Int, bufferSize: Int) {
+        self.offset = offset
+        self.length = length
+        self.bufferSize = bufferSize
+    }
+
     public init(_ pool: DMABufferPool) {
         offset = pool.area.offset
         length = pool.area.length

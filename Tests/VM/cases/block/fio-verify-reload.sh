@@ -27,7 +27,7 @@ now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 start=$(now_ms)
 fio --name=verify --filename="$dev" --direct=1 --ioengine=libaio --rw=randwrite --bsrange=4k-64k --iodepth=16 \
     --numjobs=2 --size=120M --offset_increment=128M --verify=crc32c --verify_backlog=64 --verify_fatal=1 \
-    --time_based --runtime=56 --write_lat_log=/tmp/fio-lat --log_avg_msec=0 --output-format=json --output=/tmp/fio.json 2> /tmp/fio.err &
+    --time_based --runtime=70 --write_lat_log=/tmp/fio-lat --log_avg_msec=0 --output-format=json --output=/tmp/fio.json 2> /tmp/fio.err &
 fio_pid=$!
 events=()
 event() { events+=("$1:$(( $(now_ms) - start ))"); echo "event $1 at uptime $(cut -d' ' -f1 /proc/uptime)" >> /tmp/fio-events; }
