@@ -8,17 +8,12 @@ import VirtiodProtocol
 /// Inflating and deflating (virtio 1.2 §5.5.6.1, §5.5.6.2) with pages the
 /// supervisor really holds for this device (its `balloon` endpoint: a chunk
 /// of `chunk_pages` pinned pages per request, answered with their
-/// guest-physical frame numbers). One chunk is with the device at a time:
+/// guest-physical frame numbers). One chunk moves at a time:
 ///
 ///   inflate: ask the supervisor for chunk k → its frame numbers into the
 ///            inflateq buffer → the device used it → k held, `actual` += a chunk
 ///   deflate: chunk k's frame numbers into the deflateq buffer → the device
 ///            used it → the supervisor gives k back, `actual` −= a chunk
-///
-/// While chunk k is with the device the next one is already asked for
-/// (`next`: the supervisor's allocation — zeroing 4 MiB, ~70 ms under TCG —
-/// overlaps the device's work and the messages); if the balloon then need
-/// not grow, that chunk goes back to the supervisor unused.
 ///
 /// so `actual` (written to the config, §5.5.4) counts only pages held and
 /// told to the host. The frame numbers are what the supervisor read from
@@ -38,11 +33,6 @@ final class BalloonInflater {
         /// The chunk's frames are with the device on inflateq / deflateq.
         case inflating(Int, [UInt32])
         case deflating(Int)
-
-        var chunk: Int {
-            switch self { case .requesting(let k), .fetching(let k), .inflating(let k, _), .deflating(let k): k }
-        }
-        var inflatingChunk: Int? { if case .inflating(let k, _) = self { k } else { nil } }
     }
 
     let inflatePosition: Int, deflatePosition: Int
@@ -62,16 +52,6 @@ final class BalloonInflater {
     /// says them again when the chunk is to be deflated).
     var held: [Int: [UInt32]] = [:]
     var pending: Pending?
-    /// The chunk asked for ahead while another one is with the device.
-    enum Next: Equatable {
-        case requesting(Int)
-        case ready(Int, [UInt32])
-        var chunk: Int { switch self { case .requesting(let k), .ready(let k, _): k } }
-    }
-    var next: Next?
-    /// A predecessor's `next` (the supervisor may hold it; the device was
-    /// never told): given back after the take-over.
-    var orphan: Int?
     var policy: BalloonPolicy
     /// Seconds without inflating after a pressure deflate.
     let holdOff: Double
@@ -121,33 +101,15 @@ final class BalloonInflater {
         guard pending == nil else { return }
         let mem = MemInfo.read()
         let total = mem?["MemTotal"] ?? 0, available = mem?["MemAvailable"] ?? 0
-        let move = policy.next(targetPages: targetPages, held: held.count, available: available, total: total, now: monotonic())
-        if move != .inflate, let n = next {
-            // Asked for ahead and not wanted now: back to the supervisor
-            // (an answer still on its way is given back when it comes).
-            guard case .ready(let k, _) = n else { return }
-            next = nil
-            driverClose(k, driver)
-        }
-        switch move {
+        switch policy.next(targetPages: targetPages, held: held.count, available: available, total: total, now: monotonic()) {
         case .inflate:
-            shortfall = nil
-            switch next {
-            case .ready(let k, let frames)?:
-                next = nil
-                try send(frames, on: inflatePosition, pool: &inflatePool, driver)
-                pending = .inflating(k, frames)
-            case .requesting?:
-                return   // its answer steps again
-            case nil:
-                guard let k = freeChunk(besides: nil) else {
-                    shortfall = "every chunk of the guest's memory is held"
-                    return try arm(driver)
-                }
-                pending = .requesting(k)
-                try driver.requestEndpoint(EndpointEvent(kind: "balloon", action: .open, key: k))
+            guard let k = (0..<chunks).first(where: { held[$0] == nil }) else {
+                shortfall = "every chunk of the guest's memory is held"
+                return try arm(driver)
             }
-            try askAhead(driver, available: available, total: total)
+            shortfall = nil
+            pending = .requesting(k)
+            try driver.requestEndpoint(EndpointEvent(kind: "balloon", action: .open, key: k))
         case .deflate:
             guard let k = held.keys.max(), let frames = held[k] else { return }
             if frames.isEmpty {
@@ -165,23 +127,6 @@ final class BalloonInflater {
             shortfall = why
         }
         try arm(driver)
-    }
-
-    /// The first chunk neither held, nor asked for, nor `besides`.
-    private func freeChunk(besides other: Int?) -> Int? {
-        (0..<chunks).first { held[$0] == nil && $0 != other && $0 != next?.chunk && $0 != pending?.chunk }
-    }
-
-    /// With a chunk on its way in, ask for the one after it if the balloon
-    /// will still want to grow once that one is held.
-    private func askAhead(_ driver: DeviceDriver, available: UInt64, total: UInt64) throws {
-        guard next == nil, let k0 = pending?.inflatingChunk else { return }
-        var lookahead = policy
-        let spare = available > policy.chunkBytes ? available - policy.chunkBytes : 0
-        guard lookahead.next(targetPages: targetPages, held: held.count + 1, available: spare, total: total, now: monotonic()) == .inflate,
-              let k = freeChunk(besides: k0) else { return }
-        next = .requesting(k)
-        try driver.requestEndpoint(EndpointEvent(kind: "balloon", action: .open, key: k))
     }
 
     /// The timer runs while pages are held (the low-memory check) or the
@@ -216,23 +161,7 @@ final class BalloonInflater {
 
     /// The supervisor's answer to `open` of a chunk.
     func endpointEvent(_ event: EndpointEvent, _ driver: DeviceDriver) throws {
-        guard event.kind == "balloon" else { return }
-        if next == .requesting(event.key) {
-            next = nil
-            let frames = (event.facts["frames"] ?? "").split(separator: " ").compactMap { UInt32($0, radix: 16) }
-            if event.action == .opened {
-                guard frames.count == framesPerChunk, !frames.contains(0) else {
-                    refusals &+= 1
-                    PluginLog.error("balloon: the supervisor sent \(frames.count) usable frame numbers for chunk \(event.key)")
-                    return driverClose(event.key, driver)
-                }
-                next = .ready(event.key, frames)
-            }
-            // Used (or given back) once the chunk before it is with the host.
-            if pending == nil { try step(driver) }
-            return
-        }
-        guard pending == .requesting(event.key) || pending == .fetching(event.key) else { return }
+        guard event.kind == "balloon", pending == .requesting(event.key) || pending == .fetching(event.key) else { return }
         let fetching = pending == .fetching(event.key)
         pending = nil
         switch event.action {
@@ -252,8 +181,6 @@ final class BalloonInflater {
             } else {
                 try send(frames, on: inflatePosition, pool: &inflatePool, driver)
                 pending = .inflating(event.key, frames)
-                let mem = MemInfo.read()
-                try askAhead(driver, available: mem?["MemAvailable"] ?? 0, total: mem?["MemTotal"] ?? 0)
             }
         default:
             refusals &+= 1
@@ -328,16 +255,13 @@ final class BalloonInflater {
         /// Held chunk numbers (their frames are asked again when needed).
         var held: [Int]
         var pending: Pending?
-        /// The chunk asked for ahead (the successor gives it back; absent
-        /// in records of plugins before it).
-        var askedAhead: Int?
         var policy: BalloonPolicy
         var inflated: UInt64, deflated: UInt64, pressureDeflates: UInt64, refusals: UInt64
     }
 
     var saved: Saved {
         Saved(inflatePool: inflatePool.map(PoolPlacement.init), deflatePool: deflatePool.map(PoolPlacement.init),
-              held: held.keys.sorted(), pending: pending, askedAhead: next?.chunk, policy: policy,
+              held: held.keys.sorted(), pending: pending, policy: policy,
               inflated: inflated, deflated: deflated, pressureDeflates: pressureDeflates, refusals: refusals)
     }
 
@@ -359,19 +283,12 @@ final class BalloonInflater {
         case .fetching(let k)?, .deflating(let k)?:
             guard s.held.contains(k) else { throw PluginError("the record moves chunk \(k), which it does not hold") }
         }
-        if let k = s.askedAhead {
-            guard (0..<chunks).contains(k), !s.held.contains(k), k != s.pending?.chunk else {
-                throw PluginError("the record's chunk \(k) asked for ahead does not fit")
-            }
-        }
         inflatePool = try driver.restoredPool(ip, queue: inflatePosition, "inflateq")
         deflatePool = try driver.restoredPool(dp, queue: deflatePosition, "deflateq")
         held = Dictionary(uniqueKeysWithValues: s.held.map { ($0, []) })
         // A chunk in inflateq keeps no frames from the record (shared memory):
         // once it is held, its frames come from the supervisor when it deflates.
         if case .inflating(let k, _)? = s.pending { pending = .inflating(k, []) } else { pending = s.pending }
-        next = nil
-        orphan = s.askedAhead
         policy = s.policy
         inflated = s.inflated; deflated = s.deflated; pressureDeflates = s.pressureDeflates; refusals = s.refusals
     }
@@ -383,14 +300,6 @@ final class BalloonInflater {
     func continueAfterHandover(_ driver: DeviceDriver) throws {
         targetPages = try driver.transport.readConfig(UInt32.self, at: 0)
         try writeActual(driver)
-        if let k = orphan {
-            orphan = nil
-            driverClose(k, driver)
-        }
-        // After a roll-back: an answer that came while quiesced may be lost.
-        if case .requesting(let k)? = next {
-            try driver.requestEndpoint(EndpointEvent(kind: "balloon", action: .open, key: k))
-        }
         switch pending {
         case .requesting(let k)?, .fetching(let k)?:
             try driver.requestEndpoint(EndpointEvent(kind: "balloon", action: .open, key: k))
