@@ -10,7 +10,7 @@ trap stop_virtiod EXIT
 start_balloon
 target=$((GUEST_RAM - (128 << 20)))
 balloon_to "$target"
-wait_balloon "$target" 10
+wait_balloon "$target" 30
 look() { echo "size $(balloon_size) held $(balloon_held_mib) actual $(virtioctl status "$bal" --json | jq .driver.config.actual)"; }
 before=$(look); avail0=$(mem_available_mib)
 inflated=$(virtioctl status "$bal" --json | jq '[.driver.queues[].counters.inflated_chunks // 0] | add')
@@ -34,11 +34,11 @@ sleep 2; same "a restart of virtiod"
 echo "restart of virtiod: $(look)"
 # Every frame known to the successor: all of it deflates.
 balloon_to "$GUEST_RAM"
-wait_balloon "$GUEST_RAM" 10
+wait_balloon "$GUEST_RAM" 30
 [ "$(balloon_held_mib)" -eq 0 ] || fail "held after deflating: $(balloon_held_mib) MiB"
 # A crash: the reset device starts from nothing, the fresh plugin inflates again.
 balloon_to "$target"
-wait_balloon "$target" 10
+wait_balloon "$target" 30
 pid=$(virtioctl status "$bal" --json | jq .plugin.pid)
 kill -9 "$pid"
 wait_for "[ \"\$(virtioctl status $bal --json | jq .plugin.pid)\" != $pid ] && [ \"\$(virtioctl status $bal --json | jq -r .state)\" = running ]" 60 \
@@ -48,4 +48,4 @@ wait_balloon "$target" 20
 [ "$(balloon_held_mib)" -eq 128 ] || fail "held after the crash: $(balloon_held_mib)"
 echo "kill -9: the pages went back to the guest, the fresh plugin holds 128 MiB again"
 balloon_to "$GUEST_RAM"
-wait_balloon "$GUEST_RAM" 10
+wait_balloon "$GUEST_RAM" 30
