@@ -84,7 +84,9 @@ public enum HandoverError: Error, Sendable, CustomStringConvertible {
 /// for each claimed device. Its word says whether a record is waiting
 /// (`saved`) or the device is driven live (`live`: a crash leaves no record,
 /// so the device must be reset). Record bytes: magic "VHO1" u32 | length u32 |
-/// FNV-1a u32 | reserved u32 | JSON of `HandoverRecord`.
+/// FNV-1a u32 | format u32 | JSON of `HandoverRecord`. The format word lets
+/// a reader refuse a newer record without parsing its JSON; records written
+/// before it existed have 0 there, and their format is read from the JSON.
 public struct HandoverArea: Sendable {
     public static let saved: UInt64 = 0x5341_5645_4421 // "SAVED!"
     public static let live: UInt64 = 0
@@ -101,7 +103,8 @@ public struct HandoverArea: Sendable {
     public func save(_ record: HandoverRecord) throws {
         let json = Array(try JSONEncoder().encode(record))
         var w = ByteWriter()
-        w.u32(Self.magic); w.u32(UInt32(json.count)); w.u32(QueueStateCodec.fnv1a(json)); w.u32(0)
+        w.u32(Self.magic); w.u32(UInt32(json.count)); w.u32(QueueStateCodec.fnv1a(json))
+        w.u32(UInt32(clamping: max(0, record.format)))
         try area.store(w.bytes + json, word: Self.saved)
     }
 
@@ -114,18 +117,30 @@ public struct HandoverArea: Sendable {
         guard header.u32() == Self.magic else { throw HandoverError.corrupt("bad magic") }
         let length = Int(header.u32())
         let sum = header.u32()
+        let format = Int(header.u32())
         guard length == bytes.count - 16 else { throw HandoverError.corrupt("length \(length) of \(bytes.count - 16)") }
-        let json = Array(bytes[16...])
-        guard QueueStateCodec.fnv1a(json) == sum else { throw HandoverError.corrupt("checksum mismatch") }
-        // The format first: a newer envelope is refused by number, not misread.
-        struct Envelope: Decodable { var format: Int }
-        guard let envelope = try? JSONDecoder().decode(Envelope.self, from: Data(json)) else {
-            throw HandoverError.corrupt("no format field")
+        let body = Array(bytes[16...])
+        guard QueueStateCodec.fnv1a(body) == sum else { throw HandoverError.corrupt("checksum mismatch") }
+        let json = Data(body)
+        // The format first: a newer record is refused by number, not misread.
+        if format != 0 {
+            guard format == HandoverRecord.currentFormat else { throw HandoverError.unsupportedFormat(format) }
+        } else {
+            struct Envelope: Decodable { var format: Int }
+            guard let envelope = try? JSONDecoder().decode(Envelope.self, from: json) else {
+                throw HandoverError.corrupt("no format field")
+            }
+            guard envelope.format == HandoverRecord.currentFormat else { throw HandoverError.unsupportedFormat(envelope.format) }
         }
-        guard envelope.format == HandoverRecord.currentFormat else { throw HandoverError.unsupportedFormat(envelope.format) }
-        do { return try JSONDecoder().decode(HandoverRecord.self, from: Data(json)) } catch {
+        let record: HandoverRecord
+        do { record = try JSONDecoder().decode(HandoverRecord.self, from: json) } catch {
             throw HandoverError.corrupt("\(error)")
         }
+        // The word and the JSON must agree (both are under the checksum).
+        guard format == 0 || record.format == format else {
+            throw HandoverError.corrupt("format word \(format), JSON says \(record.format)")
+        }
+        return record
     }
 
     /// Mark the device as driven live (a record, if any, is no longer valid).

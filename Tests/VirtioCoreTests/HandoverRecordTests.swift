@@ -55,6 +55,13 @@ import VirtiodProtocol
         newer.format = 2
         try a.save(newer)
         #expect { try a.load() } throws: { "\($0)".contains("format 2") }
+        // A record from before the format word (0 there) is still read; a
+        // word that disagrees with the JSON is refused.
+        try a.save(try record())
+        m.base.storeBytes(of: UInt32(0), toByteOffset: 16 + 12, as: UInt32.self)
+        #expect(try a.load().plugin == "net")
+        m.base.storeBytes(of: UInt32(7).littleEndian, toByteOffset: 16 + 12, as: UInt32.self)
+        #expect { try a.load() } throws: { "\($0)".contains("format 7") }
     }
 
     @Test func poolTakenOverKeepsTheDevicesBuffers() throws {
