@@ -198,7 +198,7 @@ if [ ${#image_flags[@]} -gt 0 ]; then
     root_disk=(-device nvme,drive=root,serial=vmroot) payload_disk=(-device nvme,drive=payload,serial=vmpayload)
 fi
 qemu=(qemu-system-x86_64 -nodefaults -no-user-config
-    -machine q35,kernel-irqchip=split -accel tcg,thread=multi,tb-size=256 -cpu "${VIRTIOD_VM_CPU:-max,-erms,-fsrm}" -smp "$smp" -m "$memory"
+    -machine q35,kernel-irqchip=split -accel tcg,thread=multi,tb-size=256 -cpu "${VIRTIOD_VM_CPU:-max}" -smp "$smp" -m "$memory"
     "${iommu[@]}"
     -kernel "$image/vmlinuz" -initrd "$image/initrd.img" -append "$cmdline"
     -drive "file=$image/root.img,if=none,id=root,format=raw,snapshot=on" "${root_disk[@]}"
