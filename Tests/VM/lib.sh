@@ -3,7 +3,7 @@
 VM_CACHE=${VIRTIOD_VM_CACHE:-/var/cache/virtiod-vm}
 VM_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(cd "$VM_DIR/../.." && pwd)
-GUEST_PACKAGES="systemd,systemd-sysv,udev,kmod,liburing2,iproute2,linux-image-amd64,pciutils,iperf3,fio,ethtool,tcpdump,iputils-ping,procps,util-linux,jq,socat,man-db,memtester,git"
+GUEST_PACKAGES="systemd,systemd-sysv,udev,kmod,liburing2,iproute2,linux-image-amd64,pciutils,iperf3,fio,ethtool,tcpdump,iputils-ping,procps,util-linux,jq,socat,man-db,memtester,git,linux-perf"
 
 log() { printf '[vm] %s\n' "$*" >&2; }
 die() { printf '[vm] error: %s\n' "$*" >&2; exit 1; }
