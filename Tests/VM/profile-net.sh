@@ -29,13 +29,8 @@ twin_and_local "$nic"
 wait_for "ping -c 1 -W 1 10.77.0.2" 20 || { say "no ping through the kernel driver"; exit 1; }
 profile kernel
 ip addr flush dev "$nic"; ip -6 addr flush dev "$nic"
-mkdir -p /etc/virtiod/virtiod.conf.d
-printf '[Device]\nMACAddress=52:54:00:12:34:01\nClaim=yes\nInterfaceName=vtnet0\n' > /etc/virtiod/virtiod.conf.d/50-profile.conf
-systemctl start virtiod
-wait_for "[ \"\$(virtioctl list --json | jq -r '.[] | select(.interfaces | index(\"vtnet0\")) | .state')\" = running ]" 60 \
-    || { say "virtiod did not bring up vtnet0"; exit 1; }
+start_virtiod_with_nic
 ip addr add 10.77.0.1/24 dev vtnet0; ip link set vtnet0 up
 wait_for "ping -c 1 -W 1 10.77.0.2" 20 || { say "no ping through virtiod"; exit 1; }
 profile virtiod
-systemctl stop virtiod
-rm -f /etc/virtiod/virtiod.conf.d/50-profile.conf
+stop_virtiod
