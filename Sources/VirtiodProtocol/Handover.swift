@@ -136,7 +136,7 @@ public struct HandoverArea: Sendable {
         do { record = try JSONDecoder().decode(HandoverRecord.self, from: json) } catch {
             throw HandoverError.corrupt("\(error)")
         }
-        // The word and the JSON must agree (both are under the checksum).
+        // The word and the JSON must agree: the checksum covers the JSON only.
         guard format == 0 || record.format == format else {
             throw HandoverError.corrupt("format word \(format), JSON says \(record.format)")
         }

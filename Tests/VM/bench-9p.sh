@@ -5,7 +5,6 @@
 # and creating + stat-ing 2000 files (ops/s). Prints both and the ratios
 # virtiod/kernel. TCG: absolute figures are slow.
 source /payload/cases/lib.sh
-say() { echo "VIRTIOD-DEMO $*"; }
 start_share
 v=$share
 k=/mnt/kernel9p

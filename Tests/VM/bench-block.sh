@@ -7,7 +7,6 @@
 # write (MB/s), BENCH_SECONDS each (default 20), O_DIRECT. Prints both and
 # the ratios virtiod/kernel. TCG: absolute figures are slow.
 source /payload/cases/lib.sh
-say() { echo "VIRTIOD-DEMO $*"; }
 secs=${BENCH_SECONDS:-20}
 start_virtiod
 before=$(ls /sys/block)

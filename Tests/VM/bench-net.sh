@@ -4,7 +4,6 @@
 # nic0, then with virtiod driving it (TAP vtnet0), in the same VM and run.
 # Prints both and the ratios virtiod/kernel. TCG: absolute figures are slow.
 source /payload/cases/lib.sh
-say() { echo "VIRTIOD-DEMO $*"; }
 secs=${BENCH_SECONDS:-5}
 nic=$(iface_with_mac 52:54:00:12:34:01)
 

@@ -6,7 +6,6 @@
 # ping (the second of three), printed as-is. Needs linux-perf in the image.
 source /payload/cases/lib.sh
 set +e +o pipefail
-say() { echo "VIRTIOD-DEMO $*"; }
 sysctl -qw kernel.perf_event_paranoid=-1 kernel.kptr_restrict=0
 nic=$(iface_with_mac 52:54:00:12:34:01)
 events=sched:sched_switch,sched:sched_wakeup,irq:irq_handler_entry,irq:softirq_entry,net:net_dev_xmit,net:netif_receive_skb

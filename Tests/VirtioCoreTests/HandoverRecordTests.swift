@@ -55,13 +55,18 @@ import VirtiodProtocol
         newer.format = 2
         try a.save(newer)
         #expect { try a.load() } throws: { "\($0)".contains("format 2") }
-        // A record from before the format word (0 there) is still read; a
-        // word that disagrees with the JSON is refused.
+        // A record from before the format word (0 there) is still read; an
+        // unknown word is refused by number.
         try a.save(try record())
         m.base.storeBytes(of: UInt32(0), toByteOffset: 16 + 12, as: UInt32.self)
         #expect(try a.load().plugin == "net")
         m.base.storeBytes(of: UInt32(7).littleEndian, toByteOffset: 16 + 12, as: UInt32.self)
         #expect { try a.load() } throws: { "\($0)".contains("format 7") }
+        // A known word over JSON of another format (the word is outside the
+        // checksum): refused as disagreeing, not read as the word says.
+        try a.save(newer)
+        m.base.storeBytes(of: UInt32(HandoverRecord.currentFormat).littleEndian, toByteOffset: 16 + 12, as: UInt32.self)
+        #expect { try a.load() } throws: { "\($0)".contains("JSON says 2") }
     }
 
     @Test func poolTakenOverKeepsTheDevicesBuffers() throws {

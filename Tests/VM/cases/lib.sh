@@ -10,6 +10,10 @@ has_variant() { case ",$VARIANT," in *",$1,"*) return 0 ;; *) return 1 ;; esac; 
 LENT_DRIVER=vfio-pci
 has_variant noiommu && LENT_DRIVER=uio_pci_generic
 
+# A line a mode script (bench, profile) shows on the host: run.sh prints
+# VIRTIOD-DEMO lines from the serial console without the prefix.
+say() { echo "VIRTIOD-DEMO $*"; }
+
 # (The reason is kept in FAIL_REASON for EXIT traps that print more and then repeat it last.)
 fail() { FAIL_REASON="$*"; echo "$*"; exit 1; }
 
